@@ -1,0 +1,37 @@
+"""The errors a user can cause, each with a one-sentence message that says how to fix it.
+
+The CLI prints a `GeovlmError`'s message and exits with status 2; anything else is a bug.
+"""
+
+__all__ = [
+    "GeovlmError",
+    "InputError",
+    "ModelCapabilityError",
+    "ModelNotFoundError",
+    "OutputError",
+    "ParameterError",
+]
+
+
+class GeovlmError(Exception):
+    """Base class of every error caused by the user's input rather than by a bug."""
+
+
+class InputError(GeovlmError):
+    """An input scene or layer is missing, unreadable, corrupt or not georeferenced."""
+
+
+class ParameterError(GeovlmError, ValueError):
+    """An option value is out of range or inconsistent with the input."""
+
+
+class OutputError(GeovlmError):
+    """The output path cannot be written, is not a GeoPackage, or belongs to another run."""
+
+
+class ModelNotFoundError(GeovlmError):
+    """A model or adapter id cannot be found locally or in the Hugging Face cache."""
+
+
+class ModelCapabilityError(GeovlmError):
+    """A model was asked for something it cannot do, e.g. a text-only model given images."""
