@@ -1,0 +1,222 @@
+"""Open and check a scene once: georeferencing, band choice, resolution and the pixel stretch.
+
+Everything here is computed once per scene, never per chip: the stretch of uint16/float scenes
+uses scene-wide percentiles from a decimated read (which GDAL serves from overviews when present).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+
+from geovlm.errors import InputError, ParameterError
+
+__all__ = ["GDAL_OPTIONS", "PixelStretch", "SceneInfo", "open_scene", "pixel_stretch"]
+
+#: GDAL settings for every read: a capped block cache keeps memory flat whatever the scene size,
+#: and remote datasets are opened without listing their folder.
+GDAL_OPTIONS: dict[str, object] = {
+    "GDAL_CACHEMAX": 64,
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "VSI_CACHE": True,
+}
+
+#: Long side, in pixels, of the decimated read used for scene-wide percentiles.
+_STATS_SIDE = 1024
+_PERCENTILES = (2.0, 98.0)
+_REMOTE = re.compile(r"^(/vsi|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class SceneInfo:
+    """What the tiler needs to know about a scene, read once when it is opened."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS
+    transform: Affine
+    nodata: float | None
+    #: 1-based bands that become the chip's R, G, B (one band: grey).
+    bands: tuple[int, ...]
+    #: Pixel size in metres along x and y (estimated at the centre for geographic CRSs).
+    resolution_m: tuple[float, float]
+
+    @property
+    def gdal_options(self) -> dict[str, object]:
+        """GDAL configuration for reads of this scene."""
+        return GDAL_OPTIONS
+
+
+def _check_exists(path: str) -> None:
+    if not _REMOTE.match(path) and not Path(path).exists():
+        raise InputError(f"{path} does not exist; check the path.")
+
+
+def _default_bands(count: int) -> tuple[int, ...]:
+    return (1, 2, 3) if count >= 3 else (1,)
+
+
+def _checked_bands(bands: tuple[int, ...] | None, count: int, path: str) -> tuple[int, ...]:
+    chosen = bands or _default_bands(count)
+    bad = [b for b in chosen if not 1 <= b <= count]
+    if bad:
+        raise ParameterError(
+            f"--bands {','.join(map(str, chosen))} asks for band {bad[0]} but {path} has"
+            f" {count} band(s); use numbers from 1 to {count}."
+        )
+    return tuple(chosen)
+
+
+def _resolution_m(dataset: rasterio.DatasetReader) -> tuple[float, float]:
+    """Pixel size in metres; for a geographic CRS, measured on the ellipsoid at the centre."""
+    t = dataset.transform
+    res_x, res_y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if dataset.crs.is_geographic:
+        lon, lat = t * (dataset.width / 2, dataset.height / 2)
+        lat = max(-89.0, min(89.0, lat))
+        geod = Geod(ellps="WGS84")
+        _, _, dx = geod.inv(lon, lat, lon + res_x, lat)
+        _, _, dy = geod.inv(lon, lat, lon, lat + res_y)
+        return abs(dx), abs(dy)
+    factor = dataset.crs.linear_units_factor[1]
+    return res_x * factor, res_y * factor
+
+
+def open_scene(path: str | Path, bands: tuple[int, ...] | None = None) -> SceneInfo:
+    """Open a scene, check it can be tiled and describe it.
+
+    Parameters
+    ----------
+    path
+        Any path or URL rasterio opens.
+    bands
+        1-based bands to use, or None for 1,2,3 (grey for fewer than three bands).
+
+    Returns
+    -------
+    SceneInfo
+        The scene's size, georeferencing and chosen bands.
+
+    Raises
+    ------
+    InputError
+        Missing, not a raster, or without a CRS or geotransform.
+    ParameterError
+        A requested band is out of range.
+    """
+    path = str(path)
+    _check_exists(path)
+    try:
+        with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as dataset:
+            if dataset.crs is None:
+                raise InputError(
+                    f"{path} has no coordinate reference system; assign one first, e.g."
+                    " `gdal_edit.py -a_srs EPSG:32618 FILE`."
+                )
+            if dataset.transform.is_identity:
+                raise InputError(
+                    f"{path} has no geotransform, so chips cannot be placed on the map;"
+                    " georeference it first (e.g. with gdalwarp or the QGIS Georeferencer)."
+                )
+            return SceneInfo(
+                path=path,
+                width=dataset.width,
+                height=dataset.height,
+                count=dataset.count,
+                dtype=dataset.dtypes[0],
+                crs=dataset.crs,
+                transform=dataset.transform,
+                nodata=dataset.nodata,
+                bands=_checked_bands(bands, dataset.count, path),
+                resolution_m=_resolution_m(dataset),
+            )
+    except RasterioError as exc:
+        raise InputError(f"{path} is not a raster GDAL can read ({exc}).") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PixelStretch:
+    """Maps a scene's band values to uint8 with one linear stretch per band.
+
+    `low` and `high` are None for uint8 scenes, which pass through unchanged.
+    """
+
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def to_rgb(self, data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """Turn band-first pixels into a pixel-interleaved uint8 RGB array.
+
+        Parameters
+        ----------
+        data
+            Pixels, shape ``(bands, rows, cols)`` with one or three bands.
+        valid
+            Boolean validity ``(rows, cols)``; invalid pixels become black. None: all valid.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(rows, cols, 3)``, uint8.
+        """
+        if self.low is None or self.high is None:
+            out = data.astype(np.uint8, copy=False)
+        else:
+            scale = (255.0 / np.maximum(self.high - self.low, 1e-12)).astype(np.float32)
+            scaled = (data.astype(np.float32) - self.low[:, None, None].astype(np.float32)) * (
+                scale[:, None, None]
+            )
+            out = np.nan_to_num(scaled, nan=0.0).clip(0, 255).astype(np.uint8)
+        rgb = np.repeat(out, 3, axis=0) if out.shape[0] == 1 else out
+        rgb = np.ascontiguousarray(np.moveaxis(rgb, 0, -1))
+        if valid is not None:
+            rgb[~valid] = 0
+        return rgb
+
+
+def pixel_stretch(info: SceneInfo, nodata: float | None = None) -> PixelStretch:
+    """Compute the scene-wide 2-98 percentile stretch of the chosen bands.
+
+    Parameters
+    ----------
+    info
+        The opened scene.
+    nodata
+        A fill value to leave out of the statistics (overrides the declared one).
+
+    Returns
+    -------
+    PixelStretch
+        Pass-through for uint8 scenes, else per-band low and high values.
+    """
+    if info.dtype == "uint8":
+        return PixelStretch()
+    scale = max(1.0, max(info.width, info.height) / _STATS_SIDE)
+    shape = (len(info.bands), max(1, round(info.height / scale)), max(1, round(info.width / scale)))
+    fill = nodata if nodata is not None else info.nodata
+    with rasterio.Env(**GDAL_OPTIONS), rasterio.open(info.path) as dataset:
+        data = dataset.read(info.bands, out_shape=shape, resampling=Resampling.nearest)
+    data = data.astype(np.float64)
+    invalid = ~np.isfinite(data)
+    if fill is not None:
+        invalid |= np.isnan(data) if math.isnan(fill) else data == fill
+    low, high = [], []
+    for band, bad in zip(data, invalid, strict=True):
+        values = band[~bad]
+        lo, hi = np.percentile(values, _PERCENTILES) if values.size else (0.0, 1.0)
+        low.append(lo)
+        high.append(hi if hi > lo else lo + 1.0)
+    return PixelStretch(np.asarray(low), np.asarray(high))
