@@ -305,7 +305,7 @@ class SceneTiler:
         return self.options.gsd / res_x, self.options.gsd / res_y
 
     def _dataset(self) -> rasterio.DatasetReader:
-        """This thread's own handle: GDAL datasets must not be shared between threads."""
+        """Return this thread's own handle: GDAL datasets must not be shared between threads."""
         handle = getattr(self._local, "dataset", None)
         if handle is None:
             handle = rasterio.open(self.info.path)
