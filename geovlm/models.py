@@ -1,0 +1,357 @@
+"""Model presets: a short name resolves to base model, adapter, template and chip settings.
+
+Presets live in ``configs/models/*.yaml`` (one preset per file, named like the file). Anywhere a
+model is accepted, a preset name, a Hugging Face hub id or a local folder works: the last two
+give an ad-hoc preset. Nothing here touches the network or imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geovlm.errors import GeovlmError, ModelNotFoundError
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PRESETS_DIR",
+    "ModelFamily",
+    "ModelPreset",
+    "PresetError",
+    "Quantization",
+    "availability",
+    "list_presets",
+    "resolve_model",
+]
+
+log = logging.getLogger(__name__)
+
+#: The folder holding the preset YAML files.
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
+#: The preset used when no model is given.
+DEFAULT_MODEL = "xview2-qwen3vl"
+_REQUIRED = ("name", "model_id", "family", "chip_size", "supports_images")
+
+
+class PresetError(GeovlmError):
+    """A preset YAML file is malformed, has unknown or missing keys, or repeats a name."""
+
+
+class _CheckedEnum(StrEnum):
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        key = str(value).strip().lower()
+        for member in cls:
+            if member.value == key:
+                return member
+        options = ", ".join(m.value for m in cls)
+        raise ValueError(f"unknown {cls.__name__} {value!r}; choose one of: {options}")
+
+
+class ModelFamily(_CheckedEnum):
+    """The architecture family a backend loads: ``qwen3_vl``, ``llava``, ``gemma`` or unknown."""
+
+    QWEN3_VL = "qwen3_vl"
+    LLAVA = "llava"
+    GEMMA = "gemma"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def from_model_type(cls, model_type: str | None) -> ModelFamily:
+        """Return the family of a transformers ``config.json`` ``model_type``.
+
+        Parameters
+        ----------
+        model_type
+            E.g. ``"qwen3_vl"``, ``"llava"``, ``"gemma3_text"``; None when unknown.
+
+        Returns
+        -------
+        ModelFamily
+            `UNKNOWN` for anything else.
+
+        Examples
+        --------
+        >>> ModelFamily.from_model_type("gemma2").value
+        'gemma'
+        """
+        kind = (model_type or "").lower()
+        if kind.startswith("qwen3_vl"):
+            return cls.QWEN3_VL
+        if kind == "llava":
+            return cls.LLAVA
+        return cls.GEMMA if kind.startswith("gemma") else cls.UNKNOWN
+
+
+class Quantization(_CheckedEnum):
+    """Weight quantization: ``auto`` (4bit on CUDA, else none), ``4bit``, ``8bit`` or ``none``."""
+
+    AUTO = "auto"
+    NF4 = "4bit"
+    INT8 = "8bit"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPreset:
+    """Everything needed to load a model and feed it chips the way it was trained.
+
+    Examples
+    --------
+    >>> preset = resolve_model("xview2-qwen3vl")
+    >>> preset.model_id, preset.chip_size, preset.gsd
+    ('Qwen/Qwen3-VL-8B-Instruct', 512, 3.5)
+    """
+
+    #: Preset name, or the id/path an ad-hoc preset was built from.
+    name: str
+    #: Base model: a hub id or a local folder.
+    model_id: str
+    #: A peft LoRA adapter on top of the base (hub id or folder), or None.
+    adapter_id: str | None
+    family: ModelFamily
+    #: Chat template name (e.g. ``qwen3_vl_nothink``), or None for the processor's own.
+    template: str | None
+    #: Images larger than this many pixels are downscaled first, as in training; None: no limit.
+    image_max_pixels: int | None
+    #: Chip side in pixels.
+    chip_size: int
+    #: Metres per pixel of the training images as the model saw them; None: native resolution.
+    gsd: float | None
+    supports_images: bool
+    quantize: Quantization = Quantization.AUTO
+    description: str = ""
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> ModelPreset:
+        """Read a preset file.
+
+        Parameters
+        ----------
+        path
+            A YAML mapping with the fields of `ModelPreset`; ``name`` must match the file stem.
+
+        Returns
+        -------
+        ModelPreset
+
+        Raises
+        ------
+        PresetError
+            If the file is unreadable, not a mapping, has unknown or missing keys, or bad values.
+        """
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            reason = " ".join(str(exc).split())
+            raise PresetError(f"{path} is not readable YAML ({reason}): fix it.") from exc
+        if not isinstance(data, dict):
+            raise PresetError(f"{path} must hold a YAML mapping of preset fields: rewrite it.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(map(str, data)) - set(fields)):
+            raise PresetError(
+                f"{path} has unknown keys {unknown}: remove them (allowed: {', '.join(fields)})."
+            )
+        if missing := sorted(set(_REQUIRED) - set(data)):
+            raise PresetError(f"{path} lacks the keys {missing}: add them.")
+        try:
+            preset = cls(
+                name=_typed(data, "name", str),
+                model_id=_typed(data, "model_id", str),
+                adapter_id=_typed(data, "adapter_id", str, optional=True),
+                family=ModelFamily(_typed(data, "family", str)),
+                template=_typed(data, "template", str, optional=True),
+                image_max_pixels=_typed(data, "image_max_pixels", int, optional=True),
+                chip_size=_typed(data, "chip_size", int),
+                gsd=_typed(data, "gsd", float, optional=True),
+                supports_images=_typed(data, "supports_images", bool),
+                quantize=Quantization(data.get("quantize", "auto")),
+                description=_typed(data, "description", str, optional=True) or "",
+            )
+        except ValueError as exc:
+            raise PresetError(f"{path} has a bad value: {exc}.") from exc
+        if preset.name != path.stem:
+            raise PresetError(f"{path} names itself {preset.name!r}: rename it {path.stem!r}.")
+        return preset
+
+    @classmethod
+    def from_id(cls, model_id: str) -> ModelPreset:
+        """Build an ad-hoc preset for a hub id or a local folder (model or peft adapter).
+
+        The family, and whether the model takes images, come from its ``config.json`` when that
+        is on disk (the folder, or the Hugging Face cache); otherwise the family is unknown and
+        images are assumed. A folder holding only an ``adapter_config.json`` becomes the adapter
+        on top of its ``base_model_name_or_path``.
+
+        Parameters
+        ----------
+        model_id
+            A hub id (``org/name``) or a local folder.
+
+        Returns
+        -------
+        ModelPreset
+            Chip size 512, no GSD, no template, automatic quantization.
+
+        Raises
+        ------
+        ModelNotFoundError
+            If `model_id` looks like a path but is not a folder.
+        """
+        adapter_id = None
+        if _looks_like_path(model_id) and not Path(model_id).expanduser().is_dir():
+            raise ModelNotFoundError(
+                f"{model_id} is not a folder: pass a model folder, a hub id or a preset name."
+            )
+        adapter = _read_json(model_id, "adapter_config.json")
+        if adapter is not None and _read_json(model_id, "config.json") is None:
+            adapter_id, model_id = model_id, str(adapter.get("base_model_name_or_path", ""))
+        config = _read_json(model_id, "config.json")
+        return cls(
+            name=adapter_id or model_id,
+            model_id=model_id,
+            adapter_id=adapter_id,
+            family=ModelFamily.from_model_type(config.get("model_type") if config else None),
+            template=None,
+            image_max_pixels=None,
+            chip_size=512,
+            gsd=None,
+            supports_images=config is None or "vision_config" in config,
+            description="ad-hoc preset",
+        )
+
+
+def list_presets(folder: str | os.PathLike[str] | None = None) -> list[ModelPreset]:
+    """Return every preset, sorted by name.
+
+    Parameters
+    ----------
+    folder
+        The folder of ``*.yaml`` files; `PRESETS_DIR` by default.
+
+    Returns
+    -------
+    list of ModelPreset
+
+    Raises
+    ------
+    PresetError
+        If a file is malformed.
+    """
+    files = sorted(Path(folder or PRESETS_DIR).glob("*.yaml"))
+    return [ModelPreset.from_yaml(path) for path in files]
+
+
+def resolve_model(
+    name_or_id_or_path: str, *, folder: str | os.PathLike[str] | None = None
+) -> ModelPreset:
+    """Return the preset of that name, else an ad-hoc preset for a hub id or local folder.
+
+    Parameters
+    ----------
+    name_or_id_or_path
+        A preset name (``xview2-qwen3vl``), a hub id or a local folder.
+    folder
+        The preset folder; `PRESETS_DIR` by default.
+
+    Returns
+    -------
+    ModelPreset
+
+    Raises
+    ------
+    PresetError
+        If a preset file is malformed.
+    ModelNotFoundError
+        If the argument looks like a path but is not a folder.
+    """
+    for preset in list_presets(folder):
+        if preset.name == name_or_id_or_path:
+            return preset
+    log.debug("%s is no preset name: building an ad-hoc preset", name_or_id_or_path)
+    return ModelPreset.from_id(name_or_id_or_path)
+
+
+def availability(model_or_adapter_id: str) -> bool:
+    """Tell whether a model or adapter can be loaded offline, without touching the network.
+
+    Parameters
+    ----------
+    model_or_adapter_id
+        A local folder, or a hub id looked up in the Hugging Face cache (``HF_HUB_CACHE``).
+
+    Returns
+    -------
+    bool
+        True if its ``config.json`` or ``adapter_config.json`` is on disk.
+
+    Examples
+    --------
+    >>> availability("/no/such/folder")
+    False
+    """
+    return any(
+        _read_json(model_or_adapter_id, name) is not None
+        for name in ("config.json", "adapter_config.json")
+    )
+
+
+def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{key} must be {kind.__name__}, not {value!r}")
+    if kind in (int, float) and value <= 0:
+        raise ValueError(f"{key} must be positive, not {value!r}")
+    return value
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1) or "\\" in text
+
+
+def _read_json(model_id: str, filename: str) -> dict[str, Any] | None:
+    """Read `filename` from a local folder or the Hugging Face cache, else return None."""
+    if not model_id:
+        return None
+    folder = Path(model_id).expanduser()
+    if folder.is_dir():
+        path: Path | None = folder / filename
+    elif _looks_like_path(model_id):
+        path = None
+    else:
+        from huggingface_hub import try_to_load_from_cache  # only needed for hub ids
+
+        cached = try_to_load_from_cache(model_id, filename, cache_dir=_hub_cache())
+        path = Path(cached) if isinstance(cached, str) else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        log.warning("%s is not readable JSON; treating %s as unavailable", path, model_id)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment now (not at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
