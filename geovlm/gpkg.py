@@ -1,0 +1,345 @@
+"""Stream records into a GeoPackage layer, resumably, with the run recorded beside them.
+
+Features go through GDAL (pyogrio), one transaction per batch, so a killed run keeps every
+finished batch and none half-written. The ``runs`` table and the QGIS ``layer_styles`` table are
+plain GeoPackage attribute tables, written with sqlite3. A run is ``complete`` only once it ends
+normally; re-running the same command and parameters resumes it, anything else is refused unless
+the caller asks to overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio
+import shapely
+from pyogrio import raw
+from rasterio.crs import CRS
+from shapely.geometry.base import BaseGeometry
+
+from geovlm.errors import OutputError
+
+__all__ = ["FieldType", "GeoPackageWriter", "RunRecord", "RunStatus"]
+
+logger = logging.getLogger(__name__)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    command TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    layer TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started TEXT NOT NULL,
+    ended TEXT,
+    written INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0
+)"""
+_STYLES_DDL = """
+CREATE TABLE IF NOT EXISTS layer_styles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256),
+    f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
+    useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
+    update_time DATETIME DEFAULT CURRENT_TIMESTAMP
+)"""
+_GEOMETRY_COLUMN = "geom"
+
+
+class FieldType(Enum):
+    """Attribute types a layer field can have, with the numpy dtype pyogrio writes them from."""
+
+    STRING = "str"
+    INTEGER = "int"
+    REAL = "float"
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype of a column of this type."""
+        return np.dtype({"str": object, "int": np.int64, "float": np.float64}[self.value])
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run; only ``complete`` means the layer holds every result."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What a run is: the command and parameters that decide whether a re-run may resume it."""
+
+    command: str
+    parameters: Mapping[str, Any]
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> str:
+        """Digest of command and parameters: equal signatures mean a re-run can resume."""
+        text = json.dumps([self.command, self.parameters], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """Open the GeoPackage with sqlite3, commit on success and always close."""
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            yield db
+    finally:
+        db.close()
+
+
+def _is_geopackage(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            if handle.read(16) != _SQLITE_MAGIC:
+                return False
+        with _connect(path) as db:
+            db.execute("SELECT 1 FROM gpkg_contents LIMIT 1")
+    except (OSError, sqlite3.DatabaseError):
+        return False
+    return True
+
+
+def _remove_geopackage(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+class GeoPackageWriter:
+    """Appends records to one layer of a GeoPackage; use as a context manager.
+
+    Parameters
+    ----------
+    path
+        The output ``.gpkg`` file.
+    layer
+        Name of the feature layer to write.
+    fields
+        The layer's attribute fields and their types, in order.
+    crs
+        The layer's coordinate reference system (the scene's).
+    run
+        The command and parameters of this run.
+    style_qml
+        A QGIS style stored as the layer's default, so QGIS draws it styled on open.
+    overwrite
+        Replace an output that belongs to a different run instead of refusing.
+    id_field
+        The field that identifies a record, so a resumed run skips what is done.
+
+    Raises
+    ------
+    OutputError
+        The path is not a ``.gpkg``, cannot be written, or holds another run's results.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        layer: str,
+        fields: Mapping[str, FieldType],
+        crs: CRS,
+        run: RunRecord,
+        style_qml: str,
+        overwrite: bool = False,
+        id_field: str = "chip_id",
+    ) -> None:
+        self.path = Path(path)
+        self.layer = layer
+        self.fields = dict(fields)
+        self.crs = crs
+        self.run = run
+        self.style_qml = style_qml
+        self.overwrite = overwrite
+        self.id_field = id_field
+        self.run_id = uuid.uuid4().hex
+        #: Ids of the records already in the layer (from earlier runs and this one).
+        self.done_ids: set[str] = set()
+        self.written = 0
+        self.skipped = 0
+
+    def __enter__(self) -> GeoPackageWriter:
+        self._check_path()
+        if self.path.exists() and not self._resume():
+            _remove_geopackage(self.path)
+        if not self.path.exists():
+            self._create()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        status = RunStatus.COMPLETE if exc_type is None else RunStatus.INTERRUPTED
+        self._set_status(status)
+
+    def write(self, rows: Sequence[Mapping[str, Any]], geometries: Sequence[BaseGeometry]) -> None:
+        """Append one batch of records in a single transaction.
+
+        Parameters
+        ----------
+        rows
+            One mapping per record with a value (or None) for every field; ``chip_id`` is the
+            record's id for resuming (see `id_field`).
+        geometries
+            One geometry per record, in the layer's CRS.
+        """
+        if not rows:
+            return
+        field_data = [
+            np.array([row[name] for row in rows], dtype=kind.dtype)
+            for name, kind in self.fields.items()
+        ]
+        masks = [
+            np.array([row[name] is None for row in rows]) for name in self.fields
+        ]
+        self._gdal_write(
+            self.path,
+            shapely.to_wkb(np.asarray(geometries, dtype=object)),
+            field_data,
+            list(self.fields),
+            field_mask=masks,
+            append=True,
+        )
+        self.done_ids.update(str(row[self.id_field]) for row in rows)
+        self.written += len(rows)
+        self._update_run(written=self.written)
+
+    def count_skipped(self, n: int = 1) -> None:
+        """Record chips left out (e.g. mostly nodata), for the run's summary."""
+        self.skipped += n
+
+    def _check_path(self) -> None:
+        if self.path.suffix.lower() != ".gpkg":
+            raise OutputError(
+                f"{self.path} is not a GeoPackage path; give the output a .gpkg extension."
+            )
+        parent = self.path.resolve().parent
+        if not parent.is_dir():
+            raise OutputError(f"The folder {parent} does not exist; create it first.")
+        target = self.path if self.path.exists() else parent
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"{target} is not writable; choose another output path.")
+
+    def _resume(self) -> bool:
+        """Adopt the existing output's run if it is this run; False if it is to be replaced."""
+        if not _is_geopackage(self.path):
+            if self.overwrite:
+                return False
+            raise OutputError(
+                f"{self.path} exists and is not a GeoPackage; pass --overwrite to replace it."
+            )
+        with _connect(self.path) as db:
+            try:
+                found = db.execute(
+                    "SELECT run_id FROM runs WHERE signature = ? AND layer = ?",
+                    (self.run.signature, self.layer),
+                ).fetchone()
+            except sqlite3.OperationalError:
+                found = None
+        if found is None:
+            if self.overwrite:
+                return False
+            raise OutputError(
+                f"{self.path} holds results of a different command or parameters; pass"
+                " --overwrite to replace it, or choose another output."
+            )
+        self.run_id = found[0]
+        self.done_ids = self._existing_ids()
+        self.written = len(self.done_ids)
+        logger.info("resuming run %s: %d records already written", self.run_id, self.written)
+        self._set_status(RunStatus.RUNNING)
+        return True
+
+    def _existing_ids(self) -> set[str]:
+        if self.layer not in {name for name, _ in pyogrio.list_layers(self.path)}:
+            return set()
+        with _connect(self.path) as db:
+            query = f'SELECT "{self.id_field}" FROM "{self.layer}"'
+            return {str(row[0]) for row in db.execute(query)}
+
+    def _create(self) -> None:
+        """Build the empty layer and tables in a side file, then move it in place atomically."""
+        partial = self.path.with_name(self.path.name + ".partial.gpkg")
+        _remove_geopackage(partial)
+        empty = [np.array([], dtype=kind.dtype) for kind in self.fields.values()]
+        self._gdal_write(partial, np.array([], dtype=object), empty, list(self.fields))
+        with _connect(partial) as db:
+            db.execute(_RUNS_DDL)
+            db.execute(_STYLES_DDL)
+            for table in ("runs", "layer_styles"):
+                db.execute(
+                    "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier,"
+                    " last_change) VALUES"
+                    " (?, 'attributes', ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                    (table, table),
+                )
+            db.execute(
+                f'CREATE UNIQUE INDEX "{self.layer}_{self.id_field}" ON "{self.layer}"'
+                f' ("{self.id_field}")'
+            )
+            db.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
+                " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description,"
+                " owner, ui) VALUES ('', '', ?, ?, ?, ?, '', 1, 'geovlm default style', '', '')",
+                (self.layer, _GEOMETRY_COLUMN, self.layer, self.style_qml),
+            )
+            db.execute(
+                "INSERT INTO runs (run_id, command, parameters, signature, versions, layer,"
+                " status, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.run_id,
+                    self.run.command,
+                    json.dumps(self.run.parameters, sort_keys=True, default=str),
+                    self.run.signature,
+                    json.dumps(self.run.versions, sort_keys=True),
+                    self.layer,
+                    RunStatus.RUNNING.value,
+                    _now(),
+                ),
+            )
+        os.replace(partial, self.path)
+
+    def _gdal_write(self, path: Path, geometry: np.ndarray, *args: Any, **kwargs: Any) -> None:
+        """Write features through GDAL, turning its I/O failures into an `OutputError`."""
+        try:
+            raw.write(
+                str(path), geometry, *args, layer=self.layer, driver="GPKG",
+                geometry_type="Polygon", crs=self.crs.to_wkt(), **kwargs,
+            )
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
+            raise OutputError(f"Cannot write {path} ({exc}); choose another output path.") from exc
+
+    def _set_status(self, status: RunStatus) -> None:
+        ended = None if status is RunStatus.RUNNING else _now()
+        self._update_run(status=status.value, ended=ended, skipped=self.skipped)
+
+    def _update_run(self, **values: object) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with _connect(self.path) as db:
+            db.execute(
+                f"UPDATE runs SET {assignments} WHERE run_id = ?", (*values.values(), self.run_id)
+            )

@@ -1,0 +1,85 @@
+"""Command-line options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from geovlm.progress import ProgressMode
+
+__all__ = ["output_options", "parse_bands", "tiling_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_bands(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> tuple[int, ...] | None:
+    """Parse ``--bands 3,2,1`` into band numbers.
+
+    Examples
+    --------
+    >>> parse_bands(None, None, "3,2,1")
+    (3, 2, 1)
+    """
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of band numbers, e.g. 3,2,1."
+        ) from None
+
+
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(function: F) -> F:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def tiling_options(default_size: int | None = 512) -> Callable[[F], F]:
+    """Options that say how a scene is cut into chips.
+
+    Parameters
+    ----------
+    default_size
+        Default chip size; None leaves it to the command (e.g. the model preset's).
+    """
+    return _compose(
+        click.option("--size", type=click.IntRange(min=1), default=default_size,
+                     show_default=default_size is not None,
+                     help="Chip edge in pixels (after any --gsd resampling)."),
+        click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Pixels shared by neighbouring chips."),
+        click.option("--bands", callback=parse_bands, metavar="B[,G,B]",
+                     help="1-based bands to use as RGB (or one band as grey); default 1,2,3."),
+        click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5,
+                     show_default=True,
+                     help="Skip chips whose share of valid (not nodata) pixels is lower."),
+        click.option("--nodata", type=float, default=None,
+                     help="Treat this value as nodata, for scenes that fill without declaring it."),
+        click.option("--gsd", type=click.FloatRange(min=0, min_open=True), default=None,
+                     metavar="METRES",
+                     help="Resample chips to this ground sampling distance (metres/pixel)."),
+    )
+
+
+def output_options(function: F) -> F:
+    """Options every command that writes a GeoPackage shares."""
+    return _compose(
+        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+                     help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace an output that holds a different run."),
+        click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
+                     default=ProgressMode.AUTO.value, show_default=True,
+                     help="Progress display: a bar on a terminal, JSON lines on stdout, or none."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="Print nothing but errors."),
+    )(function)

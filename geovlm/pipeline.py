@@ -1,0 +1,149 @@
+"""The loop every per-chip command shares: tile, skip what is done, process in batches, write.
+
+Input is checked before the output is touched; each batch is written in one transaction, so a
+killed run loses at most the batch in flight and a re-run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from geovlm.gpkg import FieldType, GeoPackageWriter, RunRecord
+from geovlm.progress import ProgressMode, ProgressReporter
+from geovlm.tiling import Chip, SceneTiler, TilingOptions
+from geovlm.versions import library_versions
+
+__all__ = ["ChipProcessor", "RunSummary", "batched", "run_over_chips"]
+
+logger = logging.getLogger(__name__)
+
+#: Turns a batch of chips into one record (field name to value) per chip, in order.
+ChipProcessor = Callable[[list[Chip]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did, for the CLI's closing line and the plugin's JSON."""
+
+    output: str
+    run_id: str
+    total: int
+    written: int
+    already_done: int
+    skipped_invalid: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready values."""
+        return {
+            "output": self.output,
+            "run_id": self.run_id,
+            "total": self.total,
+            "written": self.written,
+            "already_done": self.already_done,
+            "skipped_invalid": self.skipped_invalid,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
+    """Group chips into lists of at most `size`."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def run_over_chips(
+    scene: str | Path,
+    output: str | Path,
+    *,
+    command: str,
+    tiling: TilingOptions,
+    parameters: Mapping[str, Any],
+    layer: str,
+    fields: Mapping[str, FieldType],
+    style_qml: str,
+    process: ChipProcessor,
+    batch_size: int = 16,
+    progress: ProgressMode = ProgressMode.AUTO,
+    overwrite: bool = False,
+    extra_versions: Mapping[str, str] | None = None,
+) -> RunSummary:
+    """Run `process` over every valid chip of a scene and stream its records to a GeoPackage.
+
+    Parameters
+    ----------
+    scene
+        The input raster.
+    output
+        The ``.gpkg`` to write or resume.
+    command
+        The command's name, recorded in the ``runs`` table.
+    tiling
+        How the scene is cut.
+    parameters
+        The command's other parameters; with `command`, `scene` and `tiling` they decide
+        whether an existing output is resumed.
+    layer, fields, style_qml
+        The layer written and its schema and style; every record also gets ``chip_id``,
+        ``row``, ``col`` and ``valid_fraction``, which `fields` must list.
+    process
+        Turns a batch of chips into records.
+    batch_size
+        Chips per call of `process` and per write transaction.
+    progress
+        How progress is reported.
+    overwrite
+        Replace an output that belongs to another run.
+    extra_versions
+        Versions of the libraries `process` relies on, recorded with the run.
+
+    Returns
+    -------
+    RunSummary
+        Counts and timing.
+    """
+    start = time.perf_counter()
+    with SceneTiler(scene, tiling) as tiler:
+        run = RunRecord(
+            command=command,
+            parameters={
+                "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
+                "tiling": tiling.as_dict(),
+                **parameters,
+            },
+            versions={**library_versions(), **(extra_versions or {})},
+        )
+        writer = GeoPackageWriter(
+            output, layer=layer, fields=fields, crs=tiler.info.crs, run=run,
+            style_qml=style_qml, overwrite=overwrite,
+        )
+        with writer, ProgressReporter(progress, len(tiler), "chips") as reporter:
+            already_done = len(writer.done_ids)
+            reporter.resume(already_done)
+            skipped_before = 0
+            for batch in batched(tiler.chips(skip=writer.done_ids), batch_size):
+                records = process(batch)
+                writer.write(records, [chip.footprint for chip in batch])
+                newly_skipped = tiler.skipped_invalid - skipped_before
+                skipped_before = tiler.skipped_invalid
+                reporter.advance(len(batch) + newly_skipped)
+            reporter.advance(tiler.skipped_invalid - skipped_before)
+            writer.count_skipped(tiler.skipped_invalid)
+            summary = RunSummary(
+                output=str(output),
+                run_id=writer.run_id,
+                total=len(tiler),
+                written=writer.written - already_done,
+                already_done=already_done,
+                skipped_invalid=tiler.skipped_invalid,
+                seconds=time.perf_counter() - start,
+            )
+            reporter.finish(**summary.as_dict())
+    return summary

@@ -1,0 +1,126 @@
+"""Progress reporting for long runs: a rich bar for people, JSON lines for the QGIS plugin."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+__all__ = ["ProgressMode", "ProgressReporter"]
+
+
+class ProgressMode(StrEnum):
+    """How progress is shown: ``bar`` on a terminal, ``json`` lines on stdout, or ``none``."""
+
+    AUTO = "auto"
+    BAR = "bar"
+    JSON = "json"
+    NONE = "none"
+
+    def resolved(self) -> ProgressMode:
+        """AUTO becomes BAR on an interactive terminal and NONE otherwise."""
+        if self is ProgressMode.AUTO:
+            return ProgressMode.BAR if sys.stderr.isatty() else ProgressMode.NONE
+        return self
+
+
+class ProgressReporter:
+    """Counts finished items and reports rate and ETA; use as a context manager.
+
+    Parameters
+    ----------
+    mode
+        Where and how to report.
+    total
+        Number of items the run will process.
+    description
+        What is being counted, e.g. ``"chips"``.
+    stream
+        Where JSON lines go (stdout by default).
+    """
+
+    def __init__(
+        self, mode: ProgressMode, total: int, description: str, stream: IO[str] | None = None
+    ) -> None:
+        self.mode = mode.resolved()
+        self.total = total
+        self.description = description
+        self.done = 0
+        self._resumed = 0
+        self._stream = stream or sys.stdout
+        self._start = time.perf_counter()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ProgressReporter:
+        self._start = time.perf_counter()
+        if self.mode is ProgressMode.BAR:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, rate="")
+        self._emit("start", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    @property
+    def rate(self) -> float:
+        """Items processed per second since the start (items done in an earlier run excluded)."""
+        elapsed = time.perf_counter() - self._start
+        return (self.done - self._resumed) / elapsed if elapsed > 0 else 0.0
+
+    def resume(self, n: int) -> None:
+        """Count `n` items finished by an earlier run, without counting them in the rate."""
+        self._resumed += n
+        self.advance(n)
+
+    def advance(self, n: int = 1) -> None:
+        """Count `n` more finished items."""
+        self.done += n
+        if self._bar is not None and self._task is not None:
+            self._bar.update(
+                self._task, advance=n, rate=f"{self.rate:.1f} {self.description}/s"
+            )
+        remaining = self.total - self.done
+        eta = remaining / self.rate if self.rate > 0 else None
+        self._emit(
+            "progress",
+            done=self.done,
+            total=self.total,
+            rate=round(self.rate, 3),
+            eta_s=None if eta is None else round(eta, 1),
+        )
+
+    def finish(self, **summary: Any) -> None:
+        """Report the end of the run with a summary of what it did."""
+        summary.setdefault("seconds", round(time.perf_counter() - self._start, 3))
+        self._emit("done", **summary)
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        if self.mode is ProgressMode.JSON:
+            self._stream.write(json.dumps({"event": event, **fields}) + "\n")
+            self._stream.flush()

@@ -1,0 +1,86 @@
+"""The ``tile`` task: chip footprints (and optionally chip files), no model involved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from geovlm.chipfiles import write_chip_geotiff
+from geovlm.gpkg import FieldType
+from geovlm.pipeline import RunSummary, run_over_chips
+from geovlm.progress import ProgressMode
+from geovlm.styles import outline_style
+from geovlm.tiling import Chip, TilingOptions
+
+__all__ = ["CHIP_FIELDS", "chip_record", "tile_scene"]
+
+#: Fields every chip layer has.
+CHIP_FIELDS: dict[str, FieldType] = {
+    "chip_id": FieldType.STRING,
+    "row": FieldType.INTEGER,
+    "col": FieldType.INTEGER,
+    "valid_fraction": FieldType.REAL,
+}
+
+
+def chip_record(chip: Chip) -> dict[str, Any]:
+    """The fields every chip layer records for a chip."""
+    return {
+        "chip_id": chip.chip_id,
+        "row": chip.row,
+        "col": chip.col,
+        "valid_fraction": round(chip.valid_fraction, 6),
+    }
+
+
+def tile_scene(
+    scene: str | Path,
+    output: str | Path,
+    tiling: TilingOptions,
+    *,
+    save_chips: str | Path | None = None,
+    progress: ProgressMode = ProgressMode.AUTO,
+    overwrite: bool = False,
+) -> RunSummary:
+    """Write the chip grid of a scene to layer ``chips`` of a GeoPackage.
+
+    Parameters
+    ----------
+    scene
+        The input raster.
+    output
+        The ``.gpkg`` to write or resume.
+    tiling
+        How the scene is cut.
+    save_chips
+        A folder to also write each chip into as a GeoTIFF.
+    progress
+        How progress is reported.
+    overwrite
+        Replace an output that belongs to another run.
+
+    Returns
+    -------
+    RunSummary
+        Counts and timing.
+    """
+
+    def process(batch: list[Chip]) -> list[dict[str, Any]]:
+        if save_chips is not None:
+            for chip in batch:
+                write_chip_geotiff(chip, save_chips)
+        return [chip_record(chip) for chip in batch]
+
+    return run_over_chips(
+        scene,
+        output,
+        command="tile",
+        tiling=tiling,
+        parameters={"save_chips": str(save_chips) if save_chips else None},
+        layer="chips",
+        fields=CHIP_FIELDS,
+        style_qml=outline_style(),
+        process=process,
+        progress=progress,
+        overwrite=overwrite,
+    )
