@@ -1,0 +1,281 @@
+"""In-process transformers backend: any supported VLM or text model, batched with left padding.
+
+`HFBackend.load` chooses the model class from the config (see `geovlm.backends.loading`), renders
+prompts with the model's own chat template or a named `PromptTemplate`
+(`geovlm.backends.chat`), and scores candidate answers with one shared prefill per batch
+(`geovlm.backends.scoring`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from geovlm.backends.chat import ChatFormat, PromptTemplate
+from geovlm.backends.loading import LoadedModel, Quantization, load_model
+from geovlm.backends.scoring import score_candidates
+from geovlm.errors import ModelCapabilityError, ParameterError
+
+__all__ = ["HFBackend"]
+
+logger = logging.getLogger(__name__)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class HFBackend:
+    """A transformers model answering and scoring prompts about images, in batches.
+
+    Build it with `HFBackend.load`. Implements `geovlm.backends.base.Backend`.
+
+    Parameters
+    ----------
+    loaded
+        The model, processor and what was loaded.
+    template
+        A named chat format overriding the model's own chat template, or None.
+    image_max_pixels
+        Upper bound on ``width * height`` the image processor resizes to, or None for its default.
+    batch_size
+        Most prompts sent through the model at once.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        template: PromptTemplate | None = None,
+        image_max_pixels: int | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ParameterError(f"batch size must be at least 1, not {batch_size}")
+        self.loaded = loaded
+        self.batch_size = batch_size
+        self.supports_images = loaded.supports_images
+        self.tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+        self.chat = ChatFormat(loaded.processor, self.tokenizer, template)
+        self._end_of_turn = self.chat.end_of_turn_id()
+        if image_max_pixels is not None:
+            self._cap_pixels(image_max_pixels)
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        adapter: str | None = None,
+        quantize: Quantization | str = "auto",
+        template: str | None = None,
+        image_max_pixels: int | None = None,
+        device: str | None = None,
+        batch_size: int = 8,
+    ) -> HFBackend:
+        """Load a model id or folder (and optional LoRA adapter) ready to answer and score.
+
+        Parameters
+        ----------
+        model
+            A Hugging Face hub id (in the local cache, or downloadable) or a local folder.
+        adapter
+            A peft LoRA adapter id or folder applied on top, or None.
+        quantize
+            ``"4bit"`` (bitsandbytes NF4, double quantization, bfloat16 compute), ``"8bit"``,
+            ``"none"``, or ``"auto"`` (4bit on CUDA, none on the CPU).
+        template
+            A named chat format such as ``"qwen3_vl_nothink"``, or None for the model's own.
+        image_max_pixels
+            Cap on the pixels of each image after the processor's single resize (e.g. 262144
+            for 512x512), or None for the processor's default.
+        device
+            A torch device string; None picks CUDA when available, else the CPU.
+        batch_size
+            Most prompts sent through the model at once.
+
+        Returns
+        -------
+        HFBackend
+
+        Raises
+        ------
+        ModelNotFoundError
+            If the model or adapter cannot be found locally, in the cache, or on the hub.
+        ValueError
+            If ``quantize`` or ``template`` is not one of the options.
+        """
+        chosen = PromptTemplate(template) if template is not None else None
+        quantization = Quantization(quantize)
+        loaded = load_model(model, adapter=adapter, quantize=quantization, device=device)
+        return cls(loaded, template=chosen, image_max_pixels=image_max_pixels,
+                   batch_size=batch_size)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The underlying transformers (or peft) model."""
+        return self.loaded.model
+
+    def _cap_pixels(self, max_pixels: int) -> None:
+        image_processor = getattr(self.loaded.processor, "image_processor", None)
+        size = getattr(image_processor, "size", None)
+        if size is None or "longest_edge" not in size or "shortest_edge" not in size:
+            logger.warning("image_max_pixels ignored: this image processor has a fixed size")
+            return
+        # Qwen-VL processors resize once, to multiples of patch*merge within these bounds.
+        image_processor.size = {
+            "shortest_edge": min(size["shortest_edge"], max_pixels),
+            "longest_edge": max_pixels,
+        }
+
+    def encode(
+        self, images: Sequence[Image.Image] | None, prompts: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs for prompts (each about the image at the same index), left-padded.
+
+        Parameters
+        ----------
+        images
+            One image per prompt, or None for text-only prompts.
+        prompts
+            The user's questions, without chat markup.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            What the processor returns (``input_ids``, ``attention_mask``, pixels, ...), on the
+            model's device.
+
+        Raises
+        ------
+        ModelCapabilityError
+            If images are given to a text-only model.
+        ParameterError
+            If the number of images differs from the number of prompts.
+        """
+        with_images = images is not None
+        if with_images and not self.supports_images:
+            raise ModelCapabilityError(
+                "this model reads text only: choose a vision-language model to classify images"
+            )
+        if with_images and len(images) != len(prompts):
+            raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
+        texts = [self.chat.render(p, image=with_images) for p in prompts]
+        kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt",
+                                  "add_special_tokens": False}
+        if with_images:
+            rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+            batch = self.loaded.processor(text=texts, images=rgb, **kwargs)
+        else:
+            batch = self.tokenizer(texts, **kwargs)
+        return {k: v.to(self.loaded.device) for k, v in batch.items()}
+
+    def generate(
+        self,
+        images: Sequence[Image.Image] | None,
+        prompts: Sequence[str],
+        max_new_tokens: int = 32,
+    ) -> list[str]:
+        """Answer each prompt (about the image at the same index, if any) with greedy decoding.
+
+        Parameters
+        ----------
+        images
+            One RGB image per prompt, or None for text-only prompts.
+        prompts
+            The user's questions, without any chat template.
+        max_new_tokens
+            Upper bound on the length of each answer.
+
+        Returns
+        -------
+        list of str
+            The decoded answers, special tokens removed, in input order.
+
+        Raises
+        ------
+        ModelCapabilityError
+            If images are given to a text-only model.
+        """
+        from transformers import GenerationConfig
+
+        own = self.model.generation_config
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=own.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        answers: list[str] = []
+        for part in _chunks(len(prompts), self.batch_size):
+            inputs = self.encode(None if images is None else images[part], prompts[part])
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=config)
+            new = out[:, inputs["input_ids"].shape[1] :]
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            answers += [t.strip() for t in texts]
+        return answers
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The tokens scored for one answer: its text, then the end-of-turn token.
+
+        Parameters
+        ----------
+        answer
+            A candidate assistant reply.
+
+        Returns
+        -------
+        list of int
+        """
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return [*ids, self._end_of_turn]
+
+    def score(
+        self, images: Sequence[Image.Image], prompt: str, answers: Sequence[str]
+    ) -> np.ndarray:
+        """Probability of each candidate answer to the same prompt, for every image.
+
+        Each answer's log-likelihood covers its tokens and the end-of-turn token, so it is the
+        probability of exactly that complete reply. One prefill of prompt and image per image,
+        then one forward over all candidates, per batch.
+
+        Parameters
+        ----------
+        images
+            The images, each asked ``prompt``.
+        prompt
+            The user's question, without any chat template.
+        answers
+            The candidate assistant replies.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(len(images), len(answers))``, float64; each row is the softmax of the
+            answers' total log-likelihoods, so it sums to 1.
+
+        Raises
+        ------
+        ModelCapabilityError
+            If the model reads text only.
+        ParameterError
+            If ``answers`` is empty.
+        """
+        if not answers:
+            raise ParameterError("no candidate answers to score: give at least one")
+        candidates = [self.answer_ids(a) for a in answers]
+        rows = [np.empty((0, len(answers)))]
+        for part in _chunks(len(images), self.batch_size):
+            chunk = images[part]
+            inputs = self.encode(chunk, [prompt] * len(chunk))
+            logp = score_candidates(self.model, inputs, candidates,
+                                    pad_id=self.tokenizer.pad_token_id)
+            rows.append(torch.softmax(logp.double(), dim=-1).cpu().numpy())
+        return np.concatenate(rows)

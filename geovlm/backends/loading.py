@@ -1,0 +1,239 @@
+"""Load a transformers model (and optional LoRA adapter) by id or folder, quantized or not.
+
+The class is chosen from the config's ``model_type``; failures to find a model or adapter offline
+become one-sentence `ModelNotFoundError` messages instead of transformers tracebacks.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geovlm.errors import ModelNotFoundError
+
+__all__ = ["LoadedModel", "Quantization", "load_model", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+#: ``model_type`` -> name of the transformers class that runs it (others: by capability).
+_CLASSES = {
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "llava": "LlavaForConditionalGeneration",
+}
+
+
+class Quantization(enum.Enum):
+    """How the weights are held in memory.
+
+    Examples
+    --------
+    >>> Quantization("auto").resolve("cpu")
+    <Quantization.NONE: 'none'>
+    """
+
+    #: bitsandbytes NF4 with double quantization and bfloat16 compute.
+    NF4 = "4bit"
+    #: bitsandbytes LLM.int8().
+    INT8 = "8bit"
+    #: The model's own precision: bfloat16 on a GPU, float32 on a CPU.
+    NONE = "none"
+    #: 4bit on CUDA, none elsewhere.
+    AUTO = "auto"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Quantization:
+        options = ", ".join(repr(q.value) for q in cls)
+        raise ValueError(f"unknown quantization {value!r}: choose one of {options}")
+
+    def resolve(self, device: str) -> Quantization:
+        """Replace `AUTO` by the choice for ``device`` (4bit on CUDA, none elsewhere).
+
+        Parameters
+        ----------
+        device
+            A torch device string such as ``"cuda"``, ``"cuda:1"`` or ``"cpu"``.
+
+        Returns
+        -------
+        Quantization
+            Never `AUTO`.
+        """
+        if self is not Quantization.AUTO:
+            return self
+        return Quantization.NF4 if device.startswith("cuda") else Quantization.NONE
+
+    def config(self) -> Any:
+        """The ``BitsAndBytesConfig`` for this choice, or None for `NONE`.
+
+        Returns
+        -------
+        transformers.BitsAndBytesConfig or None
+        """
+        from transformers import BitsAndBytesConfig
+
+        if self is Quantization.NF4:
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+        if self is Quantization.INT8:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference and what was loaded.
+
+    Attributes
+    ----------
+    model
+        The transformers (or peft) module in eval mode.
+    processor
+        The ``AutoProcessor`` for image models, the tokenizer for text-only models.
+    supports_images
+        False for text-only models.
+    quantization
+        The resolved `Quantization` (never `AUTO`).
+    device
+        Where the model runs.
+    """
+
+    model: torch.nn.Module
+    processor: Any
+    supports_images: bool
+    quantization: Quantization
+    device: torch.device
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The device to run on: ``device`` if given, else CUDA when available, else the CPU.
+
+    Parameters
+    ----------
+    device
+        A torch device string, or None to choose.
+
+    Returns
+    -------
+    torch.device
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def _not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
+    if Path(ident).expanduser().is_absolute() or ident.startswith((".", "~")):
+        return ModelNotFoundError(
+            f"no {kind} folder at {ident}: pass {flag} PATH to an existing one"
+        )
+    return ModelNotFoundError(
+        f"{kind} {ident!r} is not available offline: pass {flag} PATH to a local copy, "
+        f"or download it first with `huggingface-cli download {ident}`"
+    )
+
+
+def _config(model: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model)
+    except OSError as exc:  # transformers reports missing files, ids and networks as OSError
+        logger.debug("config of %s not loadable: %s", model, exc)
+        raise _not_found("model", model, "--model") from None
+
+
+def _model_class(config: Any) -> tuple[Any, bool]:
+    """The class to load ``config`` with and whether the model takes images."""
+    import transformers
+
+    if config.model_type in _CLASSES:
+        return getattr(transformers, _CLASSES[config.model_type]), True
+    if getattr(config, "vision_config", None) is None:
+        return transformers.AutoModelForCausalLM, False
+    return transformers.AutoModelForImageTextToText, True
+
+
+def _attach_adapter(model: torch.nn.Module, adapter: str, merge: bool) -> torch.nn.Module:
+    from peft import PeftConfig, PeftModel
+
+    try:
+        PeftConfig.from_pretrained(adapter)
+    except ValueError as exc:  # peft: "Can't find 'adapter_config.json' at ..."
+        logger.debug("adapter %s not loadable: %s", adapter, exc)
+        raise _not_found("adapter", adapter, "--adapter") from None
+    model = PeftModel.from_pretrained(model, adapter)
+    return model.merge_and_unload() if merge else model
+
+
+def load_model(
+    model: str,
+    *,
+    adapter: str | None = None,
+    quantize: Quantization | str = Quantization.AUTO,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load a model (and LoRA adapter) for inference, choosing its class from its config.
+
+    ``qwen3_vl`` loads as ``Qwen3VLForConditionalGeneration``, ``llava`` as
+    ``LlavaForConditionalGeneration``, configs without a vision tower (Gemma 2/3 text, ...) as
+    ``AutoModelForCausalLM``, and every other VLM as ``AutoModelForImageTextToText``.
+    An adapter on an unquantized model is merged into the weights (faster, same outputs).
+
+    Parameters
+    ----------
+    model
+        A Hugging Face hub id (found in the local cache or downloaded) or a local folder.
+    adapter
+        A peft LoRA adapter id or folder to apply on top, or None.
+    quantize
+        A `Quantization` or its value (``"4bit"``, ``"8bit"``, ``"none"``, ``"auto"``).
+    device
+        A torch device string; None picks CUDA when available, else the CPU.
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelNotFoundError
+        If the model or adapter is neither a local folder nor available from the hub or cache.
+    ValueError
+        If ``quantize`` is not one of the options.
+    """
+    import transformers
+
+    where = resolve_device(device)
+    quantization = Quantization(quantize).resolve(where.type)
+    config = _config(model)
+    cls, supports_images = _model_class(config)
+    dtype = torch.bfloat16 if where.type == "cuda" else torch.float32
+    logger.info("loading %s as %s (%s, %s)", model, cls.__name__, quantization.value, where)
+    net = cls.from_pretrained(
+        model,
+        config=config,
+        dtype=dtype,
+        quantization_config=quantization.config(),
+        device_map={"": str(where)},
+    )
+    if adapter is not None:
+        net = _attach_adapter(net, adapter, merge=quantization is Quantization.NONE)
+    net.eval()
+    if supports_images:
+        processor = transformers.AutoProcessor.from_pretrained(model)
+        tokenizer = processor.tokenizer
+    else:
+        processor = tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(net, processor, supports_images, quantization, where)
