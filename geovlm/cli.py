@@ -97,3 +97,7 @@ def tile(
 def main() -> None:
     """Entry point of the ``geovlm`` console script."""
     sys.exit(cli.main(prog_name="geovlm"))
+
+
+if __name__ == "__main__":
+    main()

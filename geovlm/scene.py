@@ -85,7 +85,7 @@ def _resolution_m(dataset: rasterio.DatasetReader) -> tuple[float, float]:
     t = dataset.transform
     res_x, res_y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
     if dataset.crs.is_geographic:
-        lon, lat = t * (dataset.width / 2, dataset.height / 2)
+        lon, lat = t @ (dataset.width / 2, dataset.height / 2)
         lat = max(-89.0, min(89.0, lat))
         geod = Geod(ellps="WGS84")
         _, _, dx = geod.inv(lon, lat, lon + res_x, lat)

@@ -343,10 +343,10 @@ class SceneTiler:
             return None
         rgb = np.zeros((size, size, 3), dtype=np.uint8)
         rgb[:out_h, :out_w] = self._stretch.to_rgb(data, mask)
-        transform = self.info.transform * Affine.translation(
+        transform = self.info.transform @ Affine.translation(
             cell.window.col_off, cell.window.row_off
-        ) * Affine.scale(src_w / size, src_h / size)
-        corners = [transform * xy for xy in ((0, 0), (size, 0), (size, size), (0, size))]
+        ) @ Affine.scale(src_w / size, src_h / size)
+        corners = [transform @ xy for xy in ((0, 0), (size, 0), (size, size), (0, size))]
         return Chip(
             chip_id=cell.chip_id,
             row=cell.row,

@@ -14,6 +14,10 @@ from geovlm.tiling import Chip, TilingOptions
 
 __all__ = ["CHIP_FIELDS", "chip_record", "tile_scene"]
 
+#: Chips per write transaction: no model sets the pace here, so batches are large, which keeps
+#: GDAL's per-transaction cost of opening the GeoPackage small next to the reads.
+TILE_BATCH = 256
+
 #: Fields every chip layer has.
 CHIP_FIELDS: dict[str, FieldType] = {
     "chip_id": FieldType.STRING,
@@ -81,6 +85,7 @@ def tile_scene(
         fields=CHIP_FIELDS,
         style_qml=outline_style(),
         process=process,
+        batch_size=TILE_BATCH,
         progress=progress,
         overwrite=overwrite,
     )

@@ -1,0 +1,36 @@
+# Two entry points: `make classify SCENE=scene.tif OUT=out.gpkg` and `make test`.
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed-stamp
+SCENE ?= ../shared/data/geotiff/rasterio/cogeo.tif
+OUT ?= out.gpkg
+ARGS ?=
+
+.PHONY: install tile classify test lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: both wheels lie on this machine's disk; an unpinned torch pulls GBs.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+tile: $(STAMP)
+	$(BIN)/geovlm tile $(SCENE) -o $(OUT) $(ARGS)
+
+classify: $(STAMP)
+	$(BIN)/geovlm classify $(SCENE) -o $(OUT) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$status
+
+bench: $(STAMP)
+	$(BIN)/python bench/tiling.py
