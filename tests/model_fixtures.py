@@ -55,8 +55,9 @@ def qwen3_vl_backend(qwen3_vl_dir: Path):
     """`HFBackend` of the tiny Qwen3-VL, float32 on CPU, with the ``qwen3_vl_nothink`` format."""
     from geovlm.backends.hf import HFBackend
 
-    return HFBackend.load(str(qwen3_vl_dir), quantize="none", device="cpu",
-                          template="qwen3_vl_nothink")
+    return HFBackend.load(
+        str(qwen3_vl_dir), quantize="none", device="cpu", template="qwen3_vl_nothink"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -69,11 +69,13 @@ def test_text_model_scorer_equals_brute_force(gemma_backend):
     prompts = [QUESTION_EN, QUESTION_JA]
     candidates = [gemma_backend.answer_ids(a) for a in ANSWERS_EN]
     inputs = gemma_backend.encode(None, prompts)
-    fast = score_candidates(gemma_backend.model, inputs, candidates,
-                            pad_id=gemma_backend.tokenizer.pad_token_id).numpy()
+    fast = score_candidates(
+        gemma_backend.model, inputs, candidates, pad_id=gemma_backend.tokenizer.pad_token_id
+    ).numpy()
     for row, prompt in zip(fast, prompts, strict=True):
-        np.testing.assert_allclose(row, _brute_force_logp(gemma_backend, None, prompt, ANSWERS_EN),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            row, _brute_force_logp(gemma_backend, None, prompt, ANSWERS_EN), atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl_backend", "llava_backend"])
@@ -88,11 +90,14 @@ def test_score_batch_equals_one_by_one(request, family, chip_images):
 def test_score_batches_of_one_equal_one_batch(qwen3_vl_dir, qwen3_vl_backend, chip_images):
     from geovlm.backends.hf import HFBackend
 
-    small = HFBackend(qwen3_vl_backend.loaded, template=qwen3_vl_backend.chat.template,
-                      batch_size=1)
-    np.testing.assert_allclose(small.score(chip_images, QUESTION_ZH, ANSWERS_ZH),
-                               qwen3_vl_backend.score(chip_images, QUESTION_ZH, ANSWERS_ZH),
-                               atol=1e-6)
+    small = HFBackend(
+        qwen3_vl_backend.loaded, template=qwen3_vl_backend.chat.template, batch_size=1
+    )
+    np.testing.assert_allclose(
+        small.score(chip_images, QUESTION_ZH, ANSWERS_ZH),
+        qwen3_vl_backend.score(chip_images, QUESTION_ZH, ANSWERS_ZH),
+        atol=1e-6,
+    )
 
 
 def test_qwen3_vl_scorer_positions_match_model(qwen3_vl_backend, chip_images):

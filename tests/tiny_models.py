@@ -347,34 +347,61 @@ def build_qwen3_vl(folder: Path) -> Path:
 
     Patch 16, merge 2, temporal patch 2 like Qwen3-VL-8B; a 64x64 image is 4 image tokens.
     """
-    specials = [*_QWEN_SPECIALS, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-                "<|video_pad|>", "<think>", "</think>"]
+    specials = [
+        *_QWEN_SPECIALS,
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "<think>",
+        "</think>",
+    ]
     tokenizer = _tokenizer(specials, pad_token="<|endoftext|>", eos_token="<|im_end|>")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     image_processor = Qwen2VLImageProcessor(
-        patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
-        image_std=[0.5] * 3, size={"shortest_edge": 32 * 32, "longest_edge": 1024 * 1024},
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        size={"shortest_edge": 32 * 32, "longest_edge": 1024 * 1024},
     )
     video_processor = Qwen3VLVideoProcessor(
-        patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5] * 3,
         image_std=[0.5] * 3,
     )
     processor = Qwen3VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
         chat_template=QWEN3_VL_TEMPLATE,
     )
     config = Qwen3VLConfig(
         text_config={
             **_TEXT,
             "vocab_size": _vocab_size(tokenizer),
-            "rope_parameters": {"rope_type": "default", "rope_theta": 5_000_000.0,
-                                "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5_000_000.0,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4,
-            "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
-            "out_hidden_size": 64, "num_position_embeddings": 64, "deepstack_visual_indexes": [1],
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 4,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -383,8 +410,13 @@ def build_qwen3_vl(folder: Path) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen3VLForConditionalGeneration(config).eval()
-    return _save(model, processor, folder, eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                 pad_token_id=ids["<|endoftext|>"])
+    return _save(
+        model,
+        processor,
+        folder,
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+    )
 
 
 def build_llava_qwen3(folder: Path) -> Path:
@@ -396,18 +428,31 @@ def build_llava_qwen3(folder: Path) -> Path:
     tokenizer = _tokenizer(specials, pad_token="<|endoftext|>", eos_token="<|im_end|>")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}, do_center_crop=True,
+        size={"shortest_edge": 64},
+        crop_size={"height": 64, "width": 64},
+        do_center_crop=True,
     )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=16,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        image_token="<image>", chat_template=QWEN3_LLAVA_TEMPLATE,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=16,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+        chat_template=QWEN3_LLAVA_TEMPLATE,
     )
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=4, image_size=64, patch_size=16),
-        text_config=Qwen3Config(**_TEXT, vocab_size=_vocab_size(tokenizer),
-                                pad_token_id=ids["<|endoftext|>"]),
+        vision_config=CLIPVisionConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=16,
+        ),
+        text_config=Qwen3Config(
+            **_TEXT, vocab_size=_vocab_size(tokenizer), pad_token_id=ids["<|endoftext|>"]
+        ),
         image_token_index=ids["<image>"],
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
@@ -415,26 +460,42 @@ def build_llava_qwen3(folder: Path) -> Path:
     )
     torch.manual_seed(1)
     model = LlavaForConditionalGeneration(config).eval()
-    return _save(model, processor, folder, eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                 pad_token_id=ids["<|endoftext|>"])
+    return _save(
+        model,
+        processor,
+        folder,
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+    )
 
 
 def build_gemma_text(folder: Path) -> Path:
     """Save a tiny text-only `Gemma3ForCausalLM` (sliding and full attention) to ``folder``."""
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-    tokenizer = _tokenizer(specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                           unk_token="<unk>")
+    tokenizer = _tokenizer(
+        specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
     tokenizer.chat_template = GEMMA_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     config = Gemma3TextConfig(
-        **_TEXT, vocab_size=_vocab_size(tokenizer), sliding_window=128,
-        layer_types=["sliding_attention", "full_attention"], pad_token_id=ids["<pad>"],
-        bos_token_id=ids["<bos>"], eos_token_id=ids["<eos>"],
+        **_TEXT,
+        vocab_size=_vocab_size(tokenizer),
+        sliding_window=128,
+        layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=ids["<pad>"],
+        bos_token_id=ids["<bos>"],
+        eos_token_id=ids["<eos>"],
     )
     torch.manual_seed(2)
     model = Gemma3ForCausalLM(config).eval()
-    return _save(model, tokenizer, folder, eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]],
-                 pad_token_id=ids["<pad>"], bos_token_id=ids["<bos>"])
+    return _save(
+        model,
+        tokenizer,
+        folder,
+        eos_token_id=[ids["<eos>"], ids["<end_of_turn>"]],
+        pad_token_id=ids["<pad>"],
+        bos_token_id=ids["<bos>"],
+    )
 
 
 def build_lora_adapter(model_folder: Path, folder: Path, seed: int = 3) -> Path:
@@ -449,7 +510,9 @@ def build_lora_adapter(model_folder: Path, folder: Path, seed: int = 3) -> Path:
     model = auto.from_pretrained(model_folder)
     torch.manual_seed(seed)
     lora = LoraConfig(
-        r=4, lora_alpha=8, init_lora_weights=False,
+        r=4,
+        lora_alpha=8,
+        init_lora_weights=False,
         target_modules=r".*(language_model|model\.layers).*\.(q_proj|k_proj|v_proj|o_proj)",
     )
     peft_model = get_peft_model(model, lora)

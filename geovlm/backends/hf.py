@@ -114,8 +114,9 @@ class HFBackend:
         chosen = PromptTemplate(template) if template is not None else None
         quantization = Quantization(quantize)
         loaded = load_model(model, adapter=adapter, quantize=quantization, device=device)
-        return cls(loaded, template=chosen, image_max_pixels=image_max_pixels,
-                   batch_size=batch_size)
+        return cls(
+            loaded, template=chosen, image_max_pixels=image_max_pixels, batch_size=batch_size
+        )
 
     @property
     def model(self) -> torch.nn.Module:
@@ -167,8 +168,11 @@ class HFBackend:
         if with_images and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
         texts = [self.chat.render(p, image=with_images) for p in prompts]
-        kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt",
-                                  "add_special_tokens": False}
+        kwargs: dict[str, Any] = {
+            "padding": True,
+            "return_tensors": "pt",
+            "add_special_tokens": False,
+        }
         if with_images:
             rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
             batch = self.loaded.processor(text=texts, images=rgb, **kwargs)
@@ -202,9 +206,13 @@ class HFBackend:
         ------
         ModelCapabilityError
             If images are given to a text-only model.
+        ParameterError
+            If the number of images differs from the number of prompts.
         """
         from transformers import GenerationConfig
 
+        if images is not None and len(images) != len(prompts):
+            raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
         own = self.model.generation_config
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
@@ -275,7 +283,8 @@ class HFBackend:
         for part in _chunks(len(images), self.batch_size):
             chunk = images[part]
             inputs = self.encode(chunk, [prompt] * len(chunk))
-            logp = score_candidates(self.model, inputs, candidates,
-                                    pad_id=self.tokenizer.pad_token_id)
+            logp = score_candidates(
+                self.model, inputs, candidates, pad_id=self.tokenizer.pad_token_id
+            )
             rows.append(torch.softmax(logp.double(), dim=-1).cpu().numpy())
         return np.concatenate(rows)

@@ -141,11 +141,30 @@ def _not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
     )
 
 
-def _config(model: str) -> Any:
+def _locate(kind: str, ident: str, flag: str) -> str:
+    """The local folder of ``ident`` (given, or a cached hub snapshot), else ``ident`` itself.
+
+    Cached snapshots load without touching the network; other ids are left to the hub.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    folder = Path(ident).expanduser()
+    if folder.is_dir():
+        return str(folder)
+    try:
+        return snapshot_download(ident, local_files_only=True)
+    except HFValidationError:  # neither a folder nor a well-formed hub id
+        raise _not_found(kind, ident, flag) from None
+    except LocalEntryNotFoundError:
+        return ident
+
+
+def _config(source: str, model: str) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(model)
+        return AutoConfig.from_pretrained(source)
     except OSError as exc:  # transformers reports missing files, ids and networks as OSError
         logger.debug("config of %s not loadable: %s", model, exc)
         raise _not_found("model", model, "--model") from None
@@ -165,12 +184,13 @@ def _model_class(config: Any) -> tuple[Any, bool]:
 def _attach_adapter(model: torch.nn.Module, adapter: str, merge: bool) -> torch.nn.Module:
     from peft import PeftConfig, PeftModel
 
+    source = _locate("adapter", adapter, "--adapter")
     try:
-        PeftConfig.from_pretrained(adapter)
+        PeftConfig.from_pretrained(source)
     except ValueError as exc:  # peft: "Can't find 'adapter_config.json' at ..."
         logger.debug("adapter %s not loadable: %s", adapter, exc)
         raise _not_found("adapter", adapter, "--adapter") from None
-    model = PeftModel.from_pretrained(model, adapter)
+    model = PeftModel.from_pretrained(model, source)
     return model.merge_and_unload() if merge else model
 
 
@@ -214,25 +234,28 @@ def load_model(
 
     where = resolve_device(device)
     quantization = Quantization(quantize).resolve(where.type)
-    config = _config(model)
+    source = _locate("model", model, "--model")
+    config = _config(source, model)
     cls, supports_images = _model_class(config)
     dtype = torch.bfloat16 if where.type == "cuda" else torch.float32
     logger.info("loading %s as %s (%s, %s)", model, cls.__name__, quantization.value, where)
-    net = cls.from_pretrained(
-        model,
-        config=config,
-        dtype=dtype,
-        quantization_config=quantization.config(),
-        device_map={"": str(where)},
-    )
+    try:
+        net = cls.from_pretrained(
+            source,
+            config=config,
+            dtype=dtype,
+            quantization_config=quantization.config(),
+            device_map={"": str(where)},
+        )
+        auto = transformers.AutoProcessor if supports_images else transformers.AutoTokenizer
+        processor = auto.from_pretrained(source)
+    except OSError as exc:  # weights or processor files missing (partial cache, offline)
+        logger.debug("%s not loadable: %s", model, exc)
+        raise _not_found("model", model, "--model") from None
     if adapter is not None:
         net = _attach_adapter(net, adapter, merge=quantization is Quantization.NONE)
     net.eval()
-    if supports_images:
-        processor = transformers.AutoProcessor.from_pretrained(model)
-        tokenizer = processor.tokenizer
-    else:
-        processor = tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
