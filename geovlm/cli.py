@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from geovlm import __version__
 from geovlm.errors import GeovlmError
+from geovlm.models import DEFAULT_MODEL
 from geovlm.options import output_options, tiling_options
 from geovlm.progress import ProgressMode
+from geovlm.prompts import Language
+
+if TYPE_CHECKING:
+    from geovlm.backends.base import Backend
 
 __all__ = ["cli", "main"]
 
@@ -92,6 +97,122 @@ def tile(
         overwrite=overwrite,
     )
     _report(summary.as_dict(), progress, quiet)
+
+
+@cli.command()
+@click.argument("scene", type=str)
+@output_options
+@click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
+              help="A preset name (see `geovlm models`), a Hugging Face id or a local folder.")
+@click.option("--adapter", default=None, metavar="ID|PATH",
+              help="A LoRA adapter on top of the model; default: the preset's.")
+@click.option("--no-adapter", is_flag=True, help="Use the base model without the preset's adapter.")
+@click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]), default=None,
+              help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA, none on CPU.")
+@click.option("--device", default=None,
+              help="A torch device such as cuda:0 or cpu; default: CUDA when present.")
+@click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
+              show_default=True, help="Language of the question and answers.")
+@click.option("--mode", type=click.Choice(["score", "generate"]), default="score",
+              show_default=True,
+              help="score: a probability for every label; generate: free text, parsed.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Chips per model call.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Below this probability the label is 'uncertain'.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=24, show_default=True,
+              help="Longest answer in generate mode.")
+@tiling_options(default_size=None)
+@click.option("--native-gsd", is_flag=True,
+              help="Keep the scene's resolution instead of the preset's training resolution.")
+def classify(
+    scene: str,
+    output: str,
+    overwrite: bool,
+    progress: str,
+    quiet: bool,
+    model: str,
+    adapter: str | None,
+    no_adapter: bool,
+    quantize: str | None,
+    device: str | None,
+    language: str,
+    mode: str,
+    batch_size: int,
+    min_confidence: float,
+    max_new_tokens: int,
+    size: int | None,
+    overlap: int,
+    bands: tuple[int, ...] | None,
+    min_valid: float,
+    nodata: float | None,
+    gsd: float | None,
+    native_gsd: bool,
+) -> None:
+    """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
+
+    Chip size and ground sampling distance default to the model preset's, so chips cover the
+    ground extent the model was trained on.
+    """
+    from geovlm.models import resolve_model
+    from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scene
+    from geovlm.tiling import TilingOptions
+
+    preset = resolve_model(model)
+    chosen_adapter = None if no_adapter else (adapter or preset.adapter_id)
+    chosen_quantize = quantize or preset.quantize.value
+    chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
+    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
+
+    def load_backend() -> Backend:
+        from geovlm.backends.hf import HFBackend
+
+        return HFBackend.load(
+            preset.model_id, adapter=chosen_adapter, quantize=chosen_quantize,
+            template=preset.template, image_max_pixels=preset.image_max_pixels, device=device,
+            batch_size=batch_size,
+        )
+
+    summary = classify_scene(
+        scene,
+        output,
+        preset=preset,
+        backend_factory=load_backend,
+        tiling=tiling,
+        settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
+                                  max_new_tokens),
+        run_parameters={
+            "model": preset.model_id,
+            "adapter": chosen_adapter,
+            "quantize": chosen_quantize,
+            "template": preset.template,
+            "image_max_pixels": preset.image_max_pixels,
+        },
+        batch_size=batch_size,
+        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
+        overwrite=overwrite,
+    )
+    _report(summary.as_dict(), progress, quiet)
+
+
+@cli.command()
+def models() -> None:
+    """List the model presets and whether each model and adapter is available offline."""
+    from geovlm.models import availability, list_presets
+
+    for preset in list_presets():
+        marks = [f"model {'ok' if availability(preset.model_id) else 'missing'}"]
+        if preset.adapter_id:
+            marks.append(f"adapter {'ok' if availability(preset.adapter_id) else 'missing'}")
+        star = " (default)" if preset.name == DEFAULT_MODEL else ""
+        click.echo(f"{preset.name}{star}: {preset.description}")
+        click.echo(f"    model    {preset.model_id}")
+        if preset.adapter_id:
+            click.echo(f"    adapter  {preset.adapter_id}")
+        kind = "images" if preset.supports_images else "text only"
+        gsd = f"{preset.gsd} m" if preset.gsd else "native"
+        click.echo(f"    {kind}, chip {preset.chip_size} px, gsd {gsd}")
+        click.echo(f"    offline: {', '.join(marks)}")
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geovlm.errors import OutputError
 
-__all__ = ["FieldType", "GeoPackageWriter", "RunRecord", "RunStatus"]
+__all__ = ["FieldType", "GeoPackageWriter", "RunRecord", "RunStatus", "check_output_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,30 @@ def _is_geopackage(path: Path) -> bool:
     return True
 
 
+def check_output_path(path: str | Path) -> None:
+    """Check that a GeoPackage can be written at `path`, before any costly work starts.
+
+    Parameters
+    ----------
+    path
+        The intended output.
+
+    Raises
+    ------
+    OutputError
+        The path lacks the ``.gpkg`` extension, its folder is missing, or it is not writable.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".gpkg":
+        raise OutputError(f"{path} is not a GeoPackage path; give the output a .gpkg extension.")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"The folder {parent} does not exist; create it first.")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise OutputError(f"{target} is not writable; choose another output path.")
+
+
 def _remove_geopackage(path: Path) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -202,7 +226,7 @@ class GeoPackageWriter:
         self._keepalive: sqlite3.Connection | None = None
 
     def __enter__(self) -> GeoPackageWriter:
-        self._check_path()
+        check_output_path(self.path)
         if self.path.exists() and not self._resume():
             _remove_geopackage(self.path)
         if not self.path.exists():
@@ -255,18 +279,6 @@ class GeoPackageWriter:
     def count_skipped(self, n: int = 1) -> None:
         """Record chips left out (e.g. mostly nodata), for the run's summary."""
         self.skipped += n
-
-    def _check_path(self) -> None:
-        if self.path.suffix.lower() != ".gpkg":
-            raise OutputError(
-                f"{self.path} is not a GeoPackage path; give the output a .gpkg extension."
-            )
-        parent = self.path.resolve().parent
-        if not parent.is_dir():
-            raise OutputError(f"The folder {parent} does not exist; create it first.")
-        target = self.path if self.path.exists() else parent
-        if not os.access(target, os.W_OK):
-            raise OutputError(f"{target} is not writable; choose another output path.")
 
     def _resume(self) -> bool:
         """Adopt the existing output's run if it is this run; False if it is to be replaced."""

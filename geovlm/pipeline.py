@@ -92,7 +92,8 @@ def run_over_chips(
         whether an existing output is resumed.
     layer, fields, style_qml
         The layer written and its schema and style; every record also gets ``chip_id``,
-        ``row``, ``col`` and ``valid_fraction``, which `fields` must list.
+        ``row``, ``col`` and ``valid_fraction``, which `fields` must list, and ``run_id``
+        where `fields` lists it.
     process
         Turns a batch of chips into records.
     batch_size
@@ -130,6 +131,8 @@ def run_over_chips(
             skipped_before = 0
             for batch in batched(tiler.chips(skip=writer.done_ids), batch_size):
                 records = process(batch)
+                if "run_id" in fields:
+                    records = [{**record, "run_id": writer.run_id} for record in records]
                 writer.write(records, [chip.footprint for chip in batch])
                 newly_skipped = tiler.skipped_invalid - skipped_before
                 skipped_before = tiler.skipped_invalid

@@ -1,0 +1,257 @@
+"""The ``classify`` task: the disaster type of every chip, with a probability per label.
+
+Score mode (default) asks the model once per chip and reads the log-likelihood of each label's
+answer sentence, as the adapter was trained to phrase it, giving a probability for all six labels.
+Generate mode lets the model answer freely and parses the text back to a label.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geovlm.backends.base import Backend
+from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.gpkg import FieldType, check_output_path
+from geovlm.models import ModelPreset
+from geovlm.pipeline import RunSummary, run_over_chips
+from geovlm.progress import ProgressMode
+from geovlm.prompts import Language, answers, parse_label, question
+from geovlm.scene import open_scene
+from geovlm.styles import categorized_style
+from geovlm.tasks.tile import CHIP_FIELDS, chip_record
+from geovlm.tiling import Chip, TilingOptions
+from geovlm.versions import library_versions
+
+__all__ = [
+    "CLASSIFY_FIELDS",
+    "UNCERTAIN",
+    "ClassifyMode",
+    "ClassifySettings",
+    "classify_chips",
+    "classify_scene",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The label written when the best label's probability is under ``min_confidence``, or a
+#: generated answer names no single disaster.
+UNCERTAIN = "uncertain"
+
+#: Fields of the classify layer.
+CLASSIFY_FIELDS: dict[str, FieldType] = {
+    **CHIP_FIELDS,
+    "label": FieldType.STRING,
+    "confidence": FieldType.REAL,
+    "probs": FieldType.STRING,
+    "answer": FieldType.STRING,
+    "language": FieldType.STRING,
+    "run_id": FieldType.STRING,
+}
+_ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+#: Beyond this many times the scene's own resolution, --gsd upsampling only shows the model blur.
+_MAX_UPSAMPLING = 4.0
+
+
+class ClassifyMode(StrEnum):
+    """``score``: a probability per label from one pass; ``generate``: free text, parsed."""
+
+    SCORE = "score"
+    GENERATE = "generate"
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifySettings:
+    """How chips are classified, independent of the scene and the output."""
+
+    language: Language = Language.EN
+    mode: ClassifyMode = ClassifyMode.SCORE
+    min_confidence: float = 0.0
+    max_new_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ParameterError(
+                f"--min-confidence {self.min_confidence} must lie between 0 and 1."
+            )
+
+    @property
+    def prompt(self) -> str:
+        """The question asked about every chip."""
+        return question(self.language)
+
+
+def _scored_records(backend: Backend, chips: list[Chip], settings: ClassifySettings
+                    ) -> list[dict[str, Any]]:
+    candidates = answers(settings.language)
+    labels = list(candidates)
+    probabilities = backend.score(
+        [chip.image for chip in chips], settings.prompt, list(candidates.values())
+    )
+    records = []
+    for chip, row in zip(chips, probabilities, strict=True):
+        best = int(np.argmax(row))
+        confidence = float(row[best])
+        label = labels[best].value if confidence >= settings.min_confidence else UNCERTAIN
+        records.append({
+            **chip_record(chip),
+            "label": label,
+            "confidence": round(confidence, 6),
+            "probs": json.dumps({lab.value: round(float(p), 6) for lab, p in zip(labels, row,
+                                                                                  strict=True)}),
+            "answer": candidates[labels[best]],
+            "language": settings.language.value,
+        })
+    return records
+
+
+def _generated_records(backend: Backend, chips: list[Chip], settings: ClassifySettings
+                       ) -> list[dict[str, Any]]:
+    texts = backend.generate(
+        [chip.image for chip in chips], [settings.prompt] * len(chips), settings.max_new_tokens
+    )
+    records = []
+    for chip, text in zip(chips, texts, strict=True):
+        label = parse_label(text)
+        records.append({
+            **chip_record(chip),
+            "label": label.value if label is not None else UNCERTAIN,
+            "confidence": None,
+            "probs": None,
+            "answer": text,
+            "language": settings.language.value,
+        })
+    return records
+
+
+def classify_chips(
+    backend: Backend, chips: list[Chip], settings: ClassifySettings
+) -> list[dict[str, Any]]:
+    """Classify a batch of chips into records of the classify layer.
+
+    Parameters
+    ----------
+    backend
+        The model.
+    chips
+        The batch.
+    settings
+        Language, mode and confidence threshold.
+
+    Returns
+    -------
+    list of dict
+        One record per chip, in order (without ``run_id``, which the writer adds).
+    """
+    if settings.mode is ClassifyMode.SCORE:
+        return _scored_records(backend, chips, settings)
+    return _generated_records(backend, chips, settings)
+
+
+def _tiling_for(preset: ModelPreset, tiling: TilingOptions, scene: str | Path) -> TilingOptions:
+    """Warn when the model's training resolution asks for heavy upsampling of this scene."""
+    if tiling.gsd is not None:
+        info = open_scene(scene, tiling.bands)
+        factor = min(info.resolution_m) / tiling.gsd
+        if factor > _MAX_UPSAMPLING:
+            logger.warning(
+                "the scene's pixels are %.1f m but chips are resampled to %.2f m (%s's training"
+                " resolution): the model sees %.0fx upsampled blur; pass --gsd to change it",
+                min(info.resolution_m), tiling.gsd, preset.name, factor,
+            )
+    return tiling
+
+
+def classify_scene(
+    scene: str | Path,
+    output: str | Path,
+    *,
+    preset: ModelPreset,
+    backend_factory: Callable[[], Backend],
+    tiling: TilingOptions,
+    settings: ClassifySettings,
+    run_parameters: dict[str, Any],
+    batch_size: int = 8,
+    progress: ProgressMode = ProgressMode.AUTO,
+    overwrite: bool = False,
+) -> RunSummary:
+    """Classify every valid chip of a scene into layer ``chips`` of a GeoPackage.
+
+    The scene and output path are checked before the model is loaded, so a typo costs no
+    model load.
+
+    Parameters
+    ----------
+    scene
+        The input raster.
+    output
+        The ``.gpkg`` to write or resume.
+    preset
+        The model preset (for messages and the run record).
+    backend_factory
+        Called without arguments after the checks; returns the `Backend`.
+    tiling
+        How the scene is cut.
+    settings
+        Language, mode and confidence threshold.
+    run_parameters
+        Model, adapter, quantization and other choices recorded with the run.
+    batch_size
+        Chips per model call and per write transaction.
+    progress
+        How progress is reported.
+    overwrite
+        Replace an output that belongs to another run.
+
+    Returns
+    -------
+    RunSummary
+        Counts and timing.
+
+    Raises
+    ------
+    ModelCapabilityError
+        The model reads text only.
+    """
+    if not preset.supports_images:
+        raise ModelCapabilityError(
+            f"{preset.name} reads text only and cannot classify images; choose a"
+            " vision-language model with --model (e.g. xview2-qwen3vl)."
+        )
+    tiling = _tiling_for(preset, tiling, scene)
+    check_output_path(output)
+    backend: Backend = backend_factory()
+
+    def process(batch: list[Chip]) -> list[dict[str, Any]]:
+        return classify_chips(backend, batch, settings)
+
+    return run_over_chips(
+        scene,
+        output,
+        command="classify",
+        tiling=tiling,
+        parameters={
+            **run_parameters,
+            "prompt": settings.prompt,
+            "language": settings.language.value,
+            "mode": settings.mode.value,
+            "min_confidence": settings.min_confidence,
+            "max_new_tokens": settings.max_new_tokens,
+        },
+        layer="chips",
+        fields=CLASSIFY_FIELDS,
+        style_qml=categorized_style("label"),
+        process=process,
+        batch_size=batch_size,
+        progress=progress,
+        overwrite=overwrite,
+        extra_versions=library_versions(_ML_PACKAGES),
+    )
+
