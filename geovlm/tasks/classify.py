@@ -24,7 +24,7 @@ from geovlm.models import ModelPreset
 from geovlm.pipeline import RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language, answers, parse_label, question
-from geovlm.scene import open_scene
+from geovlm.scene import SceneInfo, open_scene
 from geovlm.styles import categorized_style
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, TilingOptions
@@ -155,18 +155,19 @@ def classify_chips(
     return _generated_records(backend, chips, settings)
 
 
-def _tiling_for(preset: ModelPreset, tiling: TilingOptions, scene: str | Path) -> TilingOptions:
+def _warn_on_upsampling(preset: ModelPreset, tiling: TilingOptions, info: SceneInfo) -> None:
     """Warn when the model's training resolution asks for heavy upsampling of this scene."""
-    if tiling.gsd is not None:
-        info = open_scene(scene, tiling.bands)
-        factor = min(info.resolution_m) / tiling.gsd
-        if factor > _MAX_UPSAMPLING:
-            logger.warning(
-                "the scene's pixels are %.1f m but chips are resampled to %.2f m (%s's training"
-                " resolution): the model sees %.0fx upsampled blur; pass --gsd to change it",
-                min(info.resolution_m), tiling.gsd, preset.name, factor,
-            )
-    return tiling
+    if tiling.gsd is None:
+        return
+    native = min(info.resolution_m)
+    factor = native / tiling.gsd
+    if factor > _MAX_UPSAMPLING:
+        logger.warning(
+            "the scene's pixels are %.1f m but chips are resampled to %.2f m (%s's training"
+            " resolution), so the model sees %.0fx upsampled blur; pass --gsd or --native-gsd"
+            " to change it",
+            native, tiling.gsd, preset.name, factor,
+        )
 
 
 def classify_scene(
@@ -225,7 +226,7 @@ def classify_scene(
             f"{preset.name} reads text only and cannot classify images; choose a"
             " vision-language model with --model (e.g. xview2-qwen3vl)."
         )
-    tiling = _tiling_for(preset, tiling, scene)
+    _warn_on_upsampling(preset, tiling, open_scene(scene, tiling.bands))
     check_output_path(output)
     backend: Backend = backend_factory()
 
