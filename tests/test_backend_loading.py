@@ -110,6 +110,15 @@ def test_4bit_loads_and_runs_on_cpu(
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
 
 
+@pytest.mark.filterwarnings("ignore:MatMul8bitLt")
+def test_8bit_loads_and_scores_on_cpu(qwen3_vl_dir, chip_images):
+    backend = HFBackend.load(str(qwen3_vl_dir), quantize="8bit", device="cpu")
+    assert backend.loaded.quantization is Quantization.INT8
+    probs = backend.score(chip_images[:2], QUESTION_EN, ANSWERS_EN)
+    assert probs.shape == (2, len(ANSWERS_EN))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+
+
 def test_image_max_pixels_caps_tokens(qwen3_vl_dir, chip_images):
     from PIL import Image
 

@@ -1,5 +1,26 @@
-"""Model backends: in-process transformers (`hf`) behind one `Backend` protocol."""
+"""Model backends: in-process transformers (`hf`) behind one `Backend` protocol.
+
+`HFBackend`, `Quantization` and `PromptTemplate` are imported lazily, so importing this package
+(e.g. for the `Backend` protocol) does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from geovlm.backends.base import Backend
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "HFBackend", "PromptTemplate", "Quantization"]
+
+_LAZY = {
+    "HFBackend": "geovlm.backends.hf",
+    "PromptTemplate": "geovlm.backends.chat",
+    "Quantization": "geovlm.backends.loading",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

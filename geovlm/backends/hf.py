@@ -151,7 +151,7 @@ class HFBackend:
         -------
         dict of str to torch.Tensor
             What the processor returns (``input_ids``, ``attention_mask``, pixels, ...), on the
-            model's device.
+            model's device, floating-point tensors in the model's activation type.
 
         Raises
         ------
@@ -167,7 +167,8 @@ class HFBackend:
             )
         if with_images and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
-        texts = [self.chat.render(p, image=with_images) for p in prompts]
+        rendered = {p: self.chat.render(p, image=with_images) for p in dict.fromkeys(prompts)}
+        texts = [rendered[p] for p in prompts]
         kwargs: dict[str, Any] = {
             "padding": True,
             "return_tensors": "pt",
@@ -178,7 +179,11 @@ class HFBackend:
             batch = self.loaded.processor(text=texts, images=rgb, **kwargs)
         else:
             batch = self.tokenizer(texts, **kwargs)
-        return {k: v.to(self.loaded.device) for k, v in batch.items()}
+        device, dtype = self.loaded.device, self.loaded.dtype
+        return {
+            k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+            for k, v in batch.items()
+        }
 
     def generate(
         self,

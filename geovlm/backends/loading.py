@@ -104,6 +104,8 @@ class LoadedModel:
         The resolved `Quantization` (never `AUTO`).
     device
         Where the model runs.
+    dtype
+        The floating-point type of its activations (and of the pixels it is given).
     """
 
     model: torch.nn.Module
@@ -111,6 +113,7 @@ class LoadedModel:
     supports_images: bool
     quantization: Quantization
     device: torch.device
+    dtype: torch.dtype
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -259,4 +262,4 @@ def load_model(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(net, processor, supports_images, quantization, where)
+    return LoadedModel(net, processor, supports_images, quantization, where, dtype)
