@@ -20,6 +20,18 @@ def test_quantization_options():
     assert config.load_in_4bit and config.bnb_4bit_use_double_quant
     assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
     assert Quantization.NONE.config() is None
+    assert Quantization("4BIT") is Quantization.NF4
+
+
+def test_quantization_accepts_an_enum_with_the_same_values():
+    import enum
+
+    class Preset(enum.Enum):  # like geovlm.models.Quantization
+        AUTO = "auto"
+        NF4 = "4bit"
+
+    assert Quantization(Preset.NF4) is Quantization.NF4
+    assert Quantization(Preset.AUTO) is Quantization.AUTO
 
 
 def test_bad_quantize_lists_options(qwen3_vl_dir):

@@ -47,6 +47,11 @@ class Quantization(enum.Enum):
 
     @classmethod
     def _missing_(cls, value: object) -> Quantization:
+        # Accept another enum with the same values (e.g. a preset's) and any letter case.
+        text = str(getattr(value, "value", value)).lower()
+        for member in cls:
+            if member.value == text:
+                return member
         options = ", ".join(repr(q.value) for q in cls)
         raise ValueError(f"unknown quantization {value!r}: choose one of {options}")
 
