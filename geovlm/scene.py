@@ -24,9 +24,10 @@ from geovlm.errors import InputError, ParameterError
 __all__ = ["GDAL_OPTIONS", "PixelStretch", "SceneInfo", "open_scene", "pixel_stretch"]
 
 #: GDAL settings for every read: a capped block cache keeps memory flat whatever the scene size,
-#: and remote datasets are opened without listing their folder.
+#: and remote datasets are opened without listing their folder. rasterio hands GDAL_CACHEMAX to
+#: GDALSetCacheMax64, which counts bytes: a bare 64 would mean 64 bytes, not 64 MB.
 GDAL_OPTIONS: dict[str, object] = {
-    "GDAL_CACHEMAX": 64,
+    "GDAL_CACHEMAX": 64 * 2**20,
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "VSI_CACHE": True,
 }

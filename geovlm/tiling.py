@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Container, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
+from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from shapely.geometry import Polygon
@@ -200,6 +202,22 @@ class _Cell:
         return Chip.make_id(self.row, self.col)
 
 
+@contextmanager
+def _block_cache_cap(cap: object) -> Iterator[None]:
+    """Hold GDAL's process-wide block cache at `cap` bytes while a scene is read.
+
+    The reader threads' own `rasterio.Env` sets the cap on entry but restores the previous one on
+    exit, so without this the cap would lapse between chips while another thread decodes.
+    """
+    previous = get_gdal_config("GDAL_CACHEMAX")
+    set_gdal_config("GDAL_CACHEMAX", cap)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            set_gdal_config("GDAL_CACHEMAX", previous)
+
+
 class SceneTiler:
     """Reads a scene chip by chip; use as a context manager.
 
@@ -280,7 +298,10 @@ class SceneTiler:
         """
         todo = [cell for cell in self.cells if cell.chip_id not in skip]
         ahead = 2 * self._workers
-        with ThreadPoolExecutor(self._workers, thread_name_prefix="geovlm-read") as pool:
+        with (
+            _block_cache_cap(self.info.gdal_options["GDAL_CACHEMAX"]),
+            ThreadPoolExecutor(self._workers, thread_name_prefix="geovlm-read") as pool,
+        ):
             pending: deque[Future[Chip | None]] = deque()
             cells = iter(todo)
             for cell in cells:
@@ -341,8 +362,7 @@ class SceneTiler:
         )
         if valid_fraction < self.options.min_valid:
             return None
-        rgb = np.zeros((size, size, 3), dtype=np.uint8)
-        rgb[:out_h, :out_w] = self._stretch.to_rgb(data, mask)
+        image = self._image(data, mask)
         transform = self.info.transform @ Affine.translation(
             cell.window.col_off, cell.window.row_off
         ) @ Affine.scale(src_w / size, src_h / size)
@@ -356,8 +376,26 @@ class SceneTiler:
             crs=self.info.crs,
             footprint=Polygon(corners),
             valid_fraction=valid_fraction,
-            image=Image.fromarray(rgb),
+            image=image,
         )
+
+    def _image(self, data: np.ndarray, valid: np.ndarray | None) -> Image.Image:
+        """The chip's RGB image from band-first pixels, padded to the chip size."""
+        size = self.options.size
+        _, out_h, out_w = data.shape
+        if self._stretch.low is None and data.dtype == np.uint8 and out_h == out_w == size:
+            # uint8 pass-through: PIL interleaves the planes itself, which saves numpy's strided
+            # band-first to pixel-interleaved copy and the padding copy (same pixels).
+            if valid is not None:
+                data[:, ~valid] = 0
+            planes = [Image.fromarray(band) for band in data]
+            return Image.merge("RGB", planes * 3 if len(planes) == 1 else planes)
+        rgb = self._stretch.to_rgb(data, valid)
+        if out_h != size or out_w != size:
+            padded = np.zeros((size, size, 3), dtype=np.uint8)
+            padded[:out_h, :out_w] = rgb
+            rgb = padded
+        return Image.fromarray(rgb)
 
     def _valid_mask(
         self,
