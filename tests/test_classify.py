@@ -141,7 +141,7 @@ def _count(path) -> int:
 
 def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     scene = geotiff_dir / "solaris/sample_geotiff.tif"  # 900 x 900 uint16 panchromatic
-    extra = ["--size", "64", "--batch-size", "4", "--mode", "score"]
+    extra = ["--size", "100", "--batch-size", "4", "--mode", "score"]
     reference = tmp_path / "reference.gpkg"
     assert _classify(scene, reference, qwen3_vl_dir, *extra).exit_code == 0
     total = len(_layer(reference))
@@ -152,7 +152,7 @@ def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
                *extra]
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 120
-    while _count(out) < 20 and time.monotonic() < deadline:
+    while _count(out) < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
