@@ -49,3 +49,18 @@ def test_mismatched_images_and_prompts(qwen3_vl_backend, chip_images):
         qwen3_vl_backend.generate(chip_images[:2], [QUESTION_EN])
     with pytest.raises(ParameterError):
         qwen3_vl_backend.score(chip_images[:1], QUESTION_EN, [])
+
+
+def test_prefetched_batches_equal_one_batch(qwen3_vl_backend, gemma_backend, chip_images):
+    """With several batches the next is encoded in a thread; results and errors are unchanged."""
+    from geovlm.backends.hf import HFBackend
+
+    small = HFBackend(
+        qwen3_vl_backend.loaded, template=qwen3_vl_backend.chat.template, batch_size=1
+    )
+    assert small.generate(chip_images, PROMPTS, 5) == qwen3_vl_backend.generate(
+        chip_images, PROMPTS, 5
+    )
+    small_text = HFBackend(gemma_backend.loaded, batch_size=1)
+    with pytest.raises(ModelCapabilityError):
+        small_text.generate(chip_images, PROMPTS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -226,8 +227,7 @@ class HFBackend:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         answers: list[str] = []
-        for part in _chunks(len(prompts), self.batch_size):
-            inputs = self.encode(None if images is None else images[part], prompts[part])
+        for inputs in self._batches(images, prompts):
             with torch.inference_mode():
                 out = self.model.generate(**inputs, generation_config=config)
             new = out[:, inputs["input_ids"].shape[1] :]
@@ -283,13 +283,47 @@ class HFBackend:
         """
         if not answers:
             raise ParameterError("no candidate answers to score: give at least one")
-        candidates = [self.answer_ids(a) for a in answers]
         rows = [np.empty((0, len(answers)))]
-        for part in _chunks(len(images), self.batch_size):
-            chunk = images[part]
-            inputs = self.encode(chunk, [prompt] * len(chunk))
-            logp = score_candidates(
-                self.model, inputs, candidates, pad_id=self.tokenizer.pad_token_id
-            )
-            rows.append(torch.softmax(logp.double(), dim=-1).cpu().numpy())
+        rows += [
+            self.score_encoded(x, answers) for x in self._batches(images, [prompt] * len(images))
+        ]
         return np.concatenate(rows)
+
+    def score_encoded(self, inputs: dict[str, torch.Tensor], answers: Sequence[str]) -> np.ndarray:
+        """`score` for one batch already built by `encode` (e.g. in a preprocessing thread).
+
+        Parameters
+        ----------
+        inputs
+            `encode`'s output for ``B`` images asked the same prompt.
+        answers
+            The candidate assistant replies.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(B, len(answers))``, float64, rows summing to 1.
+        """
+        candidates = [self.answer_ids(a) for a in answers]
+        logp = score_candidates(self.model, inputs, candidates, pad_id=self.tokenizer.pad_token_id)
+        return torch.softmax(logp.double(), dim=-1).cpu().numpy()
+
+    def _batches(
+        self, images: Sequence[Image.Image] | None, prompts: Sequence[str]
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Encoded batches in order, each next one prepared in a thread while the model runs."""
+
+        def encode(part: slice) -> dict[str, torch.Tensor]:
+            return self.encode(None if images is None else images[part], prompts[part])
+
+        parts = list(_chunks(len(prompts), self.batch_size))
+        if len(parts) <= 1:
+            yield from map(encode, parts)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(encode, parts[0])
+            for following in [*parts[1:], None]:
+                current = pending.result()
+                if following is not None:
+                    pending = pool.submit(encode, following)
+                yield current
