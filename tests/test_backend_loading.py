@@ -164,3 +164,10 @@ def test_cached_hub_ids_load_offline(
         str(qwen3_vl_dir), adapter=str(qwen3_vl_adapter_dir), quantize="none", device="cpu"
     )
     assert torch.equal(_logits(backend, chip_images[:1]), _logits(direct, chip_images[:1]))
+
+
+def test_template_for_another_family_is_refused(gemma_text_dir):
+    from geovlm.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="does not fit"):
+        HFBackend.load(str(gemma_text_dir), quantize="none", template="qwen3_vl_nothink")

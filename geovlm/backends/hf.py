@@ -65,8 +65,12 @@ class HFBackend:
         self.tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
         self.chat = ChatFormat(loaded.processor, self.tokenizer, template)
         self._end_of_turn = self.chat.end_of_turn_id()
-        if image_max_pixels is not None:
-            self._cap_pixels(image_max_pixels)
+        if template is not None and self._end_of_turn in (None, self.tokenizer.unk_token_id):
+            raise ParameterError(
+                f"chat template {template.value!r} does not fit this model's tokenizer: "
+                "leave the template unset to use the model's own"
+            )
+        self._image_kwargs = self._pixel_cap(image_max_pixels)
 
     @classmethod
     def load(
@@ -124,16 +128,23 @@ class HFBackend:
         """The underlying transformers (or peft) model."""
         return self.loaded.model
 
-    def _cap_pixels(self, max_pixels: int) -> None:
+    def _pixel_cap(self, max_pixels: int | None) -> dict[str, Any]:
+        """Image processor arguments that cap the pixels of each image (its single resize)."""
+        if max_pixels is None:
+            return {}
+        if max_pixels < 1:
+            raise ParameterError(f"image_max_pixels must be positive, not {max_pixels}")
         image_processor = getattr(self.loaded.processor, "image_processor", None)
         size = getattr(image_processor, "size", None)
         if size is None or "longest_edge" not in size or "shortest_edge" not in size:
             logger.warning("image_max_pixels ignored: this image processor has a fixed size")
-            return
+            return {}
         # Qwen-VL processors resize once, to multiples of patch*merge within these bounds.
-        image_processor.size = {
-            "shortest_edge": min(size["shortest_edge"], max_pixels),
-            "longest_edge": max_pixels,
+        return {
+            "size": {
+                "shortest_edge": min(size["shortest_edge"], max_pixels),
+                "longest_edge": max_pixels,
+            }
         }
 
     def encode(
@@ -177,7 +188,7 @@ class HFBackend:
         }
         if with_images:
             rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-            batch = self.loaded.processor(text=texts, images=rgb, **kwargs)
+            batch = self.loaded.processor(text=texts, images=rgb, **kwargs, **self._image_kwargs)
         else:
             batch = self.tokenizer(texts, **kwargs)
         device, dtype = self.loaded.device, self.loaded.dtype
