@@ -279,3 +279,23 @@ def test_truncated_tiff_is_refused_with_one_sentence(tmp_path, geotiff_dir):
 def test_bad_options_raise_parameter_error(options, message):
     with pytest.raises(ParameterError, match=message):
         TilingOptions(**options)
+
+
+def test_vrt_input_reads_the_same_pixels_as_its_source(geotiff_dir, tmp_path):
+    source = geotiff_dir / "rasterio/cogeo.tif"
+    with rasterio.open(source) as src:
+        crs_wkt, gt = src.crs.to_wkt(), src.transform.to_gdal()
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    vrt = tmp_path / "scene.vrt"
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="1024" rasterYSize="1024"><SRS>{crs_wkt}</SRS>'
+        f"<GeoTransform>{', '.join(map(str, gt))}</GeoTransform>{bands}</VRTDataset>"
+    )
+    from_vrt = [(c.chip_id, c.image.tobytes(), c.footprint.wkt) for c in iter_chips(vrt, 512)]
+    direct = [(c.chip_id, c.image.tobytes(), c.footprint.wkt) for c in iter_chips(source, 512)]
+    assert from_vrt == direct
