@@ -2,7 +2,10 @@
 
 Features go through GDAL (pyogrio), one transaction per batch, so a killed run keeps every
 finished batch and none half-written. The ``runs`` table and the QGIS ``layer_styles`` table are
-plain GeoPackage attribute tables, written with sqlite3. A run is ``complete`` only once it ends
+plain GeoPackage attribute tables, written with sqlite3. GDAL and Python's sqlite3 carry separate
+copies of SQLite, and two copies holding the same file open in one process can corrupt it (one
+copy's close drops the other's POSIX locks), so a sqlite3 connection is never open while GDAL
+writes. A run is ``complete`` only once it ends
 normally; re-running the same command and parameters resumes it, anything else is refused unless
 the caller asks to overwrite.
 """
@@ -223,7 +226,6 @@ class GeoPackageWriter:
         self.done_ids: set[str] = set()
         self.written = 0
         self.skipped = 0
-        self._keepalive: sqlite3.Connection | None = None
 
     def __enter__(self) -> GeoPackageWriter:
         check_output_path(self.path)
@@ -231,17 +233,11 @@ class GeoPackageWriter:
             _remove_geopackage(self.path)
         if not self.path.exists():
             self._create()
-        # Holding a connection open keeps the write-ahead log alive between batches, so each
-        # batch's commit is not followed by a full checkpoint when GDAL closes the file.
-        self._keepalive = sqlite3.connect(self.path)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         status = RunStatus.COMPLETE if exc_type is None else RunStatus.INTERRUPTED
         self._set_status(status)
-        if self._keepalive is not None:
-            self._keepalive.close()
-            self._keepalive = None
         with _connect(self.path) as db:
             db.execute("PRAGMA journal_mode = DELETE")
 
