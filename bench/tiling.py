@@ -203,14 +203,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compress", choices=("DEFLATE", "JPEG"), default="DEFLATE")
     parser.add_argument("--no-torchgeo", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--make", nargs=2, metavar=("PATH", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(*args.child)
         return
+    if args.make:
+        make_scene(Path(args.make[0]), int(args.make[1]), args.compress)
+        return
     repeat = 1 if args.quick else args.repeat
     suffix = args.compress.lower()
-    small = make_scene(args.out / f"scene_8192_{suffix}.tif", 8192, args.compress)
-    large = make_scene(args.out / f"scene_16384_{suffix}.tif", 16384, args.compress)
+    small = args.out / f"scene_8192_{suffix}.tif"
+    large = args.out / f"scene_16384_{suffix}.tif"
+    for path, side in ((small, 8192), (large, 16384)):
+        # In a subprocess: a child started later inherits ru_maxrss from the parent it was
+        # forked from, so the parent must never hold a scene-sized buffer.
+        subprocess.run([sys.executable, str(_HERE), "--compress", args.compress, "--make",
+                        str(path), str(side)], check=True)
 
     kinds = ["bound", "geovlm", "window loop"]
     tg_version = None if args.no_torchgeo else _torchgeo_version()

@@ -57,8 +57,15 @@ class SceneInfo:
 
     @property
     def gdal_options(self) -> dict[str, object]:
-        """GDAL configuration for reads of this scene."""
-        return GDAL_OPTIONS
+        """GDAL configuration for reads of this scene.
+
+        Local files leave out VSI_CACHE: the OS page cache already holds their bytes, and the VSI
+        cache would add up to 25 MB per reader thread (less for smaller files, so memory would
+        grow with the scene).
+        """
+        if _REMOTE.match(self.path):
+            return GDAL_OPTIONS
+        return {key: value for key, value in GDAL_OPTIONS.items() if key != "VSI_CACHE"}
 
 
 def _check_exists(path: str) -> None:
