@@ -10,6 +10,7 @@ __all__ = [
     "ModelNotFoundError",
     "OutputError",
     "ParameterError",
+    "PresetError",
 ]
 
 
@@ -35,3 +36,7 @@ class ModelNotFoundError(GeovlmError):
 
 class ModelCapabilityError(GeovlmError):
     """A model was asked for something it cannot do, e.g. a text-only model given images."""
+
+
+class PresetError(GeovlmError):
+    """A model preset YAML file is malformed, has unknown or missing keys, or repeats a name."""

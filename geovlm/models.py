@@ -18,15 +18,14 @@ from typing import Any
 
 import yaml
 
-from geovlm.errors import GeovlmError, ModelNotFoundError
+from geovlm.errors import ModelNotFoundError, PresetError
+from geovlm.quantization import Quantization
 
 __all__ = [
     "DEFAULT_MODEL",
     "PRESETS_DIR",
     "ModelFamily",
     "ModelPreset",
-    "PresetError",
-    "Quantization",
     "availability",
     "list_presets",
     "resolve_model",
@@ -39,10 +38,6 @@ PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
 #: The preset used when no model is given.
 DEFAULT_MODEL = "xview2-qwen3vl"
 _REQUIRED = ("name", "model_id", "family", "chip_size", "supports_images")
-
-
-class PresetError(GeovlmError):
-    """A preset YAML file is malformed, has unknown or missing keys, or repeats a name."""
 
 
 class _CheckedEnum(StrEnum):
@@ -89,15 +84,6 @@ class ModelFamily(_CheckedEnum):
         if kind == "llava":
             return cls.LLAVA
         return cls.GEMMA if kind.startswith("gemma") else cls.UNKNOWN
-
-
-class Quantization(_CheckedEnum):
-    """Weight quantization: ``auto`` (4bit on CUDA, else none), ``4bit``, ``8bit`` or ``none``."""
-
-    AUTO = "auto"
-    NF4 = "4bit"
-    INT8 = "8bit"
-    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 
 import geovlm.models
-from geovlm.errors import GeovlmError, ModelNotFoundError
+from geovlm.errors import GeovlmError, ModelNotFoundError, PresetError
 from geovlm.models import (
     DEFAULT_MODEL,
     PRESETS_DIR,
     ModelFamily,
     ModelPreset,
-    PresetError,
-    Quantization,
     availability,
     list_presets,
     resolve_model,
 )
+from geovlm.quantization import Quantization
 
 EXPECTED = {
     "xview2-qwen3vl": dict(
@@ -218,7 +217,7 @@ def test_custom_preset_folder(tmp_path):
         (GOOD_YAML.format(name="bad").replace("256", "-4"), "chip_size must be positive"),
         (GOOD_YAML.format(name="bad").replace("true", "yes please"), "supports_images"),
         (GOOD_YAML.format(name="bad").replace("qwen3_vl", "mamba"), "qwen3_vl, llava, gemma"),
-        (GOOD_YAML.format(name="bad") + "quantize: 3bit\n", "auto, 4bit, 8bit, none"),
+        (GOOD_YAML.format(name="bad") + "quantize: 3bit\n", "'auto', '4bit', '8bit', 'none'"),
         (GOOD_YAML.format(name="bad") + "gsd: fine\n", "gsd must be float"),
         (GOOD_YAML.format(name="other"), "rename it 'bad'"),
     ],

@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 
 from geovlm.backends.chat import ChatFormat, PromptTemplate
-from geovlm.backends.loading import LoadedModel, Quantization, load_model
+from geovlm.backends.loading import LoadedModel, load_model
 from geovlm.backends.scoring import score_candidates
 from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.quantization import Quantization
 
 __all__ = ["HFBackend"]
 

@@ -6,7 +6,6 @@ become one-sentence `ModelNotFoundError` messages instead of transformers traceb
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 import torch
 
 from geovlm.errors import ModelNotFoundError
+from geovlm.quantization import Quantization
 
-__all__ = ["LoadedModel", "Quantization", "load_model", "resolve_device"]
+__all__ = ["LoadedModel", "bnb_config", "load_model", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,70 +27,30 @@ _CLASSES = {
 }
 
 
-class Quantization(enum.Enum):
-    """How the weights are held in memory.
+def bnb_config(quantization: Quantization) -> Any:
+    """The ``BitsAndBytesConfig`` for a resolved quantization, or None for `Quantization.NONE`.
 
-    Examples
-    --------
-    >>> Quantization("auto").resolve("cpu")
-    <Quantization.NONE: 'none'>
+    Parameters
+    ----------
+    quantization
+        The choice, already resolved (not ``AUTO``).
+
+    Returns
+    -------
+    transformers.BitsAndBytesConfig or None
     """
+    from transformers import BitsAndBytesConfig
 
-    #: bitsandbytes NF4 with double quantization and bfloat16 compute.
-    NF4 = "4bit"
-    #: bitsandbytes LLM.int8().
-    INT8 = "8bit"
-    #: The model's own precision: bfloat16 on a GPU, float32 on a CPU.
-    NONE = "none"
-    #: 4bit on CUDA, none elsewhere.
-    AUTO = "auto"
-
-    @classmethod
-    def _missing_(cls, value: object) -> Quantization:
-        # Accept another enum with the same values (e.g. a preset's) and any letter case.
-        text = str(getattr(value, "value", value)).lower()
-        for member in cls:
-            if member.value == text:
-                return member
-        options = ", ".join(repr(q.value) for q in cls)
-        raise ValueError(f"unknown quantization {value!r}: choose one of {options}")
-
-    def resolve(self, device: str) -> Quantization:
-        """Replace `AUTO` by the choice for ``device`` (4bit on CUDA, none elsewhere).
-
-        Parameters
-        ----------
-        device
-            A torch device string such as ``"cuda"``, ``"cuda:1"`` or ``"cpu"``.
-
-        Returns
-        -------
-        Quantization
-            Never `AUTO`.
-        """
-        if self is not Quantization.AUTO:
-            return self
-        return Quantization.NF4 if device.startswith("cuda") else Quantization.NONE
-
-    def config(self) -> Any:
-        """The ``BitsAndBytesConfig`` for this choice, or None for `NONE`.
-
-        Returns
-        -------
-        transformers.BitsAndBytesConfig or None
-        """
-        from transformers import BitsAndBytesConfig
-
-        if self is Quantization.NF4:
-            return BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
-        if self is Quantization.INT8:
-            return BitsAndBytesConfig(load_in_8bit=True)
-        return None
+    if quantization is Quantization.NF4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    if quantization is Quantization.INT8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
 
 
 @dataclass(frozen=True)
@@ -252,7 +212,7 @@ def load_model(
             source,
             config=config,
             dtype=dtype,
-            quantization_config=quantization.config(),
+            quantization_config=bnb_config(quantization),
             device_map={"": str(where)},
         )
         auto = transformers.AutoProcessor if supports_images else transformers.AutoTokenizer
