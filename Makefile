@@ -8,7 +8,7 @@ SCENE ?= ../shared/data/geotiff/rasterio/cogeo.tif
 OUT ?= out.gpkg
 ARGS ?=
 
-.PHONY: install tile classify test lint bench
+.PHONY: install qgis tile classify test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's QGIS (importable from /usr/bin/python3 only) for the tests that open outputs in QGIS.
+qgis:
+	@/usr/bin/python3 -c 'import qgis.core' 2>/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends python3-qgis python3-mock >/dev/null; }
+
 tile: $(STAMP)
 	$(BIN)/geovlm tile $(SCENE) -o $(OUT) $(ARGS)
 
@@ -28,7 +34,7 @@ classify: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint qgis
 	$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$status
 

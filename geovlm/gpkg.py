@@ -60,12 +60,14 @@ CREATE TABLE IF NOT EXISTS layer_styles (
     f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256),
     f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
     useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
-    update_time DATETIME DEFAULT CURRENT_TIMESTAMP
+    update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 )"""
 _GEOMETRY_COLUMN = "geom"
 #: While a run writes, SQLite's write-ahead log with NORMAL sync commits a batch without an
 #: fsync per transaction yet keeps the file consistent through a crash or power loss; the file
 #: returns to a single-file rollback journal when the run ends.
+#: GeoPackage 1.2, which every QGIS 3.x reads without a warning (GDAL 3.12 defaults to 1.4).
+_GPKG_VERSION = {"VERSION": "1.2"}
 _WRITE_CONFIG = {"OGR_SQLITE_JOURNAL": "WAL", "OGR_SQLITE_SYNCHRONOUS": "NORMAL"}
 
 
@@ -318,7 +320,10 @@ class GeoPackageWriter:
         partial = self.path.with_name(self.path.name + ".partial.gpkg")
         _remove_geopackage(partial)
         empty = [np.array([], dtype=kind.dtype) for kind in self.fields.values()]
-        self._gdal_write(partial, np.array([], dtype=object), empty, list(self.fields))
+        self._gdal_write(
+            partial, np.array([], dtype=object), empty, list(self.fields),
+            dataset_options=_GPKG_VERSION,
+        )
         with _connect(partial) as db:
             db.execute(_RUNS_DDL)
             db.execute(_STYLES_DDL)
