@@ -165,8 +165,14 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
 
     def load_backend() -> Backend:
+        from transformers.utils import logging as transformers_logging
+
         from geovlm.backends.hf import HFBackend
 
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:
+            # transformers' own bars and notices would break the one-line / JSON-lines output.
+            transformers_logging.disable_progress_bar()
+            transformers_logging.set_verbosity_error()
         return HFBackend.load(
             preset.model_id, adapter=chosen_adapter, quantize=chosen_quantize,
             template=preset.template, image_max_pixels=preset.image_max_pixels, device=device,

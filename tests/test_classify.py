@@ -176,3 +176,22 @@ def test_classify_settings_validate():
         ClassifySettings(min_confidence=2.0)
     with pytest.raises(ValueError):
         ClassifyMode("vote")
+
+
+def test_classify_with_4bit_weights_and_a_lora_adapter_on_cpu(
+    qwen3_vl_dir, qwen3_vl_adapter_dir, geotiff_dir, tmp_path
+):
+    out = tmp_path / "nf4.gpkg"
+    result = CliRunner().invoke(cli, [
+        "classify", str(geotiff_dir / "rasterio/cogeo.tif"), "-o", str(out), "--model",
+        str(qwen3_vl_dir), "--adapter", str(qwen3_vl_adapter_dir), "--quantize", "4bit",
+        "--device", "cpu", "--size", "256", "--batch-size", "4",
+    ])
+    assert result.exit_code == 0, result.output
+    frame = _layer(out)
+    assert len(frame) == 16
+    assert all(sum(json.loads(p).values()) == pytest.approx(1.0, abs=1e-4) for p in frame["probs"])
+    with sqlite3.connect(out) as db:
+        parameters = json.loads(db.execute("SELECT parameters FROM runs").fetchone()[0])
+    assert parameters["quantize"] == "4bit"
+    assert parameters["adapter"] == str(qwen3_vl_adapter_dir)
