@@ -12,12 +12,12 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelNotFoundError, PresetError
 from geovlm.quantization import Quantization
 
@@ -40,18 +40,7 @@ DEFAULT_MODEL = "xview2-qwen3vl"
 _REQUIRED = ("name", "model_id", "family", "chip_size", "supports_images")
 
 
-class _CheckedEnum(StrEnum):
-    @classmethod
-    def _missing_(cls, value: object) -> Any:
-        key = str(value).strip().lower()
-        for member in cls:
-            if member.value == key:
-                return member
-        options = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown {cls.__name__} {value!r}; choose one of: {options}")
-
-
-class ModelFamily(_CheckedEnum):
+class ModelFamily(CheckedEnum):
     """The architecture family a backend loads: ``qwen3_vl``, ``llava``, ``gemma`` or unknown."""
 
     QWEN3_VL = "qwen3_vl"

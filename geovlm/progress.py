@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import StrEnum
 from typing import IO, Any
 
 from rich.console import Console
@@ -19,10 +18,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from geovlm.enums import CheckedEnum
+
 __all__ = ["ProgressMode", "ProgressReporter"]
 
 
-class ProgressMode(StrEnum):
+class ProgressMode(CheckedEnum):
     """How progress is shown: ``bar`` on a terminal, ``json`` lines on stdout, or ``none``."""
 
     AUTO = "auto"

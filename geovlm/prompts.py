@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from enum import StrEnum
+
+from geovlm.enums import CheckedEnum
 
 __all__ = [
     "DisasterLabel",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-class DisasterLabel(StrEnum):
+class DisasterLabel(CheckedEnum):
     """A canonical disaster type: xBD's ``disaster_type`` values, with ``flooding`` as ``flood``.
 
     Lookup is case-insensitive and accepts xBD's spelling.
@@ -66,14 +67,8 @@ class DisasterLabel(StrEnum):
     VOLCANO = "volcano"
 
     @classmethod
-    def _missing_(cls, value: object) -> DisasterLabel:
-        key = str(value).strip().lower()
-        key = _XBD_ALIASES.get(key, key)
-        for member in cls:
-            if member.value == key:
-                return member
-        options = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown disaster label {value!r}; choose one of: {options}")
+    def _canonical(cls, key: str) -> str:
+        return _XBD_ALIASES.get(key, key)
 
     @classmethod
     def from_xbd(cls, disaster_type: str) -> DisasterLabel:
@@ -105,7 +100,7 @@ class DisasterLabel(StrEnum):
 _XBD_ALIASES = {"flooding": "flood"}
 
 
-class Language(StrEnum):
+class Language(CheckedEnum):
     """A prompt language: English, Japanese or (simplified) Chinese.
 
     Examples
@@ -118,14 +113,6 @@ class Language(StrEnum):
     JA = "ja"
     ZH = "zh"
 
-    @classmethod
-    def _missing_(cls, value: object) -> Language:
-        key = str(value).strip().lower()
-        for member in cls:
-            if member.value == key:
-                return member
-        options = ", ".join(m.value for m in cls)
-        raise ValueError(f"unknown language {value!r}; choose one of: {options}")
 
 
 _QUESTIONS = {

@@ -5,12 +5,12 @@ Kept free of torch so presets and the CLI can name it without importing the mode
 
 from __future__ import annotations
 
-from enum import StrEnum
+from geovlm.enums import CheckedEnum
 
 __all__ = ["Quantization"]
 
 
-class Quantization(StrEnum):
+class Quantization(CheckedEnum):
     """Weight quantization: ``auto`` (4bit on CUDA, else none), ``4bit``, ``8bit`` or ``none``.
 
     Examples
@@ -29,15 +29,6 @@ class Quantization(StrEnum):
     INT8 = "8bit"
     #: The model's own precision: bfloat16 on a GPU, float32 on a CPU.
     NONE = "none"
-
-    @classmethod
-    def _missing_(cls, value: object) -> Quantization:
-        text = str(value).strip().lower()
-        for member in cls:
-            if member.value == text:
-                return member
-        options = ", ".join(repr(q.value) for q in cls)
-        raise ValueError(f"unknown quantization {value!r}: choose one of {options}")
 
     def resolve(self, device: str) -> Quantization:
         """Replace `AUTO` by the choice for `device` (4bit on CUDA, none elsewhere).

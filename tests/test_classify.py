@@ -18,6 +18,7 @@ from geovlm.cli import cli
 from geovlm.prompts import DisasterLabel, Language, answer
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips
 from geovlm.tiling import iter_chips
+from tests.helpers import count_rows
 
 LABELS = [label.value for label in DisasterLabel]
 
@@ -129,16 +130,6 @@ def test_bad_scene_is_reported_before_the_model_loads(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def _count(path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1) as db:
-            return db.execute("SELECT count(*) FROM chips").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     scene = geotiff_dir / "solaris/sample_geotiff.tif"  # 900 x 900 uint16 panchromatic
     extra = ["--size", "100", "--batch-size", "4", "--mode", "score"]
@@ -152,11 +143,11 @@ def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
                *extra]
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 120
-    while _count(out) < 8 and time.monotonic() < deadline:
+    while count_rows(out) < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    partial = _count(out)
+    partial = count_rows(out)
     assert 0 < partial < total, "the run must be killed part-way"
 
     resumed = _classify(scene, out, qwen3_vl_dir, *extra, "--progress", "json")

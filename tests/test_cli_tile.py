@@ -19,6 +19,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from geovlm.cli import cli
+from tests.helpers import count_rows
 
 RGB = "rasterio/RGB.byte.tif"
 
@@ -158,16 +159,6 @@ def test_truncated_scene_exits_2_and_leaves_the_run_unfinished(geotiff_dir, tmp_
         assert all(run["status"] != "complete" for run in _runs(out))
 
 
-def _count(path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1) as db:
-            return db.execute("SELECT count(*) FROM chips").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     scene = tmp_path / "scene.tif"
     rng = np.random.default_rng(0)
@@ -185,11 +176,11 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     command = [sys.executable, "-m", "geovlm.cli", "tile", *args, "-q", "-o", str(out)]
     process = subprocess.Popen(command)
     deadline = time.monotonic() + 60
-    while _count(out) < total // 10 and time.monotonic() < deadline:
+    while count_rows(out) < total // 10 and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    partial = _count(out)
+    partial = count_rows(out)
     assert 0 < partial < total, "the run must be killed part-way"
     assert _runs(out)[0]["status"] == "running"
 

@@ -217,7 +217,7 @@ def test_custom_preset_folder(tmp_path):
         (GOOD_YAML.format(name="bad").replace("256", "-4"), "chip_size must be positive"),
         (GOOD_YAML.format(name="bad").replace("true", "yes please"), "supports_images"),
         (GOOD_YAML.format(name="bad").replace("qwen3_vl", "mamba"), "qwen3_vl, llava, gemma"),
-        (GOOD_YAML.format(name="bad") + "quantize: 3bit\n", "'auto', '4bit', '8bit', 'none'"),
+        (GOOD_YAML.format(name="bad") + "quantize: 3bit\n", "auto, 4bit, 8bit, none"),
         (GOOD_YAML.format(name="bad") + "gsd: fine\n", "gsd must be float"),
         (GOOD_YAML.format(name="other"), "rename it 'bad'"),
     ],

@@ -11,13 +11,13 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geovlm.backends.base import Backend
+from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelCapabilityError, ParameterError
 from geovlm.gpkg import FieldType, check_output_path
 from geovlm.models import ModelPreset
@@ -60,7 +60,7 @@ _ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 _MAX_UPSAMPLING = 4.0
 
 
-class ClassifyMode(StrEnum):
+class ClassifyMode(CheckedEnum):
     """``score``: a probability per label from one pass; ``generate``: free text, parsed."""
 
     SCORE = "score"
