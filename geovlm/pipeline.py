@@ -1,7 +1,8 @@
 """The loop every per-chip command shares: tile, skip what is done, process in batches, write.
 
-Input is checked before the output is touched; each batch is written in one transaction, so a
-killed run loses at most the batch in flight and a re-run picks up where it stopped.
+Input is checked before the output is touched; each batch is written in one transaction, on a
+background thread while the next batch is processed, so a killed run loses at most the batches in
+flight and a re-run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from shapely.geometry.base import BaseGeometry
 
 from geovlm.gpkg import FieldType, GeoPackageWriter, RunRecord
 from geovlm.progress import ProgressMode, ProgressReporter
@@ -50,6 +54,45 @@ class RunSummary:
             "skipped_invalid": self.skipped_invalid,
             "seconds": round(self.seconds, 3),
         }
+
+
+class _OrderedWrites:
+    """Writes each batch on one background thread while the next batch is being processed.
+
+    At most one write is in flight, so batches land in order and a failure surfaces at the
+    next submit or at the end; leaving the block waits for the write in flight.
+    """
+
+    def __init__(self, writer: GeoPackageWriter) -> None:
+        self._writer = writer
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="geovlm-write")
+        self._pending: Future[None] | None = None
+        self._pending_size = 0
+
+    def __enter__(self) -> _OrderedWrites:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._pending is not None:
+                self._pending.exception()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def submit(self, rows: list[dict[str, Any]], geometries: list[BaseGeometry]) -> int:
+        """Queue a batch; returns how many records the previous write finished."""
+        finished = self.drain()
+        self._pending = self._pool.submit(self._writer.write, rows, geometries)
+        self._pending_size = len(rows)
+        return finished
+
+    def drain(self) -> int:
+        """Wait for the write in flight (raising its error); returns how many records it wrote."""
+        if self._pending is None:
+            return 0
+        pending, self._pending = self._pending, None
+        pending.result()
+        return self._pending_size
 
 
 def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
@@ -125,7 +168,11 @@ def run_over_chips(
             output, layer=layer, fields=fields, crs=tiler.info.crs, run=run,
             style_qml=style_qml, overwrite=overwrite,
         )
-        with writer, ProgressReporter(progress, len(tiler), "chips") as reporter:
+        with (
+            writer,
+            ProgressReporter(progress, len(tiler), "chips") as reporter,
+            _OrderedWrites(writer) as writes,
+        ):
             already_done = len(writer.done_ids)
             reporter.resume(already_done)
             skipped_before = 0
@@ -133,11 +180,11 @@ def run_over_chips(
                 records = process(batch)
                 if "run_id" in fields:
                     records = [{**record, "run_id": writer.run_id} for record in records]
-                writer.write(records, [chip.footprint for chip in batch])
+                finished = writes.submit(records, [chip.footprint for chip in batch])
                 newly_skipped = tiler.skipped_invalid - skipped_before
                 skipped_before = tiler.skipped_invalid
-                reporter.advance(len(batch) + newly_skipped)
-            reporter.advance(tiler.skipped_invalid - skipped_before)
+                reporter.advance(finished + newly_skipped)
+            reporter.advance(writes.drain() + tiler.skipped_invalid - skipped_before)
             writer.count_skipped(tiler.skipped_invalid)
             summary = RunSummary(
                 output=str(output),
