@@ -4,11 +4,18 @@
 prompts with the model's own chat template or a named `PromptTemplate`
 (`geovlm.backends.chat`), and scores candidate answers with one shared prefill per batch
 (`geovlm.backends.scoring`).
+
+Two CPU fast paths, measured by ``bench/classify.py``: chips that Qwen-VL's image processor would
+not resize are cut into patches straight from their uint8 pixels (bit-identical to the processor,
+checked against it on the first batch), and a vision tower's Conv3d patch embedding, whose kernel
+equals its stride, runs as the matrix product it is (float64 accumulation, so the same numbers
+within float32 rounding, batch or not) instead of a 3-D convolution over 1x1x1 outputs.
 """
 
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +38,140 @@ logger = logging.getLogger(__name__)
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
+
+
+#: Rows per matrix product in `_conv3d_as_linear`. Every product has exactly this many rows
+#: (the last padded with zeros), so a patch's result does not depend on what else is in the batch.
+_PATCH_ROWS = 512
+
+
+def _conv3d_as_linear(self: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A float32 patch Conv3d (kernel == stride, one output per patch) as matrix products.
+
+    Each output is one dot product, accumulated in float64 and rounded once: closer to exact
+    than the convolution's own float32 sum, and independent of the batch, because BLAS's
+    blocking (which depends on the row count) no longer shows in the rounded result. Blocks
+    of `_PATCH_ROWS` rows keep the float64 copy small and every product the same shape.
+    """
+    if x.dtype != torch.float32 or tuple(x.shape[-3:]) != tuple(self.kernel_size):
+        return torch.nn.Conv3d.forward(self, x)
+    weight = self.weight.reshape(self.out_channels, -1).double()
+    bias = None if self.bias is None else self.bias.double()
+    rows = x.reshape(x.shape[0], -1)
+    parts = []
+    for start in range(0, rows.shape[0], _PATCH_ROWS):
+        block = rows[start : start + _PATCH_ROWS].double()
+        if block.shape[0] < _PATCH_ROWS:
+            padding = block.new_zeros(_PATCH_ROWS - block.shape[0], block.shape[1])
+            block = torch.cat([block, padding])
+        parts.append(torch.nn.functional.linear(block, weight, bias).float())
+    out = torch.cat(parts)[: rows.shape[0]]
+    return out.view(rows.shape[0], self.out_channels, 1, 1, 1)
+
+
+def _patch_embeddings_as_matmul(model: torch.nn.Module) -> None:
+    """Run every non-overlapping Conv3d patch embedding (Qwen-VL vision towers) as `linear`.
+
+    Same mathematics (float rounding aside): each output is the dot product of one flattened
+    input patch with one flattened kernel. On CPUs the 3-D convolution computes them one patch
+    at a time and is several times slower. Modules wrapped by accelerate hooks are left alone;
+    the state dict is unchanged.
+    """
+    for module in model.modules():
+        if (
+            type(module) is torch.nn.Conv3d
+            and tuple(module.kernel_size) == tuple(module.stride)
+            and tuple(module.padding) == (0, 0, 0)
+            and tuple(module.dilation) == (1, 1, 1)
+            and module.groups == 1
+            and not hasattr(module, "_hf_hook")
+        ):
+            module.forward = types.MethodType(_conv3d_as_linear, module)
+
+
+class _QwenPatches:
+    """Qwen-VL ``pixel_values`` cut straight from uint8 chips the processor would not resize.
+
+    The processor's own path converts, rescales, normalises and patchifies each image through a
+    generic pipeline; here one uint8 transpose puts pixels in patch order and a 256-entry table
+    per channel, computed by the processor's own ``rescale_and_normalize``, gives each value, so
+    the result is bit-identical.
+    """
+
+    def __init__(self, image_processor: Any, size: dict[str, int] | None) -> None:
+        self.patch = image_processor.patch_size
+        self.merge = image_processor.merge_size
+        self.temporal = image_processor.temporal_patch_size
+        self.do_resize = image_processor.do_resize
+        bounds = size or image_processor.size
+        self.min_pixels, self.max_pixels = bounds["shortest_edge"], bounds["longest_edge"]
+
+        def hashable(value: Any) -> Any:
+            return tuple(value) if isinstance(value, list) else value
+
+        codes = torch.arange(256, dtype=torch.uint8).expand(1, 3, 1, 256).contiguous()
+        table = image_processor.rescale_and_normalize(
+            codes,
+            image_processor.do_rescale,
+            image_processor.rescale_factor,
+            image_processor.do_normalize,
+            hashable(image_processor.image_mean),
+            hashable(image_processor.image_std),
+        )
+        self.table = table[0, :, 0].to(torch.float32).numpy()
+
+    @classmethod
+    def for_processor(cls, processor: Any, size: dict[str, int] | None) -> _QwenPatches | None:
+        """The fast path for a Qwen-VL torchvision image processor, or None for any other."""
+        try:
+            from transformers.models.qwen2_vl.image_processing_qwen2_vl import (
+                Qwen2VLImageProcessor,
+            )
+        except ImportError:  # pragma: no cover - older or newer transformers layouts
+            return None
+        image_processor = getattr(processor, "image_processor", None)
+        if not isinstance(image_processor, Qwen2VLImageProcessor):
+            return None
+        if getattr(image_processor, "backend", None) != "torchvision":
+            return None
+        if not (image_processor.do_rescale or image_processor.do_normalize):
+            return None
+        if not hasattr(processor, "replace_image_token") or not processor.image_token:
+            return None
+        return cls(image_processor, size)
+
+    def fits(self, images: Sequence[Image.Image]) -> bool:
+        """Whether all images are RGB, of one size, and left unresized by the processor."""
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        width, height = images[0].size
+        if any(im.size != (width, height) or im.mode != "RGB" for im in images):
+            return False
+        factor = self.patch * self.merge
+        if height % factor or width % factor:
+            return False
+        if not self.do_resize:
+            return True
+        resized = smart_resize(
+            height, width, factor=factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels
+        )
+        return tuple(resized) == (height, width)
+
+    def __call__(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (patches x channels*temporal*patch*patch) and ``image_grid_thw``."""
+        pixels = np.stack([np.asarray(im) for im in images])
+        n, height, width, channels = pixels.shape
+        p, m, t = self.patch, self.merge, self.temporal
+        blocks = pixels.reshape(n, height // (p * m), m, p, width // (p * m), m, p, channels)
+        # (image, merged row, merged col, row in merge, col in merge, channel, y, x)
+        order = np.ascontiguousarray(blocks.transpose(0, 1, 4, 2, 5, 7, 3, 6))
+        order = order.reshape(-1, channels, p, p)
+        out = np.empty((order.shape[0], channels, t, p, p), dtype=np.float32)
+        for c in range(channels):
+            out[:, c] = self.table[c][order[:, c]][:, None]
+        grid = torch.tensor([[1, height // p, width // p]] * n, dtype=torch.long)
+        flat = torch.from_numpy(out).view(out.shape[0], -1)
+        return {"pixel_values": flat, "image_grid_thw": grid}
 
 
 class HFBackend:
@@ -72,6 +213,12 @@ class HFBackend:
                 "leave the template unset to use the model's own"
             )
         self._image_kwargs = self._pixel_cap(image_max_pixels)
+        self._patches = _QwenPatches.for_processor(
+            loaded.processor, self._image_kwargs.get("size")
+        )
+        self._patches_checked = False
+        if loaded.device.type == "cpu":
+            _patch_embeddings_as_matmul(loaded.model)
 
     @classmethod
     def load(
@@ -189,7 +336,9 @@ class HFBackend:
         }
         if with_images:
             rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-            batch = self.loaded.processor(text=texts, images=rgb, **kwargs, **self._image_kwargs)
+            batch = self._fast_encode(texts, rgb)
+            if batch is None:
+                batch = self._processor(texts, rgb)
         else:
             batch = self.tokenizer(texts, **kwargs)
         device, dtype = self.loaded.device, self.loaded.dtype
@@ -197,6 +346,54 @@ class HFBackend:
             k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
             for k, v in batch.items()
         }
+
+    def _processor(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """The processor's own encoding of prompts with one image each."""
+        return dict(
+            self.loaded.processor(
+                text=texts,
+                images=images,
+                padding=True,
+                return_tensors="pt",
+                add_special_tokens=False,
+                **self._image_kwargs,
+            )
+        )
+
+    def _fast_encode(
+        self, texts: list[str], images: list[Image.Image]
+    ) -> dict[str, torch.Tensor] | None:
+        """`_processor`'s result through `_QwenPatches`, or None where that does not apply.
+
+        The first batch is also encoded by the processor and compared key by key; any
+        difference turns the fast path off for good (with a warning).
+        """
+        if self._patches is None or not images or not self._patches.fits(images):
+            return None
+        processor = self.loaded.processor
+        pixels = self._patches(images)
+        expanded = [
+            text.replace(processor.image_token, processor.replace_image_token(pixels, i), 1)
+            for i, text in enumerate(texts)
+        ]
+        batch = dict(
+            self.tokenizer(expanded, padding=True, return_tensors="pt", add_special_tokens=False)
+        )
+        if getattr(processor, "return_mm_token_type_ids", False):
+            types_ = processor.create_mm_token_type_ids(batch["input_ids"])
+            batch["mm_token_type_ids"] = torch.tensor(types_, dtype=batch["input_ids"].dtype)
+        batch.update(pixels)
+        if not self._patches_checked:
+            reference = self._processor(texts, images)
+            same = reference.keys() == batch.keys() and all(
+                torch.equal(reference[k], batch[k]) for k in reference
+            )
+            self._patches_checked = True
+            if not same:
+                logger.warning("fast Qwen-VL image encoding differs from the processor: off")
+                self._patches = None
+                return reference
+        return batch
 
     def generate(
         self,
