@@ -217,6 +217,7 @@ class HFBackend:
             loaded.processor, self._image_kwargs.get("size")
         )
         self._patches_checked = False
+        self._token_cache: dict[str, dict[str, torch.Tensor]] = {}
         if loaded.device.type == "cpu":
             _patch_embeddings_as_matmul(loaded.model)
 
@@ -360,6 +361,17 @@ class HFBackend:
             )
         )
 
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids, mask and (where the processor gives them) modality ids of expanded texts."""
+        batch = dict(
+            self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        )
+        processor = self.loaded.processor
+        if getattr(processor, "return_mm_token_type_ids", False):
+            types_ = processor.create_mm_token_type_ids(batch["input_ids"])
+            batch["mm_token_type_ids"] = torch.tensor(types_, dtype=batch["input_ids"].dtype)
+        return batch
+
     def _fast_encode(
         self, texts: list[str], images: list[Image.Image]
     ) -> dict[str, torch.Tensor] | None:
@@ -376,12 +388,13 @@ class HFBackend:
             text.replace(processor.image_token, processor.replace_image_token(pixels, i), 1)
             for i, text in enumerate(texts)
         ]
-        batch = dict(
-            self.tokenizer(expanded, padding=True, return_tensors="pt", add_special_tokens=False)
-        )
-        if getattr(processor, "return_mm_token_type_ids", False):
-            types_ = processor.create_mm_token_type_ids(batch["input_ids"])
-            batch["mm_token_type_ids"] = torch.tensor(types_, dtype=batch["input_ids"].dtype)
+        if len(set(expanded)) == 1:  # one prompt for all chips: tokenize it once
+            if expanded[0] not in self._token_cache:
+                self._token_cache = {expanded[0]: self._tokens(expanded[:1])}
+            one = self._token_cache[expanded[0]]
+            batch = {k: v.expand(len(expanded), -1).clone() for k, v in one.items()}
+        else:
+            batch = self._tokens(expanded)
         batch.update(pixels)
         if not self._patches_checked:
             reference = self._processor(texts, images)

@@ -1,0 +1,239 @@
+"""Benchmark chip classification: the seed card's one-chip-per-call loop against geovlm's backend.
+
+Usage: ``python bench/classify.py [--chips N] [--batch-size B] [--repeat R] [--profile]``.
+
+Model: the tiny random Qwen3-VL of the tests (``tests.tiny_models.build_qwen3_vl``, ~0.5M
+parameters, float32 on the CPU), built into a temporary folder; nothing is downloaded. Chips: the
+81 chips of 512 px that ``../shared/data/geotiff/rasterio/cogeo.tif`` (1024², RGB uint8, a real
+COG) gives with ``--size 512 --overlap 448``, repeated in order if ``--chips`` asks for more. Every
+chip is a 256-token image (279 prompt tokens with the question), as the seed adapter sees one.
+
+- **A, the seed card's way**: one chip per call with plain transformers, as LLaMA-Factory's
+  ``ChatModel`` does: render the ``qwen3_vl_nothink`` prompt, ``processor(text, images)``,
+  ``model.generate(max_new_tokens=16)``, decode.
+- **B, geovlm generate**: ``HFBackend.generate`` over all chips in batches (the next batch is
+  encoded in a thread while the model runs), ``max_new_tokens=16``.
+- **C, geovlm score**: ``HFBackend.score`` of the six English label answers (one prefill per chip,
+  then one forward over the candidates).
+
+The random model may emit its end-of-turn token early, so A and B both run with no EOS token at
+all: every answer is exactly 16 new tokens and both do the same decoding work (checked for A;
+B's answers are compared to A's).
+
+**Scene**: a full ``classify_scene`` run (score mode, tiling, preprocessing, model, GeoPackage
+writing, the model already loaded) over the same scene and tiling. Model time is the wall time
+inside the model's top-level forward calls (pre/post forward hooks), so the rest, tiling,
+encoding not hidden behind the model, scoring arithmetic and writing, is the share outside it.
+
+Each timing is the best of ``--repeat`` runs (median also printed) after one warm-up batch. Other
+processes share this machine's cores, so the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import itertools
+import logging
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+_HERE = Path(__file__).resolve()
+sys.path.insert(0, str(_HERE.parents[1]))
+
+SCENE = _HERE.parents[2] / "shared/data/geotiff/rasterio/cogeo.tif"
+SIZE, OVERLAP = 512, 448
+NEW_TOKENS = 16
+QUESTION = "What type of disaster occurred in this image?"
+#: LLaMA-Factory's qwen3_vl_nothink rendering of one user turn with one image.
+SEED_PROMPT = (
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>\n{q}<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+
+
+def _timed(run: Callable[[], object], repeat: int) -> tuple[float, float, object]:
+    """Best and median wall seconds of ``repeat`` calls, and the last result."""
+    seconds = []
+    result = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = run()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds), statistics.median(seconds), result
+
+
+class _ModelClock:
+    """Wall time spent inside a module's top-level forward calls."""
+
+    def __init__(self, module: object) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._start = 0.0
+        self._handles = [
+            module.register_forward_pre_hook(self._enter),
+            module.register_forward_hook(self._leave),
+        ]
+
+    def _enter(self, *_: object) -> None:
+        self._start = time.perf_counter()
+
+    def _leave(self, *_: object) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _seed_way(folder: Path) -> Callable[[list], list[str]]:
+    """One chip per call through processor + generate, written plainly with transformers."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None  # always NEW_TOKENS tokens, as in B
+    text = SEED_PROMPT.format(q=QUESTION)
+
+    def run(images: list) -> list[str]:
+        answers = []
+        for image in images:
+            inputs = processor(text=[text], images=[image], return_tensors="pt")
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+            new = out[:, inputs["input_ids"].shape[1] :]
+            assert new.shape[1] == NEW_TOKENS, new.shape
+            answers.append(processor.batch_decode(new, skip_special_tokens=True)[0].strip())
+        return answers
+
+    return run
+
+
+def _profile(run: Callable[[], object], top: int = 14) -> str:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    buffer = io.StringIO()
+    pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(top)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chips", type=int, default=81, help="chips per run (>= 64)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for every run (default: torch's own)")
+    parser.add_argument("--profile", action="store_true", help="print cProfile of B and C")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+    import transformers
+
+    from geovlm.backends.hf import HFBackend
+    from geovlm.models import resolve_model
+    from geovlm.progress import ProgressMode
+    from geovlm.prompts import Language, answers
+    from geovlm.tasks.classify import ClassifySettings, classify_scene
+    from geovlm.tiling import TilingOptions, iter_chips
+    from tests.tiny_models import build_qwen3_vl
+
+    transformers.logging.set_verbosity_error()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="geovlm-bench-classify-"))
+    folder = build_qwen3_vl(work / "qwen3_vl")
+    scene_chips = list(iter_chips(SCENE, SIZE, OVERLAP))
+    images = [c.image for c in itertools.islice(itertools.cycle(scene_chips), args.chips)]
+    n = len(images)
+    candidates = list(answers(Language.EN).values())
+    print(f"scene {SCENE.name} {SIZE} px overlap {OVERLAP}: {len(scene_chips)} chips; "
+          f"{n} chips per run, batch {args.batch_size}, best of {args.repeat}; "
+          f"torch {torch.__version__} threads {torch.get_num_threads()}, "
+          f"transformers {transformers.__version__}")
+
+    seed = _seed_way(folder)
+    seed(images[:2])
+    a_best, a_med, a_answers = _timed(lambda: seed(images), args.repeat)
+
+    backend = HFBackend.load(
+        str(folder), quantize="none", device="cpu", template="qwen3_vl_nothink",
+        batch_size=args.batch_size,
+    )
+    backend.model.generation_config.eos_token_id = None  # always NEW_TOKENS tokens, as in A
+    prompts = [QUESTION] * n
+    backend.generate(images[: args.batch_size], prompts[: args.batch_size], NEW_TOKENS)
+    b_best, b_med, b_answers = _timed(
+        lambda: backend.generate(images, prompts, NEW_TOKENS), args.repeat
+    )
+    backend.score(images[: args.batch_size], QUESTION, candidates)
+    c_best, c_med, _ = _timed(lambda: backend.score(images, QUESTION, candidates), args.repeat)
+    same = sum(x == y for x, y in zip(a_answers, b_answers, strict=True))
+
+    clock = _ModelClock(backend.model)
+    scene_runs = []
+    for i in range(args.repeat):
+        clock.reset()
+        start = time.perf_counter()
+        summary = classify_scene(
+            SCENE, work / f"scene{i}.gpkg",
+            preset=resolve_model(str(folder)),
+            backend_factory=lambda: backend,
+            tiling=TilingOptions(SIZE, OVERLAP),
+            settings=ClassifySettings(),
+            run_parameters={"model": str(folder), "quantize": "none"},
+            batch_size=args.batch_size,
+            progress=ProgressMode.NONE,
+        )
+        total = time.perf_counter() - start
+        scene_runs.append((total, clock.seconds, summary.written))
+    clock.close()
+    s_total, s_model, s_written = min(scene_runs)
+    outside = (s_total - s_model) / s_total
+    load_after = os.getloadavg()
+
+    rate_a = n / a_best
+    rows = [
+        ("A seed way, 1 chip/call, generate 16", a_best, a_med),
+        (f"B geovlm generate 16, batch {args.batch_size}", b_best, b_med),
+        (f"C geovlm score 6 EN answers, batch {args.batch_size}", c_best, c_med),
+    ]
+    print(f"\n{'run':46s} {'chips/s':>8s} {'median':>8s} {'x A':>6s}")
+    for name, best, median in rows:
+        print(f"{name:46s} {n / best:8.1f} {n / median:8.1f} {n / best / rate_a:6.2f}")
+    print(f"B answers equal to A's: {same}/{n}")
+    print(f"scene: classify_scene score mode, {s_written} chips, best {s_total:.2f} s "
+          f"({s_written / s_total:.1f} chips/s), model forward {s_model:.2f} s, "
+          f"outside the model {outside:.1%} (runs: "
+          + ", ".join(f"{(t - m) / t:.1%}" for t, m, _ in scene_runs) + ")")
+    print("load average before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *load_after))
+    targets = [("C >= 2x A", c_best and n / c_best >= 2 * rate_a),
+               ("B >= 1.5x A", n / b_best >= 1.5 * rate_a),
+               ("outside model <= 10%", outside <= 0.10)]
+    print("targets: " + "; ".join(f"{t} {'met' if ok else 'NOT met'}" for t, ok in targets))
+    if args.profile:
+        print(_profile(lambda: backend.generate(images, prompts, NEW_TOKENS)))
+        print(_profile(lambda: backend.score(images, QUESTION, candidates)))
+
+
+if __name__ == "__main__":
+    main()
