@@ -58,15 +58,16 @@ def _conv3d_as_linear(self: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
     weight = self.weight.reshape(self.out_channels, -1).double()
     bias = None if self.bias is None else self.bias.double()
     rows = x.reshape(x.shape[0], -1)
-    parts = []
-    for start in range(0, rows.shape[0], _PATCH_ROWS):
-        block = rows[start : start + _PATCH_ROWS].double()
-        if block.shape[0] < _PATCH_ROWS:
-            padding = block.new_zeros(_PATCH_ROWS - block.shape[0], block.shape[1])
-            block = torch.cat([block, padding])
-        parts.append(torch.nn.functional.linear(block, weight, bias).float())
-    out = torch.cat(parts)[: rows.shape[0]]
-    return out.view(rows.shape[0], self.out_channels, 1, 1, 1)
+    n = rows.shape[0]
+    block = rows.new_empty((_PATCH_ROWS, rows.shape[1]), dtype=torch.float64)  # reused
+    out = rows.new_empty((n, self.out_channels))
+    for start in range(0, n, _PATCH_ROWS):
+        size = min(_PATCH_ROWS, n - start)
+        block[:size].copy_(rows[start : start + size])
+        if size < _PATCH_ROWS:
+            block[size:].zero_()
+        out[start : start + size] = torch.nn.functional.linear(block, weight, bias)[:size]
+    return out.view(n, self.out_channels, 1, 1, 1)
 
 
 def _patch_embeddings_as_matmul(model: torch.nn.Module) -> None:
@@ -119,6 +120,9 @@ class _QwenPatches:
             hashable(image_processor.image_std),
         )
         self.table = table[0, :, 0].to(torch.float32).numpy()
+        self._pool = ThreadPoolExecutor(
+            max(1, torch.get_num_threads()), thread_name_prefix="geovlm-patches"
+        )
 
     @classmethod
     def for_processor(cls, processor: Any, size: dict[str, int] | None) -> _QwenPatches | None:
@@ -158,18 +162,29 @@ class _QwenPatches:
         return tuple(resized) == (height, width)
 
     def __call__(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """``pixel_values`` (patches x channels*temporal*patch*patch) and ``image_grid_thw``."""
-        pixels = np.stack([np.asarray(im) for im in images])
-        n, height, width, channels = pixels.shape
+        """``pixel_values`` (patches x channels*temporal*patch*patch) and ``image_grid_thw``.
+
+        Images are cut in parallel on `_pool` (numpy releases the GIL while it copies), each
+        into its own rows of one output array.
+        """
+        width, height = images[0].size
         p, m, t = self.patch, self.merge, self.temporal
-        blocks = pixels.reshape(n, height // (p * m), m, p, width // (p * m), m, p, channels)
-        # (image, merged row, merged col, row in merge, col in merge, channel, y, x)
-        order = np.ascontiguousarray(blocks.transpose(0, 1, 4, 2, 5, 7, 3, 6))
-        order = order.reshape(-1, channels, p, p)
-        out = np.empty((order.shape[0], channels, t, p, p), dtype=np.float32)
-        for c in range(channels):
-            out[:, c] = self.table[c][order[:, c]][:, None]
-        grid = torch.tensor([[1, height // p, width // p]] * n, dtype=torch.long)
+        per_image = (height // p) * (width // p)
+        out = np.empty((len(images) * per_image, 3, t, p, p), dtype=np.float32)
+
+        def fill(i: int) -> None:
+            pixels = np.asarray(images[i])
+            blocks = pixels.reshape(height // (p * m), m, p, width // (p * m), m, p, 3)
+            # (merged row, merged col, row in merge, col in merge, channel, y, x)
+            order = np.ascontiguousarray(blocks.transpose(0, 3, 1, 4, 6, 2, 5))
+            order = order.reshape(per_image, 3, p, p)
+            rows = out[i * per_image : (i + 1) * per_image]
+            for c in range(3):
+                rows[:, c] = self.table[c][order[:, c]][:, None]
+
+        for _ in self._pool.map(fill, range(len(images))):
+            pass
+        grid = torch.tensor([[1, height // p, width // p]] * len(images), dtype=torch.long)
         flat = torch.from_numpy(out).view(out.shape[0], -1)
         return {"pixel_values": flat, "image_grid_thw": grid}
 
