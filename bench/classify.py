@@ -163,6 +163,19 @@ def main() -> None:
     import torch
     import transformers
 
+    transformers.logging.set_verbosity_error()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="geovlm-bench-classify-") as tmp:
+        _run(args, Path(tmp), load_before)
+
+
+def _run(args: argparse.Namespace, work: Path, load_before: tuple[float, float, float]) -> None:
+    """Build the model in ``work``, time A, B, C and the scene run, and print the table."""
+    import torch
+    import transformers
+
     from geovlm.backends.hf import HFBackend
     from geovlm.models import resolve_model
     from geovlm.progress import ProgressMode
@@ -171,11 +184,6 @@ def main() -> None:
     from geovlm.tiling import SceneTiler, TilingOptions, iter_chips
     from tests.tiny_models import build_qwen3_vl
 
-    transformers.logging.set_verbosity_error()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
-    work = Path(tempfile.mkdtemp(prefix="geovlm-bench-classify-"))
     folder = build_qwen3_vl(work / "qwen3_vl")
     scene_chips = list(iter_chips(SCENE, SIZE, OVERLAP))
     images = [c.image for c in itertools.islice(itertools.cycle(scene_chips), args.chips)]
@@ -258,7 +266,7 @@ def main() -> None:
           f"other (setup, positions, records, writes) {other:.2f} s {other / s_total:.1%}")
     print("load average before {:.2f} {:.2f} {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
         *load_before, *load_after))
-    targets = [("C >= 2x A", c_best and n / c_best >= 2 * rate_a),
+    targets = [("C >= 2x A", n / c_best >= 2 * rate_a),
                ("B >= 1.5x A", n / b_best >= 1.5 * rate_a),
                ("outside model <= 10%", outside <= 0.10)]
     print("targets: " + "; ".join(f"{t} {'met' if ok else 'NOT met'}" for t, ok in targets))
