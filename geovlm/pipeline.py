@@ -1,8 +1,9 @@
 """The loop every per-chip command shares: tile, skip what is done, process in batches, write.
 
-Input is checked before the output is touched; each batch is written in one transaction, on a
-background thread while the next batch is processed, so a killed run loses at most the batches in
-flight and a re-run picks up where it stopped.
+Three stages overlap: a background thread reads and prepares batch k+1 (e.g. encodes its images)
+while the model works on batch k, and another writes batch k-1. Input is checked before the output
+is touched; each batch is written in one transaction, so a killed run loses at most the batches
+in flight and a re-run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
 
-__all__ = ["ChipProcessor", "RunSummary", "batched", "run_over_chips"]
+__all__ = ["ChipPreparer", "ChipProcessor", "RunSummary", "batched", "run_over_chips"]
 
 logger = logging.getLogger(__name__)
 
-#: Turns a batch of chips into one record (field name to value) per chip, in order.
-ChipProcessor = Callable[[list[Chip]], list[dict[str, Any]]]
+#: The CPU-side work on a batch (e.g. encoding images for the model); runs in a background
+#: thread one batch ahead of `ChipProcessor`, together with reading the batch's chips.
+ChipPreparer = Callable[[list[Chip]], Any]
+#: Turns a batch of chips and what `ChipPreparer` made of it into one record per chip, in order.
+ChipProcessor = Callable[[list[Chip], Any], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,22 @@ class _OrderedWrites:
         return self._pending_size
 
 
+def _prepared(
+    batches: Iterator[list[Chip]], prepare: ChipPreparer
+) -> Iterator[tuple[list[Chip], Any]]:
+    """Read and prepare the next batch on a background thread while the caller uses this one."""
+
+    def pull() -> tuple[list[Chip], Any] | None:
+        batch = next(batches, None)
+        return None if batch is None else (batch, prepare(batch))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="geovlm-prepare") as pool:
+        pending = pool.submit(pull)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(pull)
+            yield item
+
+
 def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
     """Group chips into lists of at most `size`."""
     iterator = iter(items)
@@ -112,6 +132,7 @@ def run_over_chips(
     layer: str,
     fields: Mapping[str, FieldType],
     style_qml: str,
+    prepare: ChipPreparer,
     process: ChipProcessor,
     batch_size: int = 16,
     progress: ProgressMode = ProgressMode.AUTO,
@@ -137,8 +158,10 @@ def run_over_chips(
         The layer written and its schema and style; every record also gets ``chip_id``,
         ``row``, ``col`` and ``valid_fraction``, which `fields` must list, and ``run_id``
         where `fields` lists it.
+    prepare
+        CPU-side work on a batch, done one batch ahead on a background thread.
     process
-        Turns a batch of chips into records.
+        Turns a batch of chips and its prepared form into records.
     batch_size
         Chips per call of `process` and per write transaction.
     progress
@@ -176,8 +199,9 @@ def run_over_chips(
             already_done = len(writer.done_ids)
             reporter.resume(already_done)
             skipped_before = 0
-            for batch in batched(tiler.chips(skip=writer.done_ids), batch_size):
-                records = process(batch)
+            batches = batched(tiler.chips(skip=writer.done_ids), batch_size)
+            for batch, prepared in _prepared(batches, prepare):
+                records = process(batch, prepared)
                 if "run_id" in fields:
                     records = [{**record, "run_id": writer.run_id} for record in records]
                 finished = writes.submit(records, [chip.footprint for chip in batch])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -20,6 +20,33 @@ class Backend(Protocol):
 
     #: False for text-only models; tasks refuse to send them images.
     supports_images: bool
+
+    def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> Any:
+        """Prepare one batch for the model: the CPU-side work, safe to run in another thread.
+
+        Tasks encode the next batch while the model works on the current one.
+
+        Parameters
+        ----------
+        images
+            One RGB image per prompt, or None for text-only prompts.
+        prompts
+            The user's questions, without any chat template.
+
+        Returns
+        -------
+        object
+            An opaque batch for `generate_encoded` or `score_encoded`.
+        """
+        ...
+
+    def generate_encoded(self, inputs: Any, max_new_tokens: int = 32) -> list[str]:
+        """`generate` for a batch built by `encode`."""
+        ...
+
+    def score_encoded(self, inputs: Any, answers: Sequence[str]) -> np.ndarray:
+        """`score` for a batch built by `encode` (every prompt in it the same)."""
+        ...
 
     def generate(
         self,

@@ -37,6 +37,7 @@ __all__ = [
     "ClassifySettings",
     "classify_chips",
     "classify_scene",
+    "encode_chips",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,35 +89,32 @@ class ClassifySettings:
         return question(self.language)
 
 
-def _scored_records(backend: Backend, chips: list[Chip], settings: ClassifySettings
-                    ) -> list[dict[str, Any]]:
+def _scored_records(
+    backend: Backend, chips: list[Chip], inputs: Any, settings: ClassifySettings
+) -> list[dict[str, Any]]:
     candidates = answers(settings.language)
     labels = list(candidates)
-    probabilities = backend.score(
-        [chip.image for chip in chips], settings.prompt, list(candidates.values())
-    )
+    probabilities = backend.score_encoded(inputs, list(candidates.values()))
     records = []
     for chip, row in zip(chips, probabilities, strict=True):
         best = int(np.argmax(row))
         confidence = float(row[best])
-        label = labels[best].value if confidence >= settings.min_confidence else UNCERTAIN
+        probs = {label.value: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
         records.append({
             **chip_record(chip),
-            "label": label,
+            "label": labels[best].value if confidence >= settings.min_confidence else UNCERTAIN,
             "confidence": round(confidence, 6),
-            "probs": json.dumps({lab.value: round(float(p), 6) for lab, p in zip(labels, row,
-                                                                                  strict=True)}),
+            "probs": json.dumps(probs),
             "answer": candidates[labels[best]],
             "language": settings.language.value,
         })
     return records
 
 
-def _generated_records(backend: Backend, chips: list[Chip], settings: ClassifySettings
-                       ) -> list[dict[str, Any]]:
-    texts = backend.generate(
-        [chip.image for chip in chips], [settings.prompt] * len(chips), settings.max_new_tokens
-    )
+def _generated_records(
+    backend: Backend, chips: list[Chip], inputs: Any, settings: ClassifySettings
+) -> list[dict[str, Any]]:
+    texts = backend.generate_encoded(inputs, settings.max_new_tokens)
     records = []
     for chip, text in zip(chips, texts, strict=True):
         label = parse_label(text)
@@ -131,8 +129,28 @@ def _generated_records(backend: Backend, chips: list[Chip], settings: ClassifySe
     return records
 
 
+def encode_chips(backend: Backend, chips: list[Chip], settings: ClassifySettings) -> Any:
+    """The model inputs for a batch of chips: each chip's image with the settings' question.
+
+    Parameters
+    ----------
+    backend
+        The model.
+    chips
+        The batch.
+    settings
+        The language (and so the question).
+
+    Returns
+    -------
+    object
+        `Backend.encode`'s batch, for `classify_chips`.
+    """
+    return backend.encode([chip.image for chip in chips], [settings.prompt] * len(chips))
+
+
 def classify_chips(
-    backend: Backend, chips: list[Chip], settings: ClassifySettings
+    backend: Backend, chips: list[Chip], settings: ClassifySettings, inputs: Any = None
 ) -> list[dict[str, Any]]:
     """Classify a batch of chips into records of the classify layer.
 
@@ -144,15 +162,19 @@ def classify_chips(
         The batch.
     settings
         Language, mode and confidence threshold.
+    inputs
+        `encode_chips`'s result for this batch, if already made (e.g. in another thread).
 
     Returns
     -------
     list of dict
         One record per chip, in order (without ``run_id``, which the writer adds).
     """
+    if inputs is None:
+        inputs = encode_chips(backend, chips, settings)
     if settings.mode is ClassifyMode.SCORE:
-        return _scored_records(backend, chips, settings)
-    return _generated_records(backend, chips, settings)
+        return _scored_records(backend, chips, inputs, settings)
+    return _generated_records(backend, chips, inputs, settings)
 
 
 def _warn_on_upsampling(preset: ModelPreset, tiling: TilingOptions, info: SceneInfo) -> None:
@@ -230,8 +252,11 @@ def classify_scene(
     check_output_path(output)
     backend: Backend = backend_factory()
 
-    def process(batch: list[Chip]) -> list[dict[str, Any]]:
-        return classify_chips(backend, batch, settings)
+    def encode(batch: list[Chip]) -> Any:
+        return encode_chips(backend, batch, settings)
+
+    def classify(batch: list[Chip], inputs: Any) -> list[dict[str, Any]]:
+        return classify_chips(backend, batch, settings, inputs)
 
     return run_over_chips(
         scene,
@@ -249,7 +274,8 @@ def classify_scene(
         layer="chips",
         fields=CLASSIFY_FIELDS,
         style_qml=categorized_style("label"),
-        process=process,
+        prepare=encode,
+        process=classify,
         batch_size=batch_size,
         progress=progress,
         overwrite=overwrite,

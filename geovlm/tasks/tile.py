@@ -69,10 +69,12 @@ def tile_scene(
         Counts and timing.
     """
 
-    def process(batch: list[Chip]) -> list[dict[str, Any]]:
+    def save(batch: list[Chip]) -> None:
         if save_chips is not None:
             for chip in batch:
                 write_chip_geotiff(chip, save_chips)
+
+    def records(batch: list[Chip], _: None) -> list[dict[str, Any]]:
         return [chip_record(chip) for chip in batch]
 
     return run_over_chips(
@@ -84,7 +86,8 @@ def tile_scene(
         layer="chips",
         fields=CHIP_FIELDS,
         style_qml=outline_style(),
-        process=process,
+        prepare=save,
+        process=records,
         batch_size=TILE_BATCH,
         progress=progress,
         overwrite=overwrite,
