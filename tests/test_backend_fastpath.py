@@ -1,0 +1,62 @@
+"""The Qwen-VL CPU fast paths give the processor's and the convolution's results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geovlm.backends.qwen_fastpath import QwenPatches, patch_embeddings_as_matmul
+from geovlm.tiling import iter_chips
+from tests.tiny_models import QUESTION_EN
+
+
+@pytest.fixture(scope="module")
+def same_size_chips(geotiff_dir) -> list[Image.Image]:
+    chips = list(iter_chips(geotiff_dir / "rasterio/cogeo.tif", 128))[:5]
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    return [chip.image for chip in chips] + [noise]
+
+
+def test_fast_encoding_is_bit_identical_to_the_processor(qwen3_vl_backend, same_size_chips):
+    backend = qwen3_vl_backend
+    assert backend._patches is not None, "the tiny Qwen3-VL's processor takes the fast path"
+    prompts = [QUESTION_EN] * len(same_size_chips)
+    texts = [backend.chat.render(p, image=True) for p in prompts]
+    reference = backend._processor(texts, same_size_chips)
+    fast = backend.encode(same_size_chips, prompts)
+    assert fast.keys() == reference.keys()
+    for key in reference:
+        assert torch.equal(fast[key], reference[key]), key
+
+
+def test_chips_the_processor_would_resize_take_the_processor_path(qwen3_vl_backend):
+    patches = qwen3_vl_backend._patches
+    odd = [Image.new("RGB", (100, 70))]
+    mixed = [Image.new("RGB", (64, 64)), Image.new("RGB", (64, 96))]
+    grey = [Image.new("L", (64, 64))]
+    assert isinstance(patches, QwenPatches)
+    assert not patches.fits(odd) and not patches.fits(mixed) and not patches.fits(grey)
+    assert patches.fits([Image.new("RGB", (64, 64))] * 2)
+
+
+def test_patch_embedding_matmul_equals_the_convolution():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 64, kernel_size=(2, 16, 16),
+                                                stride=(2, 16, 16)))
+    x = torch.randn(700, 3, 2, 16, 16)
+    expected = model(x)
+    patch_embeddings_as_matmul(model)
+    got = model(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # Batch-invariant: a patch's embedding does not depend on the other rows.
+    torch.testing.assert_close(model(x[:3]), got[:3], atol=0, rtol=0)
+
+
+def test_overlapping_convolutions_are_left_alone():
+    conv = torch.nn.Conv3d(3, 8, kernel_size=3, stride=1)
+    patch_embeddings_as_matmul(torch.nn.Sequential(conv))
+    assert "forward" not in vars(conv)
