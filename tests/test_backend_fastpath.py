@@ -26,7 +26,11 @@ def test_fast_encoding_is_bit_identical_to_the_processor(qwen3_vl_backend, same_
     prompts = [QUESTION_EN] * len(same_size_chips)
     texts = [backend.chat.render(p, image=True) for p in prompts]
     reference = backend._processor(texts, same_size_chips)
+    pixels = backend._patches(same_size_chips)
+    assert torch.equal(pixels["pixel_values"], reference["pixel_values"])
+    assert torch.equal(pixels["image_grid_thw"], reference["image_grid_thw"])
     fast = backend.encode(same_size_chips, prompts)
+    assert backend._patches is not None, "the first-batch check kept the fast path on"
     assert fast.keys() == reference.keys()
     for key in reference:
         assert torch.equal(fast[key], reference[key]), key
