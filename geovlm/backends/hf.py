@@ -10,6 +10,7 @@ Qwen-VL chips take the fast paths of `geovlm.backends.qwen_fastpath` where they 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -66,6 +67,9 @@ class HFBackend:
         self.batch_size = batch_size
         self.supports_images = loaded.supports_images
         self.tokenizer = getattr(loaded.processor, "tokenizer", loaded.processor)
+        # A fast tokenizer's Rust state is not shared safely between threads (padding settings
+        # are mutated per call), and batches are encoded in a thread while the model runs.
+        self._tokenizer_lock = threading.Lock()
         self.chat = ChatFormat(loaded.processor, self.tokenizer, template)
         self._end_of_turn = self.chat.end_of_turn_id()
         if template is not None and self._end_of_turn in (None, self.tokenizer.unk_token_id):
@@ -202,7 +206,7 @@ class HFBackend:
             if batch is None:
                 batch = self._processor(texts, rgb)
         else:
-            batch = self.tokenizer(texts, **kwargs)
+            batch = self._locked_tokenizer(texts, **kwargs)
         device, dtype = self.loaded.device, self.loaded.dtype
         return {
             k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
@@ -211,21 +215,29 @@ class HFBackend:
 
     def _processor(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
         """The processor's own encoding of prompts with one image each."""
-        return dict(
-            self.loaded.processor(
-                text=texts,
-                images=images,
-                padding=True,
-                return_tensors="pt",
-                add_special_tokens=False,
-                **self._image_kwargs,
+        with self._tokenizer_lock:
+            return dict(
+                self.loaded.processor(
+                    text=texts,
+                    images=images,
+                    padding=True,
+                    return_tensors="pt",
+                    add_special_tokens=False,
+                    **self._image_kwargs,
+                )
             )
-        )
+
+    def _locked_tokenizer(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the tokenizer while no other thread uses it."""
+        with self._tokenizer_lock:
+            return self.tokenizer(*args, **kwargs)
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Token ids, mask and (where the processor gives them) modality ids of expanded texts."""
         batch = dict(
-            self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+            self._locked_tokenizer(
+                texts, padding=True, return_tensors="pt", add_special_tokens=False
+            )
         )
         processor = self.loaded.processor
         if getattr(processor, "return_mm_token_type_ids", False):
@@ -333,7 +345,9 @@ class HFBackend:
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=config)
         new = out[:, inputs["input_ids"].shape[1] :]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        with self._tokenizer_lock:
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [t.strip() for t in texts]
 
     def answer_ids(self, answer: str) -> list[int]:
         """The tokens scored for one answer: its text, then the end-of-turn token.
@@ -347,7 +361,7 @@ class HFBackend:
         -------
         list of int
         """
-        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = self._locked_tokenizer(answer, add_special_tokens=False)["input_ids"]
         return [*ids, self._end_of_turn]
 
     def score(
