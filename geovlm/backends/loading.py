@@ -101,11 +101,11 @@ def resolve_device(device: str | None) -> torch.device:
 def _not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
     if Path(ident).expanduser().is_absolute() or ident.startswith((".", "~")):
         return ModelNotFoundError(
-            f"no {kind} folder at {ident}: pass {flag} PATH to an existing one"
+            f"no {kind} folder at {ident}: pass {flag} PATH to an existing one."
         )
     return ModelNotFoundError(
         f"{kind} {ident!r} is not available offline: pass {flag} PATH to a local copy, "
-        f"or download it first with `huggingface-cli download {ident}`"
+        f"or download it first with `huggingface-cli download {ident}`."
     )
 
 
