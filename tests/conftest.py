@@ -3,8 +3,13 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["tests.model_fixtures"]
+
+# Timing is for bench/, not tests: a loaded 2-core CI machine must not fail a property test.
+settings.register_profile("geovlm", deadline=None)
+settings.load_profile("geovlm")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GEOTIFF = SHARED_DATA / "geotiff"
