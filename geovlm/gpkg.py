@@ -5,9 +5,9 @@ finished batch and none half-written. The ``runs`` table and the QGIS ``layer_st
 plain GeoPackage attribute tables, written with sqlite3. GDAL and Python's sqlite3 carry separate
 copies of SQLite, and two copies holding the same file open in one process can corrupt it (one
 copy's close drops the other's POSIX locks), so a sqlite3 connection is never open while GDAL
-writes. A run is ``complete`` only once it ends
-normally; re-running the same command and parameters resumes it, anything else is refused unless
-the caller asks to overwrite.
+writes. A run is ``complete`` only once it ends normally; re-running the same command and
+parameters resumes it, anything else is refused unless the caller asks to overwrite, which starts
+afresh.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class GeoPackageWriter:
     style_qml
         A QGIS style stored as the layer's default, so QGIS draws it styled on open.
     overwrite
-        Replace an output that belongs to a different run instead of refusing.
+        Replace an existing output, its results included, instead of resuming or refusing.
     id_field
         The field that identifies a record, so a resumed run skips what is done.
 
@@ -231,8 +231,10 @@ class GeoPackageWriter:
 
     def __enter__(self) -> GeoPackageWriter:
         check_output_path(self.path)
-        if self.path.exists() and not self._resume():
+        if self.path.exists() and self.overwrite:
             _remove_geopackage(self.path)
+        elif self.path.exists():
+            self._resume()
         if not self.path.exists():
             self._create()
         return self
@@ -278,11 +280,9 @@ class GeoPackageWriter:
         """Record chips left out (e.g. mostly nodata), for the run's summary."""
         self.skipped += n
 
-    def _resume(self) -> bool:
-        """Adopt the existing output's run if it is this run; False if it is to be replaced."""
+    def _resume(self) -> None:
+        """Adopt the existing output's run if it is this run, else refuse to touch the file."""
         if not _is_geopackage(self.path):
-            if self.overwrite:
-                return False
             raise OutputError(
                 f"{self.path} exists and is not a GeoPackage; pass --overwrite to replace it."
             )
@@ -295,8 +295,6 @@ class GeoPackageWriter:
             except sqlite3.OperationalError:
                 found = None
         if found is None:
-            if self.overwrite:
-                return False
             raise OutputError(
                 f"{self.path} holds results of a different command or parameters; pass"
                 " --overwrite to replace it, or choose another output."
@@ -306,7 +304,6 @@ class GeoPackageWriter:
         self.written = len(self.done_ids)
         logger.info("resuming run %s: %d records already written", self.run_id, self.written)
         self._set_status(RunStatus.RUNNING)
-        return True
 
     def _existing_ids(self) -> set[str]:
         if self.layer not in {name for name, _ in pyogrio.list_layers(self.path)}:

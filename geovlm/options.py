@@ -76,7 +76,7 @@ def output_options(function: F) -> F:
         click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                      help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
         click.option("--overwrite", is_flag=True,
-                     help="Replace an output that holds a different run."),
+                     help="Start afresh: replace an existing output instead of resuming it."),
         click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
                      default=ProgressMode.AUTO.value, show_default=True,
                      help="Progress display: a bar on a terminal, JSON lines on stdout, or none."),

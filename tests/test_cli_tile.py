@@ -92,6 +92,10 @@ def test_rerun_resumes_and_other_parameters_need_overwrite(geotiff_dir, tmp_path
     replaced = runner.invoke(cli, [*args[:-1], "128", "--overwrite"])
     assert replaced.exit_code == 0
     assert len(_rows(out)) > len(first) and len(_runs(out)) == 1
+    run_id = _runs(out)[0]["run_id"]
+    fresh = runner.invoke(cli, [*args[:-1], "128", "--overwrite"])
+    assert fresh.exit_code == 0 and "0 already done" in fresh.output
+    assert _runs(out)[0]["run_id"] != run_id
 
 
 def test_save_chips_writes_georeferenced_tiffs(geotiff_dir, tmp_path):
