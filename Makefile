@@ -33,6 +33,7 @@ classify: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: lint qgis
 	$(BIN)/python -m pytest -q; status=$$?; \

@@ -138,8 +138,8 @@ class HFBackend:
         )
 
     @property
-    def model(self) -> torch.nn.Module:
-        """The underlying transformers (or peft) model."""
+    def model(self) -> Any:
+        """The underlying transformers (or peft) model (typed loosely: its API is per class)."""
         return self.loaded.model
 
     def _pixel_cap(self, max_pixels: int | None) -> dict[str, Any]:
@@ -186,13 +186,13 @@ class HFBackend:
         ParameterError
             If the number of images differs from the number of prompts.
         """
-        with_images = images is not None
-        if with_images and not self.supports_images:
+        if images is not None and not self.supports_images:
             raise ModelCapabilityError(
                 "this model reads text only: choose a vision-language model to classify images"
             )
-        if with_images and len(images) != len(prompts):
+        if images is not None and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
+        with_images = images is not None
         rendered = {p: self.chat.render(p, image=with_images) for p in dict.fromkeys(prompts)}
         texts = [rendered[p] for p in prompts]
         kwargs: dict[str, Any] = {
@@ -200,7 +200,7 @@ class HFBackend:
             "return_tensors": "pt",
             "add_special_tokens": False,
         }
-        if with_images:
+        if images is not None:
             rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
             batch = self._fast_encode(texts, rgb)
             if batch is None:

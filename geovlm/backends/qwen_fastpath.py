@@ -70,7 +70,7 @@ def patch_embeddings_as_matmul(model: torch.nn.Module) -> None:
             and module.groups == 1
             and not hasattr(module, "_hf_hook")
         ):
-            module.forward = types.MethodType(_conv3d_as_linear, module)
+            module.forward = types.MethodType(_conv3d_as_linear, module)  # type: ignore[method-assign]
 
 
 class QwenPatches:

@@ -24,7 +24,7 @@ __all__ = ["continuation_positions", "prefill_positions", "rope_index_fn", "scor
 RopeIndex = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def rope_index_fn(model: torch.nn.Module) -> RopeIndex | None:
+def rope_index_fn(model: Any) -> RopeIndex | None:
     """The model's multimodal-rope ``get_rope_index`` (Qwen-VL families), or None for 1-D rope.
 
     Parameters
