@@ -288,7 +288,7 @@ def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValueError(f"{key} must be {kind.__name__}, not {value!r}")
-    if isinstance(value, int | float) and value <= 0:
+    if kind in (int, float) and isinstance(value, int | float) and value <= 0:
         raise ValueError(f"{key} must be positive, not {value!r}")
     return value
 
