@@ -167,7 +167,7 @@ def run_over_chips(
     progress
         How progress is reported.
     overwrite
-        Replace an output that belongs to another run.
+        Start afresh, replacing an existing output instead of resuming it.
     extra_versions
         Versions of the libraries `process` relies on, recorded with the run.
 

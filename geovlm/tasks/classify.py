@@ -231,7 +231,7 @@ def classify_scene(
     progress
         How progress is reported.
     overwrite
-        Replace an output that belongs to another run.
+        Start afresh, replacing an existing output instead of resuming it.
 
     Returns
     -------
