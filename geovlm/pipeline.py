@@ -20,6 +20,7 @@ from typing import Any
 from shapely.geometry.base import BaseGeometry
 
 from geovlm.gpkg import FieldType, GeoPackageWriter, RunRecord
+from geovlm.prefetch import prepared_ahead
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
@@ -97,22 +98,6 @@ class _OrderedWrites:
         pending, self._pending = self._pending, None
         pending.result()
         return self._pending_size
-
-
-def _prepared(
-    batches: Iterator[list[Chip]], prepare: ChipPreparer
-) -> Iterator[tuple[list[Chip], Any]]:
-    """Read and prepare the next batch on a background thread while the caller uses this one."""
-
-    def pull() -> tuple[list[Chip], Any] | None:
-        batch = next(batches, None)
-        return None if batch is None else (batch, prepare(batch))
-
-    with ThreadPoolExecutor(1, thread_name_prefix="geovlm-prepare") as pool:
-        pending = pool.submit(pull)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(pull)
-            yield item
 
 
 def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
@@ -200,7 +185,7 @@ def run_over_chips(
             reporter.resume(already_done)
             skipped_before = 0
             batches = batched(tiler.chips(skip=writer.done_ids), batch_size)
-            for batch, prepared in _prepared(batches, prepare):
+            for batch, prepared in prepared_ahead(batches, prepare):
                 records = process(batch, prepared)
                 if "run_id" in fields:
                     records = [{**record, "run_id": writer.run_id} for record in records]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from geovlm.backends.loading import LoadedModel, load_model
 from geovlm.backends.qwen_fastpath import QwenPatches, patch_embeddings_as_matmul
 from geovlm.backends.scoring import score_candidates
 from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.prefetch import prepared_ahead
 from geovlm.quantization import Quantization
 
 __all__ = ["HFBackend"]
@@ -430,14 +430,5 @@ class HFBackend:
         def encode(part: slice) -> dict[str, torch.Tensor]:
             return self.encode(None if images is None else images[part], prompts[part])
 
-        parts = list(_chunks(len(prompts), self.batch_size))
-        if len(parts) <= 1:
-            yield from map(encode, parts)
-            return
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(encode, parts[0])
-            for following in [*parts[1:], None]:
-                current = pending.result()
-                if following is not None:
-                    pending = pool.submit(encode, following)
-                yield current
+        parts = _chunks(len(prompts), self.batch_size)
+        return (inputs for _, inputs in prepared_ahead(parts, encode))
