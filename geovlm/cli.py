@@ -115,7 +115,8 @@ def tile(
               show_default=True, help="Language of the question and answers.")
 @click.option("--mode", type=click.Choice(["score", "generate"]), default="score",
               show_default=True,
-              help="score: a probability for every label; generate: free text, parsed.")
+              help="score: a probability for every label over all its answer forms;"
+                   " generate: free text, parsed.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Chips per model call.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
@@ -152,7 +153,8 @@ def classify(
     """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
 
     Chip size and ground sampling distance default to the model preset's, so chips cover the
-    ground extent the model was trained on.
+    ground extent the model was trained on. Score mode compares every answer form the preset
+    lists (its ``answers:``) and writes each chip's label, the runner-up and their probabilities.
     """
     from geovlm.models import resolve_model
     from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scene
@@ -186,7 +188,7 @@ def classify(
         backend_factory=load_backend,
         tiling=tiling,
         settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                  max_new_tokens),
+                                  max_new_tokens, preset.answers),
         run_parameters={
             "model": preset.model_id,
             "adapter": chosen_adapter,

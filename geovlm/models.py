@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import yaml
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelNotFoundError, PresetError
 from geovlm.quantization import Quantization
+from geovlm.verbalizer import Verbalizer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -104,6 +105,9 @@ class ModelPreset:
     supports_images: bool
     quantize: Quantization = Quantization.AUTO
     description: str = ""
+    #: How the model may name each label, per language; the built-in forms unless the YAML's
+    #: ``answers:`` (language -> label -> list of forms) replaces some labels' forms.
+    answers: Verbalizer = field(default_factory=Verbalizer.default)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> ModelPreset:
@@ -151,6 +155,7 @@ class ModelPreset:
                 supports_images=_typed(data, "supports_images", bool),
                 quantize=Quantization(data.get("quantize", "auto")),
                 description=_typed(data, "description", str, optional=True) or "",
+                answers=Verbalizer.from_mapping(_typed(data, "answers", dict, optional=True) or {}),
             )
         except ValueError as exc:
             raise PresetError(f"{path} has a bad value: {exc}.") from exc

@@ -1,32 +1,28 @@
-"""Disaster-type vocabularies: labels, EN/JA/ZH questions and answers, and answer parsing.
+"""Disaster-type vocabularies: labels, EN/JA/ZH questions, answer forms, and answer parsing.
 
-The question and answer forms reproduce the seed adapter's training data
+The questions and answers reproduce the seed adapter's training data
 (``WayBob/Qwen3VL-8B-QLora-4bit-xView2-Disaster-Recognition``, built from xBD) so that a
 classifier scoring them asks the model exactly what it learned to answer.
 
-English answers, then Japanese and Chinese::
+Each label has a few answer forms per language (`answer_forms`, the built-in verbalizer; a
+preset's ``answers:`` table overrides them), the training sentence first (`answer`). Fire::
 
-    fire        A fire disaster occurred in this image.
-    flood       A flooding disaster occurred in this image.
-    wind        A wind disaster occurred in this image.
-    earthquake  An earthquake disaster occurred in this image.
-    tsunami     A tsunami disaster occurred in this image.
-    volcano     A volcano disaster occurred in this image.
+    en  A fire disaster occurred in this image.   Fire disaster   Fire
+    ja  この画像では火災災害が発生しました。       火災災害          火災
+    zh  火灾                                      火灾灾害          这张图片中发生了火灾灾害。
 
-    fire        この画像では火災災害が発生しました。  火灾
-    flood       この画像では洪水災害が発生しました。  洪水
-    wind        この画像では風災災害が発生しました。  风灾
-    earthquake  この画像では地震災害が発生しました。  地震
-    tsunami     この画像では津波災害が発生しました。  海啸
-    volcano     この画像では火山災害が発生しました。  火山
+and likewise with the words flooding (short form "Flood disaster", bare "Flooding"), wind,
+earthquake, tsunami, volcano; 洪水, 風災, 地震, 津波, 火山 (ja); 洪水, 风灾, 地震, 海啸, 火山 (zh).
+English inserts xBD's ``disaster_type`` word mechanically, so earthquake has both
+"A earthquake disaster ..." (the mechanical form) and "An earthquake disaster ..." (grammar).
 
-The English forms insert xBD's ``disaster_type`` word (hence "flooding", and "An" before
-"earthquake"). Attested in the seed card: "A fire disaster ...", "A flooding disaster ...",
-"この画像では風災災害が発生しました。", "火災災害" and "火灾". The other Japanese and Chinese
-words are the standard terms, chosen to mirror the attested ones: 洪水 (flood, the same word in
-both languages), 風災/风灾 (wind damage, as in the card), 地震, 津波/海啸 and 火山; "An" before
-"earthquake" is grammar, not attested. Check them against the training set
-(``WayBob/Disaster_Recognition_RemoteSense_EN_CN_JA``) when it is at hand.
+Attested in the seed card: "A fire disaster ...", "A flooding disaster ...", "Fire disaster",
+"Flood disaster", "Flooding", "この画像では風災災害が発生しました。", "火災災害" and "火灾".
+The other forms mirror them: the same patterns with the other words, the Japanese bare word,
+and Chinese forms mirroring the Japanese ones and the Chinese question (not attested). The
+Japanese and Chinese words are the standard terms: 洪水 (flood, the same word in both
+languages), 風災/风灾 (wind damage, as in the card), 地震, 津波/海啸 and 火山. Check them against
+the training set (``WayBob/Disaster_Recognition_RemoteSense_EN_CN_JA``) when it is at hand.
 """
 
 from __future__ import annotations
@@ -40,6 +36,7 @@ __all__ = [
     "DisasterLabel",
     "Language",
     "answer",
+    "answer_forms",
     "answers",
     "parse_label",
     "question",
@@ -150,19 +147,25 @@ _WORDS: dict[Language, dict[DisasterLabel, str]] = {
 }
 
 
-def _render_answer(word: str, language: Language) -> str:
+# English short forms use "Flood", as in the attested "Flood disaster"; the rest use _WORDS.
+_SHORT_EN = {DisasterLabel.FLOOD: "flood"}
+
+
+def _render_forms(label: DisasterLabel, language: Language) -> tuple[str, ...]:
+    """The built-in answer forms of a label, the training sentence first (see the module doc)."""
+    word = _WORDS[language][label]
     if language is Language.EN:
-        article = "An" if word[0] in "aeiou" else "A"
-        return f"{article} {word} disaster occurred in this image."
+        mechanical = f"A {word} disaster occurred in this image."
+        sentences = [f"An{mechanical[1:]}", mechanical] if word[0] in "aeiou" else [mechanical]
+        short = _SHORT_EN.get(label, word).capitalize()
+        return (*sentences, f"{short} disaster", word.capitalize())
     if language is Language.JA:
-        return f"この画像では{word}災害が発生しました。"
-    return word
+        return f"この画像では{word}災害が発生しました。", f"{word}災害", word
+    return word, f"{word}灾害", f"这张图片中发生了{word}灾害。"
 
 
-_ANSWERS = {
-    lang: {label: _render_answer(word, lang) for label, word in words.items()}
-    for lang, words in _WORDS.items()
-}
+_FORMS = {lang: {label: _render_forms(label, lang) for label in DisasterLabel} for lang in Language}
+_ANSWERS = {lang: {lb: forms[0] for lb, forms in table.items()} for lang, table in _FORMS.items()}
 
 # Words naming each label in any of the three languages. English entries are whole words
 # (an optional plural/verb ending is allowed); Japanese and Chinese ones match as substrings.
@@ -259,6 +262,41 @@ def answer(label: DisasterLabel | str, language: Language | str = Language.EN) -
     '火灾'
     """
     return _ANSWERS[Language(language)][DisasterLabel(label)]
+
+
+def answer_forms(
+    label: DisasterLabel | str, language: Language | str = Language.EN
+) -> tuple[str, ...]:
+    """Return the built-in answer forms of one disaster type: how the adapter may name it.
+
+    These are the default verbalizer (`geovlm.verbalizer.Verbalizer.default`) that a preset's
+    ``answers:`` table overrides. The first form is `answer`'s training sentence.
+
+    Parameters
+    ----------
+    label
+        The disaster type (a `DisasterLabel` or its value; ``"flooding"`` is accepted).
+    language
+        ``"en"``, ``"ja"`` or ``"zh"``.
+
+    Returns
+    -------
+    tuple of str
+        Three forms (four for English "earthquake": "An" and xBD's mechanical "A").
+
+    Raises
+    ------
+    ValueError
+        If the label or language is unknown; the message lists the options.
+
+    Examples
+    --------
+    >>> answer_forms("flood")
+    ('A flooding disaster occurred in this image.', 'Flood disaster', 'Flooding')
+    >>> answer_forms("fire", "ja")
+    ('この画像では火災災害が発生しました。', '火災災害', '火災')
+    """
+    return _FORMS[Language(language)][DisasterLabel(label)]
 
 
 def answers(language: Language | str = Language.EN) -> dict[DisasterLabel, str]:

@@ -15,12 +15,17 @@ import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
-from geovlm.prompts import DisasterLabel, Language, answer
-from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips
-from geovlm.tiling import iter_chips
+from geovlm.errors import OutputError
+from geovlm.models import ModelPreset
+from geovlm.progress import ProgressMode
+from geovlm.prompts import DisasterLabel, Language, question
+from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scene
+from geovlm.tiling import TilingOptions, iter_chips
+from geovlm.verbalizer import Verbalizer, label_probabilities
 from tests.helpers import count_rows
 
 LABELS = [label.value for label in DisasterLabel]
+DEFAULT_FORMS = Verbalizer.default()
 
 
 def _classify(scene, out, model, *extra):
@@ -48,7 +53,11 @@ def test_classify_writes_probabilities_for_every_label(request, geotiff_dir, tmp
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
         assert row["label"] == max(probs, key=probs.get)
         assert row["confidence"] == pytest.approx(probs[row["label"]], abs=1e-6)
-        assert row["answer"] == answer(row["label"], "en")
+        runner_up = sorted(probs.values())[-2]
+        assert row["runner_up"] != row["label"]
+        assert row["runner_up_confidence"] == pytest.approx(runner_up, abs=1e-6)
+        assert probs[row["runner_up"]] == pytest.approx(runner_up, abs=1e-6)
+        assert row["answer"] in DEFAULT_FORMS.table("en")[row["label"]]
         assert row["language"] == "en"
     with sqlite3.connect(out) as db:
         run = dict(zip(["status", "parameters", "versions", "run_id"], db.execute(
@@ -59,6 +68,7 @@ def test_classify_writes_probabilities_for_every_label(request, geotiff_dir, tmp
     parameters = json.loads(run["parameters"])
     assert parameters["mode"] == "score" and parameters["quantize"] == "none"
     assert parameters["prompt"] == "What type of disaster occurred in this image?"
+    assert parameters["answers"] == DEFAULT_FORMS.table("en")
     assert {"torch", "transformers", "peft"} <= set(json.loads(run["versions"]))
     for value in [*LABELS, "uncertain"]:
         assert f'value="{value}"' in qml
@@ -72,6 +82,7 @@ def test_generate_mode_stores_text_and_null_probabilities(qwen3_vl_dir, geotiff_
     frame = _layer(out)
     assert len(frame) == 4
     assert frame["probs"].isna().all() and frame["confidence"].isna().all()
+    assert frame["runner_up"].isna().all() and frame["runner_up_confidence"].isna().all()
     assert set(frame["label"]) <= {*LABELS, "uncertain"}
     assert (frame["language"] == "ja").all()
 
@@ -90,8 +101,46 @@ def test_every_language_scores_its_own_answers(qwen3_vl_backend, geotiff_dir, la
     chips = list(iter_chips(geotiff_dir / "rasterio/cogeo.tif", 256))[:2]
     records = classify_chips(qwen3_vl_backend, chips, ClassifySettings(language=language))
     for record in records:
-        assert record["answer"] == answer(record["label"], language)
+        assert record["answer"] in DEFAULT_FORMS.table(language)[record["label"]]
         assert record["language"] == language.value
+
+
+def test_scores_sum_each_labels_forms_and_answer_its_likeliest_form(qwen3_vl_backend, geotiff_dir):
+    chips = list(iter_chips(geotiff_dir / "rasterio/cogeo.tif", 256))[:3]
+    verbalizer = Verbalizer.from_mapping({"en": {"fire": ["Fire", "Wildfire", "Burn scar"]}})
+    records = classify_chips(qwen3_vl_backend, chips, ClassifySettings(verbalizer=verbalizer))
+    forms = verbalizer.forms("en")
+    form_probs = qwen3_vl_backend.score(
+        [chip.image for chip in chips], question("en"), [form.text for form in forms]
+    )
+    for record, form_row, row in zip(
+        records, form_probs, label_probabilities(form_probs, forms), strict=True
+    ):
+        assert list(json.loads(record["probs"]).values()) == pytest.approx(list(row), abs=1e-6)
+        own = [(p, f.text) for p, f in zip(form_row, forms, strict=True)
+               if f.label == record["label"]]
+        assert record["answer"] == max(own)[1]
+
+
+def _classify_scene(backend, scene, out, verbalizer):
+    return classify_scene(
+        scene, out, preset=ModelPreset.from_id(backend.model.name_or_path),
+        backend_factory=lambda: backend,
+        tiling=TilingOptions(size=256), settings=ClassifySettings(verbalizer=verbalizer),
+        run_parameters={"model": "tiny"}, batch_size=4, progress=ProgressMode.NONE,
+    )
+
+
+def test_resume_with_other_answer_forms_is_refused(qwen3_vl_backend, geotiff_dir, tmp_path):
+    scene, out = geotiff_dir / "rasterio/cogeo.tif", tmp_path / "forms.gpkg"
+    first = _classify_scene(qwen3_vl_backend, scene, out, DEFAULT_FORMS)
+    again = _classify_scene(qwen3_vl_backend, scene, out, Verbalizer.default())
+    assert again.already_done == first.written == 16 and again.written == 0
+    other = Verbalizer.from_mapping({"en": {"wind": ["Hurricane damage"]}})
+    with pytest.raises(OutputError, match="different command or parameters"):
+        _classify_scene(qwen3_vl_backend, scene, out, other)
+    japanese_only = Verbalizer.from_mapping({"ja": {"wind": ["台風"]}})  # not the language asked
+    assert _classify_scene(qwen3_vl_backend, scene, out, japanese_only).written == 0
 
 
 def test_batch_size_does_not_change_results(qwen3_vl_dir, geotiff_dir, tmp_path):

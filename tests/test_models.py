@@ -19,6 +19,7 @@ from geovlm.models import (
     resolve_model,
 )
 from geovlm.quantization import Quantization
+from geovlm.verbalizer import Verbalizer
 
 EXPECTED = {
     "xview2-qwen3vl": dict(
@@ -206,6 +207,23 @@ def test_custom_preset_folder(tmp_path):
     assert resolve_model("mine", folder=tmp_path) == preset
 
 
+def test_preset_answers_replace_the_listed_labels(tmp_path):
+    (tmp_path / "mine.yaml").write_text(
+        GOOD_YAML.format(name="mine") + "answers:\n  en:\n    fire: [Wildfire, Burn scar]\n"
+    )
+    [preset] = list_presets(tmp_path)
+    assert preset.answers.table("en")["fire"] == ["Wildfire", "Burn scar"]
+    assert preset.answers.table("en")["flood"] == Verbalizer.default().table("en")["flood"]
+    assert preset.answers.table("ja") == Verbalizer.default().table("ja")
+
+
+def test_presets_without_answers_use_the_built_in_forms(tmp_path, hub_cache):
+    (tmp_path / "plain.yaml").write_text(GOOD_YAML.format(name="plain") + "answers:\n")
+    assert ModelPreset.from_yaml(tmp_path / "plain.yaml").answers == Verbalizer.default()
+    assert resolve_model("vqwen3-4b").answers == Verbalizer.default()
+    assert resolve_model("someone/some-vlm").answers == Verbalizer.default()
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -220,6 +238,17 @@ def test_custom_preset_folder(tmp_path):
         (GOOD_YAML.format(name="bad") + "quantize: 3bit\n", "auto, 4bit, 8bit, none"),
         (GOOD_YAML.format(name="bad") + "gsd: fine\n", "gsd must be float"),
         (GOOD_YAML.format(name="other"), "rename it 'bad'"),
+        (GOOD_YAML.format(name="bad") + "answers: [en]\n", "answers must be dict"),
+        (GOOD_YAML.format(name="bad") + "answers:\n  fr:\n    fire: [Feu]\n",
+         "unknown language 'fr'"),
+        (GOOD_YAML.format(name="bad") + "answers:\n  en:\n    hail: [Hail]\n",
+         "unknown disaster label 'hail'"),
+        (GOOD_YAML.format(name="bad") + "answers:\n  en:\n    fire: []\n",
+         r"answers\.en\.fire must be a non-empty list"),
+        (GOOD_YAML.format(name="bad") + "answers:\n  en:\n    fire: [Fire, 3]\n",
+         "non-blank strings"),
+        (GOOD_YAML.format(name="bad") + "answers:\n  ja:\n    wind: [火災]\n",
+         "lists '火災' under both fire and wind"),
     ],
 )
 def test_malformed_yaml(tmp_path, text, match):

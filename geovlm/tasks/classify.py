@@ -1,7 +1,9 @@
 """The ``classify`` task: the disaster type of every chip, with a probability per label.
 
-Score mode (default) asks the model once per chip and reads the log-likelihood of each label's
-answer sentence, as the adapter was trained to phrase it, giving a probability for all six labels.
+Score mode (default) asks the model once per chip and reads the log-likelihood of every answer
+form of every label (the preset's verbalizer: "A flooding disaster occurred in this image.",
+"Flood disaster", "Flooding", ...); a label's probability is the normalised log-sum-exp over its
+forms. Records keep the best label, the runner-up and the most likely form of the best label.
 Generate mode lets the model answer freely and parses the text back to a label.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,12 @@ from geovlm.gpkg import FieldType, check_output_path
 from geovlm.models import ModelPreset
 from geovlm.pipeline import RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
-from geovlm.prompts import Language, answers, parse_label, question
+from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.scene import SceneInfo, open_scene
 from geovlm.styles import categorized_style
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, TilingOptions
+from geovlm.verbalizer import Verbalizer, label_probabilities
 from geovlm.versions import library_versions
 
 __all__ = [
@@ -51,6 +54,8 @@ CLASSIFY_FIELDS: dict[str, FieldType] = {
     **CHIP_FIELDS,
     "label": FieldType.STRING,
     "confidence": FieldType.REAL,
+    "runner_up": FieldType.STRING,
+    "runner_up_confidence": FieldType.REAL,
     "probs": FieldType.STRING,
     "answer": FieldType.STRING,
     "language": FieldType.STRING,
@@ -76,6 +81,8 @@ class ClassifySettings:
     mode: ClassifyMode = ClassifyMode.SCORE
     min_confidence: float = 0.0
     max_new_tokens: int = 24
+    #: The answer forms scored (score mode) or recognised (generate mode): the preset's.
+    verbalizer: Verbalizer = field(default_factory=Verbalizer.default)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -92,20 +99,26 @@ class ClassifySettings:
 def _scored_records(
     backend: Backend, chips: list[Chip], inputs: Any, settings: ClassifySettings
 ) -> list[dict[str, Any]]:
-    candidates = answers(settings.language)
-    labels = list(candidates)
-    probabilities = backend.score_encoded(inputs, list(candidates.values()))
+    forms = settings.verbalizer.forms(settings.language)
+    form_probs = backend.score_encoded(inputs, [form.text for form in forms])
+    labels = list(DisasterLabel)
+    form_labels = np.array([labels.index(form.label) for form in forms])
     records = []
-    for chip, row in zip(chips, probabilities, strict=True):
-        best = int(np.argmax(row))
+    for chip, form_row, row in zip(
+        chips, form_probs, label_probabilities(form_probs, forms), strict=True
+    ):
+        best, second = np.argsort(-row, kind="stable")[:2]
         confidence = float(row[best])
+        best_form = int(np.argmax(np.where(form_labels == best, form_row, -1.0)))
         probs = {label.value: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
         records.append({
             **chip_record(chip),
             "label": labels[best].value if confidence >= settings.min_confidence else UNCERTAIN,
             "confidence": round(confidence, 6),
+            "runner_up": labels[second].value,
+            "runner_up_confidence": round(float(row[second]), 6),
             "probs": json.dumps(probs),
-            "answer": candidates[labels[best]],
+            "answer": forms[best_form].text,
             "language": settings.language.value,
         })
     return records
@@ -117,11 +130,13 @@ def _generated_records(
     texts = backend.generate_encoded(inputs, settings.max_new_tokens)
     records = []
     for chip, text in zip(chips, texts, strict=True):
-        label = parse_label(text)
+        label = settings.verbalizer.parse(text, settings.language)
         records.append({
             **chip_record(chip),
             "label": label.value if label is not None else UNCERTAIN,
             "confidence": None,
+            "runner_up": None,
+            "runner_up_confidence": None,
             "probs": None,
             "answer": text,
             "language": settings.language.value,
@@ -161,7 +176,7 @@ def classify_chips(
     chips
         The batch.
     settings
-        Language, mode and confidence threshold.
+        Language, mode, confidence threshold and answer forms.
     inputs
         `encode_chips`'s result for this batch, if already made (e.g. in another thread).
 
@@ -223,7 +238,8 @@ def classify_scene(
     tiling
         How the scene is cut.
     settings
-        Language, mode and confidence threshold.
+        Language, mode, confidence threshold and answer forms; all are recorded with the run,
+        so resuming with other answer forms is refused like other parameters.
     run_parameters
         Model, adapter, quantization and other choices recorded with the run.
     batch_size
@@ -270,6 +286,7 @@ def classify_scene(
             "mode": settings.mode.value,
             "min_confidence": settings.min_confidence,
             "max_new_tokens": settings.max_new_tokens,
+            "answers": settings.verbalizer.table(settings.language),
         },
         layer="chips",
         fields=CLASSIFY_FIELDS,
