@@ -18,7 +18,7 @@ from geovlm.cli import cli
 from geovlm.prompts import DisasterLabel, Language, answer
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips
 from geovlm.tiling import iter_chips
-from tests.helpers import count_rows
+from tests.helpers import assert_valid_geopackage, count_rows
 
 LABELS = [label.value for label in DisasterLabel]
 
@@ -62,6 +62,7 @@ def test_classify_writes_probabilities_for_every_label(request, geotiff_dir, tmp
     assert {"torch", "transformers", "peft"} <= set(json.loads(run["versions"]))
     for value in [*LABELS, "uncertain"]:
         assert f'value="{value}"' in qml
+    assert_valid_geopackage(out)
 
 
 def test_generate_mode_stores_text_and_null_probabilities(qwen3_vl_dir, geotiff_dir, tmp_path):
@@ -74,6 +75,7 @@ def test_generate_mode_stores_text_and_null_probabilities(qwen3_vl_dir, geotiff_
     assert frame["probs"].isna().all() and frame["confidence"].isna().all()
     assert set(frame["label"]) <= {*LABELS, "uncertain"}
     assert (frame["language"] == "ja").all()
+    assert_valid_geopackage(out)
 
 
 def test_min_confidence_marks_uncertain(qwen3_vl_backend, geotiff_dir):
@@ -149,6 +151,7 @@ def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     process.wait()
     partial = count_rows(out)
     assert 0 < partial < total, "the run must be killed part-way"
+    assert_valid_geopackage(out)
 
     resumed = _classify(scene, out, qwen3_vl_dir, *extra, "--progress", "json")
     assert resumed.exit_code == 0, resumed.output
@@ -160,6 +163,7 @@ def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     assert list(a["label"]) == list(b["label"])
     assert np.allclose(a["confidence"], b["confidence"], atol=1e-5)
     assert a.geometry.geom_equals(b.geometry).all()
+    assert_valid_geopackage(out)
 
 
 def test_classify_settings_validate():
