@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's QGIS (importable from /usr/bin/python3 only) for the tests that open outputs in QGIS.
+# Debian's QGIS and GDAL's Python utilities (importable from /usr/bin/python3 only) for the tests
+# that open outputs in QGIS and check them with GDAL's GeoPackage validator (validate_gpkg.py).
 qgis:
-	@/usr/bin/python3 -c 'import qgis.core' 2>/dev/null || { \
+	@/usr/bin/python3 -c 'import qgis.core, osgeo_utils.samples.validate_gpkg' 2>/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends python3-qgis python3-mock >/dev/null; }
+	    --no-install-recommends python3-qgis python3-gdal python3-mock >/dev/null; }
 
 tile: $(STAMP)
 	$(BIN)/geovlm tile $(SCENE) -o $(OUT) $(ARGS)

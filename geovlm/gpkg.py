@@ -40,9 +40,12 @@ __all__ = ["FieldType", "GeoPackageWriter", "RunRecord", "RunStatus", "check_out
 logger = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+#: A GeoPackage attribute table needs an INTEGER PRIMARY KEY (requirement 119, checked by GDAL's
+#: validate_gpkg.py); the run id stays a unique text column beside it.
 _RUNS_DDL = """
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
     command TEXT NOT NULL,
     parameters TEXT NOT NULL,
     signature TEXT NOT NULL,

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from pyproj import Geod
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from pyproj.crs import GeographicCRS
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -52,7 +54,9 @@ class SceneInfo:
     nodata: float | None
     #: 1-based bands that become the chip's R, G, B (one band: grey).
     bands: tuple[int, ...]
-    #: Pixel size in metres along x and y (estimated at the centre for geographic CRSs).
+    #: Ground length in metres of one pixel step along the grid's x (columns) and y (rows),
+    #: measured on the ellipsoid at the scene centre: true metres whatever the CRS's units and
+    #: scale factor (Web Mercator's 0.597 m nominal pixels at 37.7 deg N are 0.472 m).
     resolution_m: tuple[float, float]
 
     @property
@@ -88,19 +92,39 @@ def _checked_bands(bands: tuple[int, ...] | None, count: int, path: str) -> tupl
     return tuple(chosen)
 
 
-def _resolution_m(dataset: rasterio.DatasetReader) -> tuple[float, float]:
-    """Pixel size in metres; for a geographic CRS, measured on the ellipsoid at the centre."""
-    t = dataset.transform
-    res_x, res_y = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
-    if dataset.crs.is_geographic:
-        lon, lat = t @ (dataset.width / 2, dataset.height / 2)
-        lat = max(-89.0, min(89.0, lat))
-        geod = Geod(ellps="WGS84")
-        _, _, dx = geod.inv(lon, lat, lon + res_x, lat)
-        _, _, dy = geod.inv(lon, lat, lon, lat + res_y)
-        return abs(dx), abs(dy)
-    factor = dataset.crs.linear_units_factor[1]
-    return res_x * factor, res_y * factor
+def _ground_resolution(
+    crs: CRS, transform: Affine, width: int, height: int, path: str
+) -> tuple[float, float]:
+    """Ground length in metres of one pixel step along the grid's x and y, at the scene centre.
+
+    A projected CRS's units are not ground metres: Web Mercator stretches by 1/cos(lat) and a
+    polar stereographic grid by up to tens of percent. So the step is taken through the full
+    affine (rotated and non-square pixels included), from the midpoint of the centre pixel's one
+    side to the opposite side's, both carried to longitude/latitude on the CRS's own datum, and
+    measured as a geodesic on its ellipsoid. A CRS with no ellipsoid (a local engineering grid)
+    has only its axis units to go by.
+    """
+    source = ProjCRS.from_user_input(crs)
+    geod = source.get_geod()
+    if geod is None:
+        unit = source.axis_info[0].unit_conversion_factor
+        return (
+            math.hypot(transform.a, transform.d) * unit,
+            math.hypot(transform.b, transform.e) * unit,
+        )
+    to_lonlat = Transformer.from_crs(source, GeographicCRS(datum=source.datum), always_xy=True)
+    col, row = width / 2, height / 2
+    # Start and end of the x step, then of the y step.
+    steps = ((col - 0.5, row), (col + 0.5, row), (col, row - 0.5), (col, row + 0.5))
+    xs, ys = zip(*(transform @ step for step in steps), strict=True)
+    lon, lat = to_lonlat.transform(np.array(xs), np.array(ys))
+    _, _, metres = geod.inv(lon[0::2], lat[0::2], lon[1::2], lat[1::2])
+    if not np.all(np.isfinite(metres) & (metres > 0)):
+        raise InputError(
+            f"The centre of {path} does not lie on the Earth in its CRS ({crs}); check its"
+            " georeferencing."
+        )
+    return float(metres[0]), float(metres[1])
 
 
 def open_scene(path: str | Path, bands: tuple[int, ...] | None = None) -> SceneInfo:
@@ -149,7 +173,9 @@ def open_scene(path: str | Path, bands: tuple[int, ...] | None = None) -> SceneI
                 transform=dataset.transform,
                 nodata=dataset.nodata,
                 bands=_checked_bands(bands, dataset.count, path),
-                resolution_m=_resolution_m(dataset),
+                resolution_m=_ground_resolution(
+                    dataset.crs, dataset.transform, dataset.width, dataset.height, path
+                ),
             )
     except RasterioError as exc:
         raise InputError(f"{path} is not a raster GDAL can read ({exc}).") from exc

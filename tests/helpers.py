@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 from pathlib import Path
+
+import pytest
+
+#: Debian's python3-gdal, importable from the system Python only (`make qgis` installs it).
+SYSTEM_PYTHON = "/usr/bin/python3"
+#: GDAL's GeoPackage validator: keep going past the first error, run its extra checks and count
+#: warnings as errors, so any complaint fails the test.
+_VALIDATE = ["-m", "osgeo_utils.samples.validate_gpkg", "-k", "--extra", "--warning-as-error"]
 
 
 def count_rows(path: Path, table: str = "chips") -> int:
@@ -15,3 +27,24 @@ def count_rows(path: Path, table: str = "chips") -> int:
             return db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def assert_valid_geopackage(path: Path) -> None:
+    """Fail with the validator's complaints unless GDAL's validate_gpkg.py accepts `path`.
+
+    The validator opens the file for writing, which would recover a killed run's write-ahead log
+    before geovlm's resume gets to; so it checks a copy of the file and its log, as they are.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        shutil.copyfile(path, copy)
+        wal = Path(f"{path}-wal")
+        if wal.exists():
+            shutil.copyfile(wal, f"{copy}-wal")
+        done = subprocess.run([SYSTEM_PYTHON, *_VALIDATE, str(copy)], capture_output=True,
+                              text=True, env=env, timeout=120, check=False)
+    if "No module named" in done.stderr:
+        pytest.fail(f"GDAL's validator is missing ({done.stderr.strip()}); run `make qgis`.")
+    if done.returncode != 0 or done.stdout.strip() or done.stderr.strip():
+        pytest.fail(f"{path} is not a valid GeoPackage:\n{done.stdout}{done.stderr}")

@@ -22,7 +22,7 @@ from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scene
 from geovlm.tiling import TilingOptions, iter_chips
 from geovlm.verbalizer import Verbalizer, label_probabilities
-from tests.helpers import count_rows
+from tests.helpers import assert_valid_geopackage, count_rows
 
 LABELS = [label.value for label in DisasterLabel]
 DEFAULT_FORMS = Verbalizer.default()
@@ -72,6 +72,7 @@ def test_classify_writes_probabilities_for_every_label(request, geotiff_dir, tmp
     assert {"torch", "transformers", "peft"} <= set(json.loads(run["versions"]))
     for value in [*LABELS, "uncertain"]:
         assert f'value="{value}"' in qml
+    assert_valid_geopackage(out)
 
 
 def test_generate_mode_stores_text_and_null_probabilities(qwen3_vl_dir, geotiff_dir, tmp_path):
@@ -85,6 +86,7 @@ def test_generate_mode_stores_text_and_null_probabilities(qwen3_vl_dir, geotiff_
     assert frame["runner_up"].isna().all() and frame["runner_up_confidence"].isna().all()
     assert set(frame["label"]) <= {*LABELS, "uncertain"}
     assert (frame["language"] == "ja").all()
+    assert_valid_geopackage(out)
 
 
 def test_min_confidence_marks_uncertain(qwen3_vl_backend, geotiff_dir):
@@ -198,6 +200,7 @@ def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     process.wait()
     partial = count_rows(out)
     assert 0 < partial < total, "the run must be killed part-way"
+    assert_valid_geopackage(out)
 
     resumed = _classify(scene, out, qwen3_vl_dir, *extra, "--progress", "json")
     assert resumed.exit_code == 0, resumed.output
@@ -209,6 +212,7 @@ def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     assert list(a["label"]) == list(b["label"])
     assert np.allclose(a["confidence"], b["confidence"], atol=1e-5)
     assert a.geometry.geom_equals(b.geometry).all()
+    assert_valid_geopackage(out)
 
 
 def test_classify_settings_validate():

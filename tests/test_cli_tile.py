@@ -19,7 +19,7 @@ from affine import Affine
 from click.testing import CliRunner
 
 from geovlm.cli import cli
-from tests.helpers import count_rows
+from tests.helpers import assert_valid_geopackage, count_rows
 
 RGB = "rasterio/RGB.byte.tif"
 
@@ -61,6 +61,19 @@ def test_tile_writes_a_styled_layer_in_the_scene_crs(geotiff_dir, tmp_path):
     assert default == 1
     assert ET.fromstring(qml.split("\n", 1)[1]).find("renderer-v2") is not None
     assert kinds == {"chips": "features", "runs": "attributes", "layer_styles": "attributes"}
+    assert_valid_geopackage(out)
+
+
+def test_the_validator_catches_a_text_primary_key(geotiff_dir, tmp_path):
+    # What every output had before the runs table got its integer key: the check must see it.
+    out = tmp_path / "out.gpkg"
+    assert CliRunner().invoke(cli, ["tile", str(geotiff_dir / RGB), "-o", str(out)]).exit_code == 0
+    with sqlite3.connect(out) as db:
+        db.execute("CREATE TABLE notes (name TEXT PRIMARY KEY)")
+        db.execute("INSERT INTO gpkg_contents (table_name, data_type)"
+                   " VALUES ('notes', 'attributes')")
+    with pytest.raises(pytest.fail.Exception, match="Req 119: table notes"):
+        assert_valid_geopackage(out)
 
 
 def test_progress_json_lines_and_quiet(geotiff_dir, tmp_path):
@@ -85,6 +98,7 @@ def test_rerun_resumes_and_other_parameters_need_overwrite(geotiff_dir, tmp_path
     again = runner.invoke(cli, args)
     assert again.exit_code == 0 and "Wrote 0 chips" in again.output
     assert _rows(out) == first
+    assert_valid_geopackage(out)
     other = runner.invoke(cli, [*args[:-1], "128"])
     assert other.exit_code == 2
     assert "different command or parameters" in other.output
@@ -92,6 +106,7 @@ def test_rerun_resumes_and_other_parameters_need_overwrite(geotiff_dir, tmp_path
     replaced = runner.invoke(cli, [*args[:-1], "128", "--overwrite"])
     assert replaced.exit_code == 0
     assert len(_rows(out)) > len(first) and len(_runs(out)) == 1
+    assert_valid_geopackage(out)
     run_id = _runs(out)[0]["run_id"]
     fresh = runner.invoke(cli, [*args[:-1], "128", "--overwrite"])
     assert fresh.exit_code == 0 and "0 already done" in fresh.output
@@ -151,16 +166,17 @@ def test_unwritable_output_exits_2(geotiff_dir, tmp_path):
     assert "choose another output path" in result.output or "not writable" in result.output
 
 
-def test_truncated_scene_exits_2_and_leaves_the_run_unfinished(geotiff_dir, tmp_path):
-    data = (geotiff_dir / RGB).read_bytes()
+def test_truncated_scene_exits_2_and_leaves_the_run_interrupted(geotiff_dir, tmp_path):
+    # A COG keeps its header first, so the scene opens and the read fails part-way.
+    data = (geotiff_dir / "rasterio/cogeo.tif").read_bytes()
     scene = tmp_path / "truncated.tif"
     scene.write_bytes(data[: len(data) * 2 // 3])
     out = tmp_path / "o.gpkg"
     result = CliRunner().invoke(cli, ["tile", str(scene), "-o", str(out), "--size", "128"])
     assert result.exit_code == 2
-    assert "truncated or corrupt" in result.output or "not a raster" in result.output
-    if out.exists():
-        assert all(run["status"] != "complete" for run in _runs(out))
+    assert "truncated or corrupt" in result.output
+    assert [run["status"] for run in _runs(out)] == ["interrupted"]
+    assert_valid_geopackage(out)
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
@@ -187,6 +203,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     partial = count_rows(out)
     assert 0 < partial < total, "the run must be killed part-way"
     assert _runs(out)[0]["status"] == "running"
+    assert_valid_geopackage(out)
 
     resumed = CliRunner().invoke(cli, ["tile", *args, "-o", str(out), "--progress", "json"])
     assert resumed.exit_code == 0, resumed.output
@@ -194,3 +211,4 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     assert done["already_done"] == partial and done["written"] == total - partial
     assert _rows(out) == _rows(reference)
     assert _runs(out)[0]["status"] == "complete"
+    assert_valid_geopackage(out)

@@ -8,6 +8,8 @@ import rasterio
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyproj import Geod
+from rasterio.warp import transform
 from rasterio.windows import Window, bounds
 from shapely.geometry import box
 from shapely.ops import unary_union
@@ -158,13 +160,18 @@ def test_bands_option_reorders_and_rejects_out_of_range(geotiff_dir):
 
 
 def test_gsd_resamples_chips_to_the_target_ground_distance(geotiff_dir):
-    path = geotiff_dir / "rasterio/cogeo.tif"  # 0.597 m pixels, 1024 x 1024
-    with _tiler(path, size=256, gsd=1.194) as tiler:
+    # cogeo.tif: EPSG:3857 at 37.7 deg N, so its 0.597 m units are ~0.472 m on the ground.
+    path = geotiff_dir / "rasterio/cogeo.tif"
+    with _tiler(path, size=256, gsd=0.95) as tiler:
         chips = list(tiler.chips())
     assert len(chips) == 4
     chip = chips[0]
-    assert chip.window.width == 512 and chip.image.size == (256, 256)
-    assert chip.transform.a == pytest.approx(1.194, rel=0.01)
+    assert chip.window.width == 514 and chip.image.size == (256, 256)
+    # The chip's top and left edges, measured on the ellipsoid, are 256 x 0.95 m long.
+    corners = np.asarray(chip.footprint.exterior.coords)[:4]
+    lon, lat = np.asarray(transform(chip.crs, "EPSG:4326", corners[:, 0], corners[:, 1]))
+    _, _, edges = Geod(ellps="WGS84").inv(lon[[0, 0]], lat[[0, 0]], lon[[1, 3]], lat[[1, 3]])
+    assert edges == pytest.approx([256 * 0.95, 256 * 0.95], rel=1e-3)
 
 
 def test_gsd_on_geographic_scene_uses_metres_at_the_centre(geotiff_dir):
