@@ -203,10 +203,16 @@ def classify(
 
 @cli.command()
 def models() -> None:
-    """List the model presets and whether each model and adapter is available offline."""
-    from geovlm.models import availability, list_presets
+    """List the model presets, the file each comes from, and what is available offline.
 
-    for preset in list_presets():
+    Site presets (in GEOVLM_PRESETS, else the platform config folder) replace shipped ones of
+    the same name.
+    """
+    from geovlm.models import ModelPreset, availability
+    from geovlm.preset_files import find_preset_files
+
+    for found in find_preset_files():
+        preset = ModelPreset.from_yaml(found.path)
         marks = [f"model {'ok' if availability(preset.model_id) else 'missing'}"]
         if preset.adapter_id:
             marks.append(f"adapter {'ok' if availability(preset.adapter_id) else 'missing'}")
@@ -219,6 +225,8 @@ def models() -> None:
         gsd = f"{preset.gsd} m" if preset.gsd else "native"
         click.echo(f"    {kind}, chip {preset.chip_size} px, gsd {gsd}")
         click.echo(f"    offline: {', '.join(marks)}")
+        replaces = f", replaces {', '.join(map(str, found.replaces))}" if found.replaces else ""
+        click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
 
 
 def main() -> None:
