@@ -165,14 +165,25 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
 
     def load_backend() -> Backend:
+        from geovlm.hub import HubWeights, check_downloads
+
+        # Before torch and transformers are imported: missing weights without a hub fail in
+        # seconds, not after half a minute of retries.
+        weights = [HubWeights(preset.model_id, "--model")]
+        if chosen_adapter:
+            weights.append(HubWeights(chosen_adapter, "--adapter"))
+        downloads = check_downloads(*weights)
+
         from transformers.utils import logging as transformers_logging
 
         from geovlm.backends.hf import HFBackend
 
         if logging.getLogger().getEffectiveLevel() > logging.INFO:
-            # transformers' own bars and notices would break the one-line / JSON-lines output.
-            transformers_logging.disable_progress_bar()
+            # transformers' own bars and notices would break the one-line / JSON-lines output;
+            # a download still shows its bar on a terminal.
             transformers_logging.set_verbosity_error()
+            if not (downloads and sys.stderr.isatty()):
+                transformers_logging.disable_progress_bar()
         return HFBackend.load(
             preset.model_id, adapter=chosen_adapter, quantize=chosen_quantize,
             template=preset.template, image_max_pixels=preset.image_max_pixels, device=device,
