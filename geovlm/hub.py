@@ -104,11 +104,11 @@ def hub_unreachable(endpoint: str, timeout: float = PROBE_SECONDS) -> str | None
         The reason in a few words, e.g. ``"no answer within 2.5 s"``; None if it answered
         without a server error.
     """
+    from huggingface_hub.utils import get_session, httpx  # imported here, not on the clock
+
     outcome: list[str | None] = []
 
     def probe() -> None:
-        from huggingface_hub.utils import get_session, httpx
-
         try:
             response = get_session().head(endpoint, timeout=timeout)
         except (httpx.HTTPError, ConnectionError) as exc:  # ConnectionError: HF_HUB_OFFLINE
