@@ -167,14 +167,25 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
 
     def load_backend() -> Backend:
+        from geovlm.hub import HubWeights, check_downloads
+
+        # Before torch and transformers are imported: missing weights without a hub fail in
+        # seconds, not after half a minute of retries.
+        weights = [HubWeights(preset.model_id, "--model")]
+        if chosen_adapter:
+            weights.append(HubWeights(chosen_adapter, "--adapter"))
+        downloads = check_downloads(*weights)
+
         from transformers.utils import logging as transformers_logging
 
         from geovlm.backends.hf import HFBackend
 
         if logging.getLogger().getEffectiveLevel() > logging.INFO:
-            # transformers' own bars and notices would break the one-line / JSON-lines output.
-            transformers_logging.disable_progress_bar()
+            # transformers' own bars and notices would break the one-line / JSON-lines output;
+            # a download still shows its bar on a terminal.
             transformers_logging.set_verbosity_error()
+            if not (downloads and sys.stderr.isatty()):
+                transformers_logging.disable_progress_bar()
         return HFBackend.load(
             preset.model_id, adapter=chosen_adapter, quantize=chosen_quantize,
             template=preset.template, image_max_pixels=preset.image_max_pixels, device=device,
@@ -205,10 +216,16 @@ def classify(
 
 @cli.command()
 def models() -> None:
-    """List the model presets and whether each model and adapter is available offline."""
-    from geovlm.models import availability, list_presets
+    """List the model presets, the file each comes from, and what is available offline.
 
-    for preset in list_presets():
+    Site presets (in GEOVLM_PRESETS, else the platform config folder) replace shipped ones of
+    the same name.
+    """
+    from geovlm.models import ModelPreset, availability
+    from geovlm.preset_files import find_preset_files
+
+    for found in find_preset_files():
+        preset = ModelPreset.from_yaml(found.path)
         marks = [f"model {'ok' if availability(preset.model_id) else 'missing'}"]
         if preset.adapter_id:
             marks.append(f"adapter {'ok' if availability(preset.adapter_id) else 'missing'}")
@@ -221,6 +238,8 @@ def models() -> None:
         gsd = f"{preset.gsd} m" if preset.gsd else "native"
         click.echo(f"    {kind}, chip {preset.chip_size} px, gsd {gsd}")
         click.echo(f"    offline: {', '.join(marks)}")
+        replaces = f", replaces {', '.join(map(str, found.replaces))}" if found.replaces else ""
+        click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
 
 
 def main() -> None:

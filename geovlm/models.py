@@ -1,8 +1,10 @@
 """Model presets: a short name resolves to base model, adapter, template and chip settings.
 
-Presets live in ``configs/models/*.yaml`` (one preset per file, named like the file). Anywhere a
-model is accepted, a preset name, a Hugging Face hub id or a local folder works: the last two
-give an ad-hoc preset. Nothing here touches the network or imports torch.
+A preset is one YAML file, named like the preset: those shipped in ``geovlm/presets/`` and a
+site's own in ``GEOVLM_PRESETS`` or the platform config folder, which replace shipped ones of the
+same name (`geovlm.preset_files` finds them). Anywhere a model is accepted, a preset name, a
+Hugging Face hub id or a local folder works: the last two give an ad-hoc preset. Nothing here
+touches the network or imports torch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,12 @@ import yaml
 
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelNotFoundError, PresetError
+from geovlm.preset_files import find_preset_files
 from geovlm.quantization import Quantization
 from geovlm.verbalizer import Verbalizer
 
 __all__ = [
     "DEFAULT_MODEL",
-    "PRESETS_DIR",
     "ModelFamily",
     "ModelPreset",
     "availability",
@@ -34,8 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The folder holding the preset YAML files.
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
 #: The preset used when no model is given.
 DEFAULT_MODEL = "xview2-qwen3vl"
 _REQUIRED = ("name", "model_id", "family", "chip_size", "supports_images")
@@ -110,13 +111,14 @@ class ModelPreset:
     answers: Verbalizer = field(default_factory=Verbalizer.default)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> ModelPreset:
+    def from_yaml(cls, path: str | os.PathLike[str] | Traversable) -> ModelPreset:
         """Read a preset file.
 
         Parameters
         ----------
         path
-            A YAML mapping with the fields of `ModelPreset`; ``name`` must match the file stem.
+            A YAML mapping with the fields of `ModelPreset`; ``name`` must match the file name
+            without ``.yaml``. A path, or a `Traversable` from `importlib.resources`.
 
         Returns
         -------
@@ -127,7 +129,9 @@ class ModelPreset:
         PresetError
             If the file is unreadable, not a mapping, has unknown or missing keys, or bad values.
         """
-        path = Path(path)
+        if isinstance(path, str | os.PathLike):
+            path = Path(path)
+        stem = path.name.removesuffix(".yaml")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -159,8 +163,8 @@ class ModelPreset:
             )
         except ValueError as exc:
             raise PresetError(f"{path} has a bad value: {exc}.") from exc
-        if preset.name != path.stem:
-            raise PresetError(f"{path} names itself {preset.name!r}: rename it {path.stem!r}.")
+        if preset.name != stem:
+            raise PresetError(f"{path} names itself {preset.name!r}: rename it {stem!r}.")
         return preset
 
     @classmethod
@@ -216,7 +220,8 @@ def list_presets(folder: str | os.PathLike[str] | None = None) -> list[ModelPres
     Parameters
     ----------
     folder
-        The folder of ``*.yaml`` files; `PRESETS_DIR` by default.
+        Read only this folder of ``*.yaml`` files; by default the shipped presets and the site
+        folders, a site preset replacing a shipped one of the same name (`find_preset_files`).
 
     Returns
     -------
@@ -225,10 +230,9 @@ def list_presets(folder: str | os.PathLike[str] | None = None) -> list[ModelPres
     Raises
     ------
     PresetError
-        If a file is malformed.
+        If a file is malformed, or ``GEOVLM_PRESETS`` names something that is not a folder.
     """
-    files = sorted(Path(folder or PRESETS_DIR).glob("*.yaml"))
-    return [ModelPreset.from_yaml(path) for path in files]
+    return [ModelPreset.from_yaml(found.path) for found in find_preset_files(folder)]
 
 
 def resolve_model(
@@ -241,7 +245,7 @@ def resolve_model(
     name_or_id_or_path
         A preset name (``xview2-qwen3vl``), a hub id or a local folder.
     folder
-        The preset folder; `PRESETS_DIR` by default.
+        Look only in this folder of presets; by default as `list_presets` does.
 
     Returns
     -------
@@ -250,13 +254,14 @@ def resolve_model(
     Raises
     ------
     PresetError
-        If a preset file is malformed.
+        If the named preset's file is malformed, or ``GEOVLM_PRESETS`` names something that
+        is not a folder.
     ModelNotFoundError
         If the argument looks like a path but is not a folder.
     """
-    for preset in list_presets(folder):
-        if preset.name == name_or_id_or_path:
-            return preset
+    for found in find_preset_files(folder):
+        if found.name == name_or_id_or_path:
+            return ModelPreset.from_yaml(found.path)
     log.debug("%s is no preset name: building an ad-hoc preset", name_or_id_or_path)
     return ModelPreset.from_id(name_or_id_or_path)
 

@@ -15,6 +15,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GEOTIFF = SHARED_DATA / "geotiff"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_site_presets(tmp_path_factory: pytest.TempPathFactory):
+    """Only the shipped presets, whatever the developer keeps in ~/.config/geovlm/presets."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GEOVLM_PRESETS", str(tmp_path_factory.mktemp("no-site-presets")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def geotiff_dir() -> Path:
     if not GEOTIFF.is_dir():

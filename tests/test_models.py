@@ -11,13 +11,13 @@ import geovlm.models
 from geovlm.errors import GeovlmError, ModelNotFoundError, PresetError
 from geovlm.models import (
     DEFAULT_MODEL,
-    PRESETS_DIR,
     ModelFamily,
     ModelPreset,
     availability,
     list_presets,
     resolve_model,
 )
+from geovlm.preset_files import SHIPPED_PRESETS
 from geovlm.quantization import Quantization
 from geovlm.verbalizer import Verbalizer
 
@@ -79,9 +79,10 @@ def _cache_repo(cache: Path, repo_id: str, filename: str, content: dict) -> Path
     return snapshot
 
 
-def test_presets_folder_is_in_the_repo():
-    assert Path(__file__).resolve().parents[1] / "configs" / "models" == PRESETS_DIR
-    assert sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")) == sorted(EXPECTED)
+def test_presets_ship_inside_the_package():
+    assert Path(str(SHIPPED_PRESETS)) == Path(geovlm.models.__file__).parent / "presets"
+    shipped = sorted(p.name for p in SHIPPED_PRESETS.iterdir())
+    assert shipped == sorted(f"{name}.yaml" for name in EXPECTED)
 
 
 def test_every_preset_loads_with_documented_ids():
