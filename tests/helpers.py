@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 
@@ -11,7 +12,7 @@ def count_rows(path: Path, table: str = "chips") -> int:
     if not path.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1) as db:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.1)) as db:
             return db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
     except sqlite3.Error:
         return 0
