@@ -355,11 +355,18 @@ class GeoPackageWriter:
     def _create(self) -> None:
         """Build the empty layer and tables in a side file, then move it in place atomically.
 
-        The side file's fixed name is safe under the output's lock, and a killed run's leftover
-        is cleared by the next.
+        The side file's fixed name is safe under the output's lock; an interrupted build removes
+        it, and a killed one's leftover is cleared by the next run.
         """
         partial = self.path.with_name(self.path.name + ".partial.gpkg")
         _remove_geopackage(partial)
+        try:
+            self._build(partial)
+            os.replace(partial, self.path)
+        finally:
+            _remove_geopackage(partial)
+
+    def _build(self, partial: Path) -> None:
         empty = [np.array([], dtype=kind.dtype) for kind in self.fields.values()]
         self._gdal_write(
             partial, np.array([], dtype=object), empty, list(self.fields),
@@ -399,7 +406,6 @@ class GeoPackageWriter:
                     _now(),
                 ),
             )
-        os.replace(partial, self.path)
 
     def _gdal_write(self, path: Path, geometry: np.ndarray, *args: Any, **kwargs: Any) -> None:
         """Write features through GDAL, turning its I/O failures into an `OutputError`."""

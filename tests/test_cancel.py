@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -220,3 +221,52 @@ def test_an_error_in_the_model_step_joins_every_thread_and_marks_the_run(
         assert count_rows(out) == 4
     assert {p.name for p in tmp_path.iterdir()} == {f"o{i}.gpkg" for i in range(20)}
     assert caplog.records == []
+
+
+def _journal_mode(path):
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def _stop_and_resume(command, out, stop, exit_code, min_rows):
+    """Stop a running command with a signal once `min_rows` are written, then resume it."""
+    process = subprocess.Popen([sys.executable, "-m", "geovlm.cli", *command, "-q"],
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(out, process, rows=min_rows, timeout=120)
+    process.send_signal(stop)
+    assert process.wait(timeout=60) == exit_code
+    # The last line: library warnings above it are the warnings filter's business.
+    assert process.stderr.read().strip().splitlines()[-1] == (
+        f"Interrupted by {stop.name}; run the same command again to resume."
+    )
+    partial = count_rows(out)
+    assert partial >= min_rows
+    assert _status(out) == "interrupted"
+    assert _journal_mode(out) == "delete"
+    assert sorted(p.name for p in out.parent.glob(f"{out.name}*")) == [out.name]
+
+    resumed = CliRunner().invoke(cli, [*command, "--progress", "json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = json.loads(resumed.output.splitlines()[-1])
+    assert done["already_done"] == partial and done["written"] > 0
+    assert _status(out) == "complete"
+    with closing(sqlite3.connect(out)) as db:
+        ids = [row[0] for row in db.execute("SELECT chip_id FROM chips")]
+    assert len(ids) == len(set(ids)) == partial + done["written"]
+
+
+def test_ctrl_c_stops_tile_cleanly_and_a_rerun_resumes(tmp_path):
+    scene = write_random_scene(tmp_path / "scene.tif", 1200)
+    out = tmp_path / "o.gpkg"
+    command = ["tile", str(scene), "-o", str(out), "--size", "16"]
+    _stop_and_resume(command, out, signal.SIGINT, 130, min_rows=512)
+    assert count_rows(out) == (1200 // 16) ** 2
+
+
+def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(qwen3_vl_dir, geotiff_dir, tmp_path):
+    out = tmp_path / "o.gpkg"
+    command = ["classify", str(geotiff_dir / "solaris/sample_geotiff.tif"), "-o", str(out),
+               "--model", str(qwen3_vl_dir), "--quantize", "none", "--device", "cpu",
+               "--size", "100", "--batch-size", "4"]
+    _stop_and_resume(command, out, signal.SIGTERM, 143, min_rows=8)
+    assert count_rows(out) == 81
