@@ -259,7 +259,7 @@ class SceneTiler:
         self._local = threading.local()
         self._handles: list[rasterio.DatasetReader] = []
         self._pools: set[ThreadPoolExecutor] = set()
-        self._handles_lock = threading.Lock()
+        self._handles_lock = threading.Lock()  # guards the handles and the pools
         #: Chips skipped so far because their valid fraction was under ``min_valid``.
         self.skipped_invalid = 0
 
@@ -308,7 +308,6 @@ class SceneTiler:
         """
         todo = [cell for cell in self.cells if cell.chip_id not in skip]
         ahead = 2 * self._workers
-        pending: deque[Future[Chip | None]] = deque()
         with (
             _block_cache_cap(self.info.gdal_options["GDAL_CACHEMAX"]),
             ThreadPoolExecutor(self._workers, thread_name_prefix="geovlm-read") as pool,
@@ -316,6 +315,7 @@ class SceneTiler:
             with self._handles_lock:
                 self._pools.add(pool)
             try:
+                pending: deque[Future[Chip | None]] = deque()
                 cells = iter(todo)
                 for cell in cells:
                     pending.append(pool.submit(self._read_chip, cell))
