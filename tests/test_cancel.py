@@ -182,7 +182,9 @@ def test_kill_9_leaves_no_stuck_lock(tmp_path):
 
 
 def _geovlm_threads():
-    return [t.name for t in threading.enumerate() if t.name.startswith("geovlm-")]
+    """The pipeline's threads still alive (a backend's own long-lived pools aside)."""
+    prefixes = ("geovlm-read", "geovlm-prepare", "geovlm-write")
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
 def test_closing_the_tiler_stops_its_reads_before_closing_their_datasets(geotiff_dir):
