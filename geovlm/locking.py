@@ -66,7 +66,8 @@ class OutputLock:
 
     def __init__(self, output: str | Path) -> None:
         self.output = Path(output)
-        self.path = Path(f"{output}.lock")
+        # Beside the real file, so a symlinked or differently spelt path meets the same lock.
+        self.path = Path(f"{self.output.resolve()}.lock")
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:

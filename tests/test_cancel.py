@@ -272,3 +272,11 @@ def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(qwen3_vl_dir, geotif
                "--size", "100", "--batch-size", "4"]
     _stop_and_resume(command, out, signal.SIGTERM, 143, min_rows=8)
     assert count_rows(out) == 81
+
+
+def test_a_symlinked_output_meets_the_same_lock(tmp_path):
+    real, link = tmp_path / "real.gpkg", tmp_path / "link.gpkg"
+    link.symlink_to(real)
+    with OutputLock(real), pytest.raises(OutputError, match=r"link\.gpkg is being written"):
+        OutputLock(link).acquire()
+    assert list(tmp_path.iterdir()) == [link]
