@@ -179,6 +179,8 @@ def _leave_wal(path: Path) -> None:
         with _connect(path) as db:
             db.execute("PRAGMA journal_mode = DELETE")
     except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname != "SQLITE_BUSY":
+            raise
         # E.g. QGIS showing the layer while it was written: the file is complete and consistent,
         # and SQLite folds the log back in when the last reader closes it.
         logger.info("%s stays in write-ahead-log mode while another program reads it (%s)",
