@@ -1,6 +1,7 @@
 """The ``geovlm`` command line: each command parses, makes one engine call and reports.
 
-User mistakes (`GeovlmError`) print one ``Error:`` line and exit with status 2.
+User mistakes (`GeovlmError`) print one ``Error:`` line and exit with status 2. SIGTERM and
+Ctrl-C stop a run cleanly (marked ``interrupted``, resumable) with status 143 or 130.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from geovlm.models import DEFAULT_MODEL
 from geovlm.options import output_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
+from geovlm.signals import Interrupted, stop_on_signals
 
 if TYPE_CHECKING:
     from geovlm.backends.base import Backend
@@ -243,8 +245,13 @@ def models() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``geovlm`` console script."""
-    sys.exit(cli.main(prog_name="geovlm"))
+    """Entry point of the ``geovlm`` console script; a signal ends it with ``128 + signum``."""
+    try:
+        with stop_on_signals():
+            cli.main(prog_name="geovlm")
+    except Interrupted as stop:
+        click.echo(f"Interrupted by {stop}; run the same command again to resume.", err=True)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

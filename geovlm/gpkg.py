@@ -7,7 +7,9 @@ copies of SQLite, and two copies holding the same file open in one process can c
 copy's close drops the other's POSIX locks), so a sqlite3 connection is never open while GDAL
 writes. A run is ``complete`` only once it ends normally; re-running the same command and
 parameters resumes it, anything else is refused unless the caller asks to overwrite, which starts
-afresh.
+afresh. Entering the writer only checks and locks the output (one writer per file) and decides
+whether to resume, so a caller can refuse a bad output before a costly setup such as loading a
+model; `GeoPackageWriter.begin` then creates or reopens the file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
 from geovlm.errors import OutputError
+from geovlm.locking import OutputLock
 
 __all__ = ["FieldType", "GeoPackageWriter", "RunRecord", "RunStatus", "check_output_path"]
 
@@ -173,13 +176,30 @@ def check_output_path(path: str | Path) -> None:
         raise OutputError(f"{target} is not writable; choose another output path.")
 
 
+def _leave_wal(path: Path) -> None:
+    """Return the file to a single-file rollback journal, unless another program reads it."""
+    try:
+        with _connect(path) as db:
+            db.execute("PRAGMA journal_mode = DELETE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorname != "SQLITE_BUSY":
+            raise
+        # E.g. QGIS showing the layer while it was written: the file is complete and consistent,
+        # and SQLite folds the log back in when the last reader closes it.
+        logger.info("%s stays in write-ahead-log mode while another program reads it (%s)",
+                    path, exc)
+
+
 def _remove_geopackage(path: Path) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 class GeoPackageWriter:
-    """Appends records to one layer of a GeoPackage; use as a context manager.
+    """Appends records to one layer of a GeoPackage; use as a context manager, then `begin`.
+
+    Entering checks the output, takes its lock and reads what an earlier run of the same
+    parameters wrote (`done_ids`), without changing the file; `begin` makes it writable.
 
     Parameters
     ----------
@@ -203,7 +223,8 @@ class GeoPackageWriter:
     Raises
     ------
     OutputError
-        The path is not a ``.gpkg``, cannot be written, or holds another run's results.
+        The path is not a ``.gpkg``, cannot be written, holds another run's results, or is
+        being written by another process.
     """
 
     def __init__(
@@ -231,22 +252,43 @@ class GeoPackageWriter:
         self.done_ids: set[str] = set()
         self.written = 0
         self.skipped = 0
+        self._lock = OutputLock(self.path)
+        self._resuming = False
+        self._begun = False
 
     def __enter__(self) -> GeoPackageWriter:
         check_output_path(self.path)
-        if self.path.exists() and self.overwrite:
-            _remove_geopackage(self.path)
-        elif self.path.exists():
-            self._resume()
-        if not self.path.exists():
-            self._create()
+        with contextlib.ExitStack() as on_refusal:
+            on_refusal.enter_context(self._lock)
+            if self.path.exists() and not self.overwrite:
+                self._plan_resume()
+            on_refusal.pop_all()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        status = RunStatus.COMPLETE if exc_type is None else RunStatus.INTERRUPTED
-        self._set_status(status)
-        with _connect(self.path) as db:
-            db.execute("PRAGMA journal_mode = DELETE")
+        try:
+            if self._begun:
+                status = RunStatus.COMPLETE if exc_type is None else RunStatus.INTERRUPTED
+                self._set_status(status)
+                _leave_wal(self.path)
+        finally:
+            self._lock.release()
+
+    def begin(self) -> None:
+        """Create the output, replace it (``overwrite``) or reopen it to resume, marked running.
+
+        Raises
+        ------
+        OutputError
+            GDAL cannot write the file.
+        """
+        if self.overwrite:
+            _remove_geopackage(self.path)
+        if self._resuming:
+            self._set_status(RunStatus.RUNNING)
+        else:
+            self._create()
+        self._begun = True
 
     def write(self, rows: Sequence[Mapping[str, Any]], geometries: Sequence[BaseGeometry]) -> None:
         """Append one batch of records in a single transaction.
@@ -283,7 +325,7 @@ class GeoPackageWriter:
         """Record chips left out (e.g. mostly nodata), for the run's summary."""
         self.skipped += n
 
-    def _resume(self) -> None:
+    def _plan_resume(self) -> None:
         """Adopt the existing output's run if it is this run, else refuse to touch the file."""
         if not _is_geopackage(self.path):
             raise OutputError(
@@ -305,8 +347,8 @@ class GeoPackageWriter:
         self.run_id = found[0]
         self.done_ids = self._existing_ids()
         self.written = len(self.done_ids)
+        self._resuming = True
         logger.info("resuming run %s: %d records already written", self.run_id, self.written)
-        self._set_status(RunStatus.RUNNING)
 
     def _existing_ids(self) -> set[str]:
         if self.layer not in {name for name, _ in pyogrio.list_layers(self.path)}:
@@ -316,9 +358,20 @@ class GeoPackageWriter:
             return {str(row[0]) for row in db.execute(query)}
 
     def _create(self) -> None:
-        """Build the empty layer and tables in a side file, then move it in place atomically."""
+        """Build the empty layer and tables in a side file, then move it in place atomically.
+
+        The side file's fixed name is safe under the output's lock; an interrupted build removes
+        it, and a killed one's leftover is cleared by the next run.
+        """
         partial = self.path.with_name(self.path.name + ".partial.gpkg")
         _remove_geopackage(partial)
+        try:
+            self._build(partial)
+            os.replace(partial, self.path)
+        finally:
+            _remove_geopackage(partial)
+
+    def _build(self, partial: Path) -> None:
         empty = [np.array([], dtype=kind.dtype) for kind in self.fields.values()]
         self._gdal_write(
             partial, np.array([], dtype=object), empty, list(self.fields),
@@ -358,7 +411,6 @@ class GeoPackageWriter:
                     _now(),
                 ),
             )
-        os.replace(partial, self.path)
 
     def _gdal_write(self, path: Path, geometry: np.ndarray, *args: Any, **kwargs: Any) -> None:
         """Write features through GDAL, turning its I/O failures into an `OutputError`."""

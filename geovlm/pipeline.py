@@ -1,13 +1,17 @@
 """The loop every per-chip command shares: tile, skip what is done, process in batches, write.
 
 Three stages overlap: a background thread reads and prepares batch k+1 (e.g. encodes its images)
-while the model works on batch k, and another writes batch k-1. Input is checked before the output
-is touched; each batch is written in one transaction, so a killed run loses at most the batches
-in flight and a re-run picks up where it stopped.
+while the model works on batch k, and another writes batch k-1. The input and then the output are
+checked (and the output locked) before the task's costly setup, such as loading a model, so a
+refused output costs no load. Each batch is written in one transaction, so a killed run loses at
+most the batches in flight and a re-run picks up where it stopped. On any exception, including
+an interrupt, the background threads are joined, in order, before the output and the scene close:
+the write in flight finishes and the run is marked ``interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -25,7 +29,9 @@ from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
 
-__all__ = ["ChipPreparer", "ChipProcessor", "RunSummary", "batched", "run_over_chips"]
+__all__ = [
+    "ChipPreparer", "ChipProcessor", "ChipSteps", "RunSummary", "batched", "run_over_chips",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,22 @@ logger = logging.getLogger(__name__)
 ChipPreparer = Callable[[list[Chip]], Any]
 #: Turns a batch of chips and what `ChipPreparer` made of it into one record per chip, in order.
 ChipProcessor = Callable[[list[Chip], Any], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChipSteps:
+    """A task's two steps on a batch, made by its setup once the output has been accepted.
+
+    Attributes
+    ----------
+    prepare
+        CPU-side work on a batch, done one batch ahead on a background thread.
+    process
+        Turns a batch of chips and its prepared form into records, one per chip, in order.
+    """
+
+    prepare: ChipPreparer
+    process: ChipProcessor
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +139,7 @@ def run_over_chips(
     layer: str,
     fields: Mapping[str, FieldType],
     style_qml: str,
-    prepare: ChipPreparer,
-    process: ChipProcessor,
+    setup: Callable[[], ChipSteps],
     batch_size: int = 16,
     progress: ProgressMode = ProgressMode.AUTO,
     overwrite: bool = False,
@@ -143,10 +164,10 @@ def run_over_chips(
         The layer written and its schema and style; every record also gets ``chip_id``,
         ``row``, ``col`` and ``valid_fraction``, which `fields` must list, and ``run_id``
         where `fields` lists it.
-    prepare
-        CPU-side work on a batch, done one batch ahead on a background thread.
-    process
-        Turns a batch of chips and its prepared form into records.
+    setup
+        Makes the task's steps (e.g. loads the model); called once the scene has been opened
+        and the output checked, locked and found new or resumable, so a refusal never waits
+        for it.
     batch_size
         Chips per call of `process` and per write transaction.
     progress
@@ -160,6 +181,11 @@ def run_over_chips(
     -------
     RunSummary
         Counts and timing.
+
+    Raises
+    ------
+    OutputError
+        The output is refused (see `GeoPackageWriter`), before `setup` is called.
     """
     start = time.perf_counter()
     with SceneTiler(scene, tiling) as tiler:
@@ -176,33 +202,38 @@ def run_over_chips(
             output, layer=layer, fields=fields, crs=tiler.info.crs, run=run,
             style_qml=style_qml, overwrite=overwrite,
         )
-        with (
-            writer,
-            ProgressReporter(progress, len(tiler), "chips") as reporter,
-            _OrderedWrites(writer) as writes,
-        ):
-            already_done = len(writer.done_ids)
-            reporter.resume(already_done)
-            skipped_before = 0
-            batches = batched(tiler.chips(skip=writer.done_ids), batch_size)
-            for batch, prepared in prepared_ahead(batches, prepare):
-                records = process(batch, prepared)
-                if "run_id" in fields:
-                    records = [{**record, "run_id": writer.run_id} for record in records]
-                finished = writes.submit(records, [chip.footprint for chip in batch])
-                newly_skipped = tiler.skipped_invalid - skipped_before
-                skipped_before = tiler.skipped_invalid
-                reporter.advance(finished + newly_skipped)
-            reporter.advance(writes.drain() + tiler.skipped_invalid - skipped_before)
-            writer.count_skipped(tiler.skipped_invalid)
-            summary = RunSummary(
-                output=str(output),
-                run_id=writer.run_id,
-                total=len(tiler),
-                written=writer.written - already_done,
-                already_done=already_done,
-                skipped_invalid=tiler.skipped_invalid,
-                seconds=time.perf_counter() - start,
-            )
-            reporter.finish(**summary.as_dict())
+        with writer:
+            steps = setup()
+            writer.begin()
+            with (
+                ProgressReporter(progress, len(tiler), "chips") as reporter,
+                _OrderedWrites(writer) as writes,
+                # Closed first, in reverse order: the prepare thread, then the reads ahead.
+                contextlib.closing(tiler.chips(skip=writer.done_ids)) as chips,
+                contextlib.closing(prepared_ahead(batched(chips, batch_size), steps.prepare))
+                as prepared_batches,
+            ):
+                already_done = len(writer.done_ids)
+                reporter.resume(already_done)
+                skipped_before = 0
+                for batch, prepared in prepared_batches:
+                    records = steps.process(batch, prepared)
+                    if "run_id" in fields:
+                        records = [{**record, "run_id": writer.run_id} for record in records]
+                    finished = writes.submit(records, [chip.footprint for chip in batch])
+                    newly_skipped = tiler.skipped_invalid - skipped_before
+                    skipped_before = tiler.skipped_invalid
+                    reporter.advance(finished + newly_skipped)
+                reporter.advance(writes.drain() + tiler.skipped_invalid - skipped_before)
+                writer.count_skipped(tiler.skipped_invalid)
+                summary = RunSummary(
+                    output=str(output),
+                    run_id=writer.run_id,
+                    total=len(tiler),
+                    written=writer.written - already_done,
+                    already_done=already_done,
+                    skipped_invalid=tiler.skipped_invalid,
+                    seconds=time.perf_counter() - start,
+                )
+                reporter.finish(**summary.as_dict())
     return summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -12,12 +12,15 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-def prepared_ahead(items: Iterable[T], prepare: Callable[[T], U]) -> Iterator[tuple[T, U]]:
+def prepared_ahead(
+    items: Iterable[T], prepare: Callable[[T], U]
+) -> Generator[tuple[T, U], None, None]:
     """Yield ``(item, prepare(item))`` in order, fetching and preparing the next item on a thread.
 
     While the caller works on one item (e.g. a model forward, which releases the GIL), the next
     is taken from `items` and prepared in the background, so reading and encoding cost no wall
-    time beyond the first item. Only the worker thread advances `items`.
+    time beyond the first item. Only the worker thread advances `items`; closing the generator
+    waits for that thread, so `items` can be closed safely afterwards.
 
     Parameters
     ----------

@@ -13,7 +13,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Container, Iterator
+from collections.abc import Container, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -258,7 +258,8 @@ class SceneTiler:
         self._stretch = pixel_stretch(self.info, self.options.nodata)
         self._local = threading.local()
         self._handles: list[rasterio.DatasetReader] = []
-        self._handles_lock = threading.Lock()
+        self._pools: set[ThreadPoolExecutor] = set()
+        self._handles_lock = threading.Lock()  # guards the handles and the pools
         #: Chips skipped so far because their valid fraction was under ``min_valid``.
         self.skipped_invalid = 0
 
@@ -272,13 +273,22 @@ class SceneTiler:
         return len(self.cells)
 
     def close(self) -> None:
-        """Close the reader threads' dataset handles."""
+        """Stop the reader threads, then close their dataset handles.
+
+        A `chips` iteration left open (e.g. by an error in the caller's loop) still has reads
+        queued and running: they are cancelled or awaited first, so no handle is ever closed
+        under a running read.
+        """
+        with self._handles_lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
         with self._handles_lock:
             for handle in self._handles:
                 handle.close()
             self._handles.clear()
 
-    def chips(self, skip: Container[str] = frozenset()) -> Iterator[Chip]:
+    def chips(self, skip: Container[str] = frozenset()) -> Generator[Chip, None, None]:
         """Yield the valid chips in grid order, reading ahead on the thread pool.
 
         Parameters
@@ -302,21 +312,29 @@ class SceneTiler:
             _block_cache_cap(self.info.gdal_options["GDAL_CACHEMAX"]),
             ThreadPoolExecutor(self._workers, thread_name_prefix="geovlm-read") as pool,
         ):
-            pending: deque[Future[Chip | None]] = deque()
-            cells = iter(todo)
-            for cell in cells:
-                pending.append(pool.submit(self._read_chip, cell))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                chip = pending.popleft().result()
-                next_cell = next(cells, None)
-                if next_cell is not None:
-                    pending.append(pool.submit(self._read_chip, next_cell))
-                if chip is None:
-                    self.skipped_invalid += 1
-                else:
-                    yield chip
+            with self._handles_lock:
+                self._pools.add(pool)
+            try:
+                pending: deque[Future[Chip | None]] = deque()
+                cells = iter(todo)
+                for cell in cells:
+                    pending.append(pool.submit(self._read_chip, cell))
+                    if len(pending) >= ahead:
+                        break
+                while pending:
+                    chip = pending.popleft().result()
+                    next_cell = next(cells, None)
+                    if next_cell is not None:
+                        pending.append(pool.submit(self._read_chip, next_cell))
+                    if chip is None:
+                        self.skipped_invalid += 1
+                    else:
+                        yield chip
+            finally:
+                # Left early (closed, or an error): drop the reads not started yet.
+                pool.shutdown(wait=True, cancel_futures=True)
+                with self._handles_lock:
+                    self._pools.discard(pool)
 
     def _source_scale(self) -> tuple[float, float]:
         """Source pixels per output pixel along x and y (1 without a target GSD)."""

@@ -21,9 +21,9 @@ import numpy as np
 from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelCapabilityError, ParameterError
-from geovlm.gpkg import FieldType, check_output_path
+from geovlm.gpkg import FieldType
 from geovlm.models import ModelPreset
-from geovlm.pipeline import RunSummary, run_over_chips
+from geovlm.pipeline import ChipSteps, RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.scene import SceneInfo, open_scene
@@ -222,8 +222,8 @@ def classify_scene(
 ) -> RunSummary:
     """Classify every valid chip of a scene into layer ``chips`` of a GeoPackage.
 
-    The scene and output path are checked before the model is loaded, so a typo costs no
-    model load.
+    The scene and the output (path, lock, resumable or not) are checked before the model is
+    loaded, so a typo or a refused output costs no model load.
 
     Parameters
     ----------
@@ -234,7 +234,8 @@ def classify_scene(
     preset
         The model preset (for messages and the run record).
     backend_factory
-        Called without arguments after the checks; returns the `Backend`.
+        Called without arguments after the checks (never when one fails); returns the
+        `Backend`.
     tiling
         How the scene is cut.
     settings
@@ -265,14 +266,17 @@ def classify_scene(
             " vision-language model with --model (e.g. xview2-qwen3vl)."
         )
     _warn_on_upsampling(preset, tiling, open_scene(scene, tiling.bands))
-    check_output_path(output)
-    backend: Backend = backend_factory()
 
-    def encode(batch: list[Chip]) -> Any:
-        return encode_chips(backend, batch, settings)
+    def setup() -> ChipSteps:
+        backend = backend_factory()
 
-    def classify(batch: list[Chip], inputs: Any) -> list[dict[str, Any]]:
-        return classify_chips(backend, batch, settings, inputs)
+        def encode(batch: list[Chip]) -> Any:
+            return encode_chips(backend, batch, settings)
+
+        def classify(batch: list[Chip], inputs: Any) -> list[dict[str, Any]]:
+            return classify_chips(backend, batch, settings, inputs)
+
+        return ChipSteps(prepare=encode, process=classify)
 
     return run_over_chips(
         scene,
@@ -291,8 +295,7 @@ def classify_scene(
         layer="chips",
         fields=CLASSIFY_FIELDS,
         style_qml=categorized_style("label"),
-        prepare=encode,
-        process=classify,
+        setup=setup,
         batch_size=batch_size,
         progress=progress,
         overwrite=overwrite,

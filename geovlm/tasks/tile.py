@@ -7,7 +7,7 @@ from typing import Any
 
 from geovlm.chipfiles import write_chip_geotiff
 from geovlm.gpkg import FieldType
-from geovlm.pipeline import RunSummary, run_over_chips
+from geovlm.pipeline import ChipSteps, RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
 from geovlm.tiling import Chip, TilingOptions
@@ -86,8 +86,7 @@ def tile_scene(
         layer="chips",
         fields=CHIP_FIELDS,
         style_qml=outline_style(),
-        prepare=save,
-        process=records,
+        setup=lambda: ChipSteps(prepare=save, process=records),
         batch_size=TILE_BATCH,
         progress=progress,
         overwrite=overwrite,

@@ -1,0 +1,282 @@
+"""Refusals before the model loads, one writer per output, clean stops on signals and errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from geovlm.cli import cli
+from geovlm.errors import OutputError
+from geovlm.locking import OutputLock
+from geovlm.models import ModelPreset
+from geovlm.pipeline import ChipSteps, run_over_chips
+from geovlm.progress import ProgressMode
+from geovlm.styles import outline_style
+from geovlm.tasks.classify import ClassifySettings, classify_scene
+from geovlm.tasks.tile import CHIP_FIELDS, chip_record
+from geovlm.tiling import SceneTiler, TilingOptions
+from tests.helpers import count_rows
+
+COGEO = "rasterio/cogeo.tif"
+#: A model load that would take far longer than any refusal may.
+LOAD_SECONDS = 30.0
+
+
+def write_random_scene(path, size):
+    data = np.random.default_rng(0).integers(0, 255, (3, size, size), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3,
+                       dtype="uint8", crs="EPSG:32618", tiled=True,
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+        dst.write(data)
+    return path
+
+
+def _status(path):
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT status FROM runs").fetchone()[0]
+
+
+def _prepare(kind, out, scene):
+    """Make `out` something classify must refuse; returns what keeps it refused (a lock)."""
+    if kind == "other parameters":
+        assert CliRunner().invoke(cli, ["tile", str(scene), "-o", str(out), "-q"]).exit_code == 0
+    elif kind == "not a GeoPackage":
+        out.write_text("my notes")
+    elif kind == "unwritable":
+        out.parent.chmod(0o500)
+    elif kind == "locked":
+        lock = OutputLock(out)
+        lock.acquire()
+        return lock
+    return None
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("other parameters", "different command or parameters"),
+        ("not a GeoPackage", "not a GeoPackage"),
+        ("unwritable", "not writable|choose another output path"),
+        ("locked", re.escape(f"being written by another geovlm process (pid {os.getpid()})")),
+    ],
+)
+def test_a_refused_output_never_waits_for_the_model(geotiff_dir, tmp_path, kind, message):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "o.gpkg"
+    if kind == "unwritable" and os.geteuid() == 0:
+        out = Path("/proc/geovlm-test.gpkg")  # root writes into read-only folders, not here
+    lock = _prepare(kind, out, geotiff_dir / COGEO)
+    loads = []
+
+    def slow_load():
+        loads.append(time.monotonic())
+        time.sleep(LOAD_SECONDS)
+        raise AssertionError("the model must not load for a refused output")
+
+    start = time.monotonic()
+    try:
+        with pytest.raises(OutputError, match=message):
+            classify_scene(
+                geotiff_dir / COGEO, out, preset=ModelPreset.from_id("example-org/never-loaded"),
+                backend_factory=slow_load, tiling=TilingOptions(512),
+                settings=ClassifySettings(), run_parameters={"model": "example-org/never-loaded"},
+            )
+    finally:
+        folder.chmod(0o700)
+        if lock is not None:
+            lock.release()
+    assert time.monotonic() - start < 5.0
+    assert loads == []
+
+
+def test_a_refusal_changes_nothing_and_a_failed_load_keeps_the_old_output(geotiff_dir, tmp_path):
+    out = tmp_path / "o.gpkg"
+    tiled = CliRunner().invoke(cli, ["tile", str(geotiff_dir / COGEO), "-o", str(out)])
+    assert tiled.exit_code == 0
+    before = out.read_bytes()
+
+    def failing_load():
+        raise OutputError("stand-in for a model that fails to load")
+
+    for overwrite in (False, True):
+        with pytest.raises(OutputError):
+            classify_scene(
+                geotiff_dir / COGEO, out, preset=ModelPreset.from_id("example-org/never-loaded"),
+                backend_factory=failing_load, tiling=TilingOptions(512),
+                settings=ClassifySettings(), run_parameters={}, overwrite=overwrite,
+            )
+        assert out.read_bytes() == before
+        assert not (tmp_path / "o.gpkg.lock").exists()
+
+
+def _tile_process(scene, out):
+    command = [sys.executable, "-m", "geovlm.cli", "tile", str(scene), "-o", str(out),
+               "--size", "16", "-q"]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(out, process, rows=1, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while count_rows(out) < rows and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "the first run must still be running"
+
+
+def test_a_second_writer_is_refused_while_the_first_completes(tmp_path):
+    scene = write_random_scene(tmp_path / "scene.tif", 2000)
+    out = tmp_path / "o.gpkg"
+    first = _tile_process(scene, out)
+    _wait_for_rows(out, first)
+    reader = sqlite3.connect(out)  # a reader (e.g. QGIS showing the layer) must not hurt either
+    assert reader.execute("SELECT count(*) FROM chips").fetchone()[0] > 0
+    second = subprocess.run(
+        [sys.executable, "-m", "geovlm.cli", "tile", str(scene), "-o", str(out), "-q",
+         "--size", "16"], capture_output=True, text=True, timeout=60,
+    )
+    assert first.poll() is None, "the first run must outlast the second's refusal"
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"Error: {out} is being written by another geovlm process (pid {first.pid}); wait for"
+        " it or choose another output."
+    )
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    reader.close()  # the last to close folds the write-ahead log back in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.gpkg", "scene.tif"]
+    assert count_rows(out) == (2000 // 16) ** 2
+    assert _status(out) == "complete"
+
+
+def test_kill_9_leaves_no_stuck_lock(tmp_path):
+    scene = write_random_scene(tmp_path / "scene.tif", 1200)
+    out = tmp_path / "o.gpkg"
+    first = _tile_process(scene, out)
+    _wait_for_rows(out, first)
+    first.kill()
+    first.wait()
+    partial = count_rows(out)
+    assert (tmp_path / "o.gpkg.lock").read_text() == str(first.pid)  # left behind, not held
+    resumed = CliRunner().invoke(cli, ["tile", str(scene), "-o", str(out), "--size", "16",
+                                       "--progress", "json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = json.loads(resumed.output.splitlines()[-1])
+    assert done["already_done"] == partial > 0
+    assert _status(out) == "complete"
+    assert not (tmp_path / "o.gpkg.lock").exists()
+
+
+def _geovlm_threads():
+    """The pipeline's threads still alive (a backend's own long-lived pools aside)."""
+    prefixes = ("geovlm-read", "geovlm-prepare", "geovlm-write")
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefixes)]
+
+
+def test_closing_the_tiler_stops_its_reads_before_closing_their_datasets(geotiff_dir):
+    tiler = SceneTiler(geotiff_dir / "rasterio/RGB.byte.tif", TilingOptions(64))
+    chips = tiler.chips()
+    next(chips)  # the next reads are queued and running on the reader threads
+    assert _geovlm_threads()
+    tiler.close()  # e.g. an error in the caller's loop left `chips` open
+    assert _geovlm_threads() == []
+    chips.close()
+
+
+def test_an_error_in_the_model_step_joins_every_thread_and_marks_the_run(
+    geotiff_dir, tmp_path, caplog
+):
+    caplog.set_level(logging.WARNING)
+    for attempt in range(20):  # the old race showed only now and then
+        out = tmp_path / f"o{attempt}.gpkg"
+        batches = []
+
+        def process(batch, prepared, batches=batches):
+            batches.append(batch)
+            if len(batches) == 2:
+                raise RuntimeError("the model step failed")
+            return [chip_record(chip) for chip in batch]
+
+        with pytest.raises(RuntimeError, match="the model step failed"):
+            run_over_chips(
+                geotiff_dir / "rasterio/RGB.byte.tif", out, command="test",
+                tiling=TilingOptions(64), parameters={}, layer="chips", fields=CHIP_FIELDS,
+                style_qml=outline_style(), setup=lambda: ChipSteps(lambda batch: None, process),
+                batch_size=4, progress=ProgressMode.NONE,
+            )
+        assert _geovlm_threads() == []
+        assert _status(out) == "interrupted"
+        assert count_rows(out) == 4
+    assert {p.name for p in tmp_path.iterdir()} == {f"o{i}.gpkg" for i in range(20)}
+    assert caplog.records == []
+
+
+def _journal_mode(path):
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def _stop_and_resume(command, out, stop, exit_code, min_rows):
+    """Stop a running command with a signal once `min_rows` are written, then resume it."""
+    process = subprocess.Popen([sys.executable, "-m", "geovlm.cli", *command, "-q"],
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(out, process, rows=min_rows, timeout=120)
+    process.send_signal(stop)
+    assert process.wait(timeout=60) == exit_code
+    # The last line: library warnings above it are the warnings filter's business.
+    assert process.stderr.read().strip().splitlines()[-1] == (
+        f"Interrupted by {stop.name}; run the same command again to resume."
+    )
+    partial = count_rows(out)
+    assert partial >= min_rows
+    assert _status(out) == "interrupted"
+    assert _journal_mode(out) == "delete"
+    assert sorted(p.name for p in out.parent.glob(f"{out.name}*")) == [out.name]
+
+    resumed = CliRunner().invoke(cli, [*command, "--progress", "json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = json.loads(resumed.output.splitlines()[-1])
+    assert done["already_done"] == partial and done["written"] > 0
+    assert _status(out) == "complete"
+    with closing(sqlite3.connect(out)) as db:
+        ids = [row[0] for row in db.execute("SELECT chip_id FROM chips")]
+    assert len(ids) == len(set(ids)) == partial + done["written"]
+
+
+def test_ctrl_c_stops_tile_cleanly_and_a_rerun_resumes(tmp_path):
+    scene = write_random_scene(tmp_path / "scene.tif", 1200)
+    out = tmp_path / "o.gpkg"
+    command = ["tile", str(scene), "-o", str(out), "--size", "16"]
+    _stop_and_resume(command, out, signal.SIGINT, 130, min_rows=512)
+    assert count_rows(out) == (1200 // 16) ** 2
+
+
+def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(qwen3_vl_dir, geotiff_dir, tmp_path):
+    out = tmp_path / "o.gpkg"
+    command = ["classify", str(geotiff_dir / "solaris/sample_geotiff.tif"), "-o", str(out),
+               "--model", str(qwen3_vl_dir), "--quantize", "none", "--device", "cpu",
+               "--size", "100", "--batch-size", "4"]
+    _stop_and_resume(command, out, signal.SIGTERM, 143, min_rows=8)
+    assert count_rows(out) == 81
+
+
+def test_a_symlinked_output_meets_the_same_lock(tmp_path):
+    real, link = tmp_path / "real.gpkg", tmp_path / "link.gpkg"
+    link.symlink_to(real)
+    with OutputLock(real), pytest.raises(OutputError, match=r"link\.gpkg is being written"):
+        OutputLock(link).acquire()
+    assert list(tmp_path.iterdir()) == [link]
