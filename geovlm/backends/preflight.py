@@ -1,0 +1,459 @@
+"""Check a model, its adapter, the device and the quantization before any weights load.
+
+Everything here reads small files (``config.json``, ``adapter_config.json``, safetensors
+headers) or asks torch about the machine, so a mistake costs seconds, not the minutes an 8B
+model takes to load. Each library error is translated where the library is called, into one
+`GeovlmError` sentence that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geovlm.enums import CheckedEnum
+from geovlm.errors import (
+    DependencyError,
+    DeviceError,
+    ModelFileError,
+    ModelNotFoundError,
+    ParameterError,
+)
+from geovlm.quantization import Quantization
+
+__all__ = [
+    "DeviceType",
+    "ModelPlan",
+    "adapter_mismatch",
+    "not_found",
+    "plan_model",
+    "resolve_device",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``model_type`` -> name of the transformers class that runs it (others: by capability).
+_CLASSES = {
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "llava": "LlavaForConditionalGeneration",
+}
+#: Any one of these makes a folder's tokenizer loadable.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+class DeviceType(CheckedEnum):
+    """The kinds of torch device geovlm runs models on."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What `geovlm.backends.loading.load_model` will load, every part checked without weights.
+
+    Attributes
+    ----------
+    model
+        The model as the user named it (hub id or folder).
+    source
+        Where it loads from: a local folder (given, or a cached hub snapshot), else the hub id.
+    config
+        Its transformers configuration.
+    model_class
+        The transformers class that loads it.
+    supports_images
+        False for text-only models.
+    quantization
+        The resolved `Quantization` (never `AUTO`).
+    device
+        Where the model runs.
+    dtype
+        The floating-point type of its activations.
+    adapter
+        The peft adapter as the user named it, or None.
+    adapter_source
+        Where the adapter loads from, or None.
+    """
+
+    model: str
+    source: str
+    config: Any
+    model_class: Any
+    supports_images: bool
+    quantization: Quantization
+    device: torch.device
+    dtype: torch.dtype
+    adapter: str | None = None
+    adapter_source: str | None = None
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The device to run on: ``device`` if given and present, else CUDA when available, else CPU.
+
+    Parameters
+    ----------
+    device
+        A torch device string (``cpu``, ``cuda``, ``cuda:N``, ``mps``), or None to choose.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ParameterError
+        If ``device`` is not a device string, or names a kind geovlm does not run on.
+    DeviceError
+        If the device is absent on this machine (no CUDA, no such GPU number, no MPS).
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accepted = "use cpu, cuda, cuda:N (N a GPU number) or mps"
+    try:
+        where = torch.device(device)
+    except RuntimeError:  # torch: "Expected one of cpu, cuda, ... at start of device string"
+        raise ParameterError(f"--device {device!r} is not a device: {accepted}.") from None
+    try:
+        kind = DeviceType(where.type)
+    except ValueError:
+        raise ParameterError(
+            f"--device {device}: geovlm does not run on {where.type}; {accepted}."
+        ) from None
+    if kind is DeviceType.CUDA:
+        _check_cuda(where, device)
+    elif kind is DeviceType.MPS and not torch.backends.mps.is_available():
+        raise DeviceError(
+            f"--device {device} asks for Apple's MPS, which this torch cannot use here;"
+            " pass --device cpu or leave --device out."
+        )
+    return where
+
+
+def _check_cuda(where: torch.device, device: str) -> None:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        built = "" if torch.version.cuda else ", a build without CUDA"
+        raise DeviceError(
+            f"--device {device} asks for a CUDA GPU but torch {torch.__version__}{built} finds"
+            " none on this machine; pass --device cpu or leave --device out."
+        )
+    if where.index is not None and where.index >= count:
+        last = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise DeviceError(
+            f"--device {device} names GPU {where.index} but this machine has {count}"
+            f" ({last}); pick one of those."
+        )
+
+
+def _check_bitsandbytes(quantization: Quantization) -> None:
+    """Refuse 4-bit and 8-bit weights when bitsandbytes cannot be imported."""
+    if quantization is Quantization.NONE:
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except (ImportError, RuntimeError) as exc:  # absent, or its native library failed to load
+        logger.debug("bitsandbytes not importable: %s", exc)
+        raise DependencyError(
+            f"--quantize {quantization.value} needs a working bitsandbytes, which cannot be"
+            " imported here: install it (`pip install bitsandbytes`) or pass --quantize none."
+        ) from None
+
+
+def not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
+    """The one-sentence error for a model or adapter that is neither a folder nor cached.
+
+    Parameters
+    ----------
+    kind
+        ``"model"`` or ``"adapter"``.
+    ident
+        What the user passed.
+    flag
+        The option that takes it (``--model``, ``--adapter``).
+
+    Returns
+    -------
+    ModelNotFoundError
+    """
+    if Path(ident).expanduser().is_absolute() or ident.startswith((".", "~")):
+        return ModelNotFoundError(
+            f"no {kind} folder at {ident}: pass {flag} PATH to an existing one."
+        )
+    return ModelNotFoundError(
+        f"{kind} {ident!r} is not available offline: pass {flag} PATH to a local copy, "
+        f"or download it first with `huggingface-cli download {ident}`."
+    )
+
+
+def adapter_mismatch(adapter: str, base: str, model: str) -> ModelFileError:
+    """The one-sentence error for an adapter trained on another base model.
+
+    Parameters
+    ----------
+    adapter
+        The adapter as the user named it.
+    base
+        Its ``base_model_name_or_path``.
+    model
+        The model it was put on.
+
+    Returns
+    -------
+    ModelFileError
+    """
+    return ModelFileError(
+        f"the adapter {adapter} was trained for base {base or 'unknown'} (adapter_config.json"
+        f" base_model_name_or_path), not {model}: pass that base as --model, or an adapter"
+        f" trained for {model}."
+    )
+
+
+def _cached(ident: str) -> str | None:
+    """The local folder of a hub id in the Hugging Face cache, without touching the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(ident, local_files_only=True)
+    except (HFValidationError, LocalEntryNotFoundError):
+        return None
+
+
+def _locate(kind: str, ident: str, flag: str) -> tuple[str, bool]:
+    """The local folder of ``ident`` (given, or a cached hub snapshot), else ``ident`` itself.
+
+    Also says whether the user gave the folder. Cached snapshots load without the network;
+    other well-formed ids are left to the hub.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    folder = Path(ident).expanduser()
+    if folder.is_dir():
+        return str(folder), True
+    try:
+        validate_repo_id(ident)
+    except HFValidationError:  # neither a folder nor a well-formed hub id
+        raise not_found(kind, ident, flag) from None
+    return _cached(ident) or ident, False
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"{path} is not valid JSON ({exc}): restore it from the original model."
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path} holds no JSON object: restore it from the original model.")
+    return data
+
+
+def _check_weights(folder: Path, model: str, given: bool) -> None:
+    """Refuse a folder without weights, or with a truncated or corrupt safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(f for pattern in _WEIGHT_PATTERNS for f in folder.glob(pattern))
+    if not files:
+        if not given:  # a partly cached hub snapshot: the weights were never downloaded
+            raise not_found("model", model, "--model")
+        raise ModelFileError(
+            f"{model} holds no weights (model.safetensors or its shards): copy or download"
+            " the whole model folder again."
+        )
+    for file in files:
+        if file.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except SafetensorError as exc:
+            raise ModelFileError(
+                f"{file} is truncated or corrupt ({exc}): copy or download the model again."
+            ) from None
+
+
+def _check_folder(folder: Path, model: str, given: bool) -> None:
+    """Refuse a model folder that lacks what ``from_pretrained`` needs, before reading weights."""
+    if not (folder / "config.json").is_file():
+        if (folder / "adapter_config.json").is_file():
+            raise ModelFileError(
+                f"{model} is a peft adapter, not a model: pass it as --adapter and its base"
+                " model as --model."
+            )
+        if not given:
+            raise not_found("model", model, "--model")
+        raise ModelFileError(
+            f"{model} holds no config.json, so it is no transformers model folder: pass --model"
+            " a folder saved with save_pretrained (config.json, weights, tokenizer), a hub id"
+            " or a preset name."
+        )
+    _check_model_type(_read_json(folder / "config.json"), model)
+    _check_weights(folder, model, given)
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelFileError(
+            f"{model} holds no tokenizer (tokenizer.json or tokenizer_config.json): copy the"
+            " tokenizer files of the original model into it."
+        )
+
+
+def _check_model_type(raw: dict[str, Any], model: str) -> None:
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    model_type = raw.get("model_type")
+    if not model_type:
+        raise ModelFileError(
+            f"{model}'s config.json names no model_type, so transformers cannot tell its"
+            " architecture: restore config.json from the original model."
+        )
+    if model_type not in CONFIG_MAPPING:
+        raise ModelFileError(
+            f"{model}'s config.json names model_type {model_type!r}, which transformers"
+            f" {transformers.__version__} does not know: upgrade transformers"
+            " (`pip install -U transformers`) or check the folder."
+        )
+
+
+def _config(source: str, model: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as exc:  # transformers reports missing files, ids and networks as OSError
+        logger.debug("config of %s not loadable: %s", model, exc)
+        raise not_found("model", model, "--model") from None
+    except ValueError as exc:  # an unknown model_type, or values its config class rejects
+        reason = str(exc).splitlines()[0]
+        raise ModelFileError(
+            f"{model}'s config.json is not one transformers can use ({reason}): restore it from"
+            " the original model, or upgrade transformers."
+        ) from None
+
+
+def _model_class(config: Any) -> tuple[Any, bool]:
+    """The class to load ``config`` with and whether the model takes images."""
+    import transformers
+
+    if config.model_type in _CLASSES:
+        return getattr(transformers, _CLASSES[config.model_type]), True
+    if getattr(config, "vision_config", None) is None:
+        return transformers.AutoModelForCausalLM, False
+    return transformers.AutoModelForImageTextToText, True
+
+
+def _architecture(config: Any) -> tuple[Any, ...]:
+    """What an adapter's weights depend on: the model type and the language model's shape."""
+    text = config.get_text_config()
+    return config.model_type, text.hidden_size, text.num_hidden_layers
+
+
+def _check_adapter(adapter: str, model: str, config: Any) -> str:
+    """The adapter's source, refused if it is no peft adapter or was made for another base."""
+    from peft import PeftConfig
+    from transformers import AutoConfig
+
+    source, given = _locate("adapter", adapter, "--adapter")
+    folder = Path(source)
+    if folder.is_dir() and not (folder / "adapter_config.json").is_file():
+        if not given:
+            raise not_found("adapter", adapter, "--adapter")
+        raise ModelFileError(
+            f"{adapter} exists but holds no adapter_config.json, so it is no peft adapter: pass"
+            " --adapter a folder saved by peft's save_pretrained, or --no-adapter."
+        )
+    if folder.is_dir():
+        _read_json(folder / "adapter_config.json")
+    try:
+        base = PeftConfig.from_pretrained(source).base_model_name_or_path or ""
+    except ValueError as exc:  # peft: "Can't find 'adapter_config.json' at ..."
+        logger.debug("adapter %s not loadable: %s", adapter, exc)
+        raise not_found("adapter", adapter, "--adapter") from None
+    base_folder = base if Path(base).expanduser().is_dir() else (base and _cached(base))
+    if not base_folder or base == model:
+        return source
+    try:
+        base_config = AutoConfig.from_pretrained(base_folder)
+    except (OSError, ValueError) as exc:  # the base's files are not all here: cannot compare
+        logger.debug("config of the adapter's base %s not readable: %s", base, exc)
+        return source
+    if _architecture(base_config) != _architecture(config):
+        raise adapter_mismatch(adapter, base, model)
+    return source
+
+
+def plan_model(
+    model: str,
+    *,
+    adapter: str | None = None,
+    quantize: Quantization | str = Quantization.AUTO,
+    device: str | None = None,
+) -> ModelPlan:
+    """Check everything about a model load that can be checked without reading weights.
+
+    In order: the device, the quantization library, the model folder (``config.json`` with a
+    ``model_type`` transformers knows, weights whose safetensors headers read, a tokenizer),
+    and the adapter (``adapter_config.json``, and a base of the model's architecture where the
+    base's config is on disk).
+
+    Parameters
+    ----------
+    model
+        A Hugging Face hub id (found in the local cache or downloaded) or a local folder.
+    adapter
+        A peft LoRA adapter id or folder to apply on top, or None.
+    quantize
+        A `Quantization` or its value (``"4bit"``, ``"8bit"``, ``"none"``, ``"auto"``).
+    device
+        A torch device string; None picks CUDA when available, else the CPU.
+
+    Returns
+    -------
+    ModelPlan
+
+    Raises
+    ------
+    ParameterError, DeviceError
+        If the device string is malformed or the device absent.
+    DependencyError
+        If 4-bit or 8-bit weights are asked for and bitsandbytes does not import.
+    ModelNotFoundError
+        If the model or adapter is neither a local folder nor available from the hub or cache.
+    ModelFileError
+        If a folder is incomplete or corrupt, or the adapter was made for another base.
+    """
+    where = resolve_device(device)
+    quantization = Quantization(quantize).resolve(where.type)
+    _check_bitsandbytes(quantization)
+    source, given = _locate("model", model, "--model")
+    if Path(source).is_dir():
+        _check_folder(Path(source), model, given)
+    config = _config(source, model)
+    cls, supports_images = _model_class(config)
+    adapter_source = None if adapter is None else _check_adapter(adapter, model, config)
+    return ModelPlan(
+        model=model,
+        source=source,
+        config=config,
+        model_class=cls,
+        supports_images=supports_images,
+        quantization=quantization,
+        device=where,
+        dtype=torch.bfloat16 if where.type == "cuda" else torch.float32,
+        adapter=adapter,
+        adapter_source=adapter_source,
+    )
