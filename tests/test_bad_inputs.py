@@ -128,6 +128,15 @@ def _other_module_names(adapter, gemma, tmp_path) -> Path:
     return folder
 
 
+def _damaged_adapter(edit: Callable[[Path], None]) -> Callable[[Path, Path, Path], Path]:
+    def damage(adapter, gemma, tmp_path) -> Path:
+        folder = _copy(adapter, tmp_path, "damaged_lora")
+        edit(folder / "adapter_model.safetensors")
+        return folder
+
+    return damage
+
+
 def _not_an_adapter(adapter, gemma, tmp_path) -> Path:
     folder = tmp_path / "notes"
     folder.mkdir()
@@ -150,6 +159,8 @@ CASES = {
         True),
     "no weights": (
         _model_only(lambda f: (f / "model.safetensors").unlink()), [], "holds no weights", True),
+    "corrupt tokenizer.json": (
+        _model_only(lambda f: _truncate(f / "tokenizer.json")), [], "is not valid JSON", True),
     "no tokenizer": (
         _model_only(lambda f: [p.unlink() for p in f.glob("tokenizer*")]), [],
         "holds no tokenizer", True),
@@ -163,6 +174,10 @@ CASES = {
     "adapter of other module names": (
         _adapter_only(_other_module_names), [], "was trained for base example-org/other-base",
         False),
+    "truncated adapter weights": (
+        _adapter_only(_damaged_adapter(_truncate)), [], "truncated or corrupt", True),
+    "adapter without weights": (
+        _adapter_only(_damaged_adapter(Path.unlink)), [], "holds no adapter weights", True),
     "folder that is no adapter": (
         _adapter_only(_not_an_adapter), [], "exists but holds no adapter_config.json", True),
     "model folder as adapter": (

@@ -139,6 +139,7 @@ def _attach_adapter(
 ) -> torch.nn.Module:
     """``net`` with the adapter (merged into unquantized weights); a misfit is refused."""
     from peft import NoMatchingPeftModuleError, PeftConfig, PeftModel
+    from safetensors import SafetensorError
 
     base = PeftConfig.from_pretrained(source).base_model_name_or_path or ""
     mismatch = adapter_mismatch(adapter, base, plan.model)
@@ -151,6 +152,11 @@ def _attach_adapter(
             net = PeftModel.from_pretrained(net, source)
     except (NoMatchingPeftModuleError, UserWarning):
         raise mismatch from None
+    except SafetensorError as exc:  # corrupt past its header
+        raise ModelFileError(
+            f"the adapter {adapter} has truncated or corrupt weights ({_first_line(exc)}): copy"
+            " or download it again."
+        ) from None
     except torch.OutOfMemoryError:
         raise DeviceError(
             f"the adapter {adapter} does not fit in the memory of {plan.device}: pass"

@@ -44,7 +44,9 @@ _CLASSES = {
 }
 #: Any one of these makes a folder's tokenizer loadable.
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+#: Weight files of a model folder and of a peft adapter folder.
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+_ADAPTER_WEIGHT_PATTERNS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 class DeviceType(CheckedEnum):
@@ -158,7 +160,7 @@ def _check_cuda(where: torch.device, device: str) -> None:
         )
 
 
-def _check_bitsandbytes(quantization: Quantization) -> None:
+def _check_bitsandbytes(requested: Quantization, quantization: Quantization) -> None:
     """Refuse 4-bit and 8-bit weights when bitsandbytes cannot be imported."""
     if quantization is Quantization.NONE:
         return
@@ -166,9 +168,14 @@ def _check_bitsandbytes(quantization: Quantization) -> None:
         import bitsandbytes  # noqa: F401
     except (ImportError, RuntimeError) as exc:  # absent, or its native library failed to load
         logger.debug("bitsandbytes not importable: %s", exc)
+        chosen = (
+            f"--quantize auto picks {quantization.value} on CUDA, which"
+            if requested is Quantization.AUTO
+            else f"--quantize {quantization.value}"
+        )
         raise DependencyError(
-            f"--quantize {quantization.value} needs a working bitsandbytes, which cannot be"
-            " imported here: install it (`pip install bitsandbytes`) or pass --quantize none."
+            f"{chosen} needs a working bitsandbytes, which cannot be imported here: install it"
+            " (`pip install bitsandbytes`) or pass --quantize none."
         ) from None
 
 
@@ -251,30 +258,25 @@ def _locate(kind: str, ident: str, flag: str) -> tuple[str, bool]:
     return _cached(ident) or ident, False
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(
             f"{path} is not valid JSON ({exc}): restore it from the original model."
         ) from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path} holds no JSON object: restore it from the original model.")
-    return data
 
 
-def _check_weights(folder: Path, model: str, given: bool) -> None:
-    """Refuse a folder without weights, or with a truncated or corrupt safetensors file."""
+def _check_json_files(folder: Path) -> None:
+    """Refuse a folder with a cut or hand-broken JSON file (config, tokenizer, processor)."""
+    for path in sorted(folder.glob("*.json")):
+        _read_json(path)
+
+
+def _check_safetensors(files: list[Path]) -> None:
+    """Refuse truncated or corrupt safetensors files, reading only their headers."""
     from safetensors import SafetensorError, safe_open
 
-    files = sorted(f for pattern in _WEIGHT_PATTERNS for f in folder.glob(pattern))
-    if not files:
-        if not given:  # a partly cached hub snapshot: the weights were never downloaded
-            raise not_found("model", model, "--model")
-        raise ModelFileError(
-            f"{model} holds no weights (model.safetensors or its shards): copy or download"
-            " the whole model folder again."
-        )
     for file in files:
         if file.suffix != ".safetensors":
             continue
@@ -283,12 +285,19 @@ def _check_weights(folder: Path, model: str, given: bool) -> None:
                 pass
         except SafetensorError as exc:
             raise ModelFileError(
-                f"{file} is truncated or corrupt ({exc}): copy or download the model again."
+                f"{file} is truncated or corrupt ({exc}): copy or download it again."
             ) from None
 
 
+def _weights(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    return sorted(f for pattern in patterns for f in folder.glob(pattern))
+
+
 def _check_folder(folder: Path, model: str, given: bool) -> None:
-    """Refuse a model folder that lacks what ``from_pretrained`` needs, before reading weights."""
+    """Refuse a model folder that lacks what ``from_pretrained`` needs, before reading weights.
+
+    A partly cached hub snapshot that lacks files reads as not available offline.
+    """
     if not (folder / "config.json").is_file():
         if (folder / "adapter_config.json").is_file():
             raise ModelFileError(
@@ -302,8 +311,17 @@ def _check_folder(folder: Path, model: str, given: bool) -> None:
             " a folder saved with save_pretrained (config.json, weights, tokenizer), a hub id"
             " or a preset name."
         )
+    _check_json_files(folder)
     _check_model_type(_read_json(folder / "config.json"), model)
-    _check_weights(folder, model, given)
+    weights = _weights(folder, _WEIGHT_PATTERNS)
+    if not weights:
+        if not given:
+            raise not_found("model", model, "--model")
+        raise ModelFileError(
+            f"{model} holds no weights (model.safetensors or its shards): copy or download"
+            " the whole model folder again."
+        )
+    _check_safetensors(weights)
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         raise ModelFileError(
             f"{model} holds no tokenizer (tokenizer.json or tokenizer_config.json): copy the"
@@ -311,11 +329,11 @@ def _check_folder(folder: Path, model: str, given: bool) -> None:
         )
 
 
-def _check_model_type(raw: dict[str, Any], model: str) -> None:
+def _check_model_type(raw: Any, model: str) -> None:
     import transformers
     from transformers import CONFIG_MAPPING
 
-    model_type = raw.get("model_type")
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
     if not model_type:
         raise ModelFileError(
             f"{model}'s config.json names no model_type, so transformers cannot tell its"
@@ -377,7 +395,14 @@ def _check_adapter(adapter: str, model: str, config: Any) -> str:
             " --adapter a folder saved by peft's save_pretrained, or --no-adapter."
         )
     if folder.is_dir():
-        _read_json(folder / "adapter_config.json")
+        _check_json_files(folder)
+        weights = _weights(folder, _ADAPTER_WEIGHT_PATTERNS)
+        if not weights:
+            raise ModelFileError(
+                f"{adapter} holds no adapter weights (adapter_model.safetensors): copy or"
+                " download the whole adapter folder again."
+            )
+        _check_safetensors(weights)
     try:
         base = PeftConfig.from_pretrained(source).base_model_name_or_path or ""
     except ValueError as exc:  # peft: "Can't find 'adapter_config.json' at ..."
@@ -437,8 +462,9 @@ def plan_model(
         If a folder is incomplete or corrupt, or the adapter was made for another base.
     """
     where = resolve_device(device)
-    quantization = Quantization(quantize).resolve(where.type)
-    _check_bitsandbytes(quantization)
+    requested = Quantization(quantize)
+    quantization = requested.resolve(where.type)
+    _check_bitsandbytes(requested, quantization)
     source, given = _locate("model", model, "--model")
     if Path(source).is_dir():
         _check_folder(Path(source), model, given)
