@@ -22,7 +22,8 @@ from click.testing import CliRunner
 from rasterio.transform import from_origin
 from safetensors.torch import load_file, save_file
 
-from geovlm.backends.preflight import plan_model, resolve_device
+from geovlm.backends.devices import resolve_device
+from geovlm.backends.preflight import plan_model
 from geovlm.cli import cli
 from geovlm.errors import DeviceError, GeovlmError, ParameterError
 from geovlm.models import resolve_model

@@ -15,13 +15,8 @@ from typing import Any
 
 import torch
 
-from geovlm.backends.preflight import (
-    ModelPlan,
-    adapter_mismatch,
-    not_found,
-    plan_model,
-    resolve_device,
-)
+from geovlm.backends.devices import resolve_device
+from geovlm.backends.preflight import ModelPlan, adapter_mismatch, not_found, plan_model
 from geovlm.errors import DependencyError, DeviceError, ModelFileError
 from geovlm.quantization import Quantization
 
