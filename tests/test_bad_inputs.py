@@ -181,6 +181,9 @@ CASES = {
         _adapter_only(_damaged_adapter(Path.unlink)), [], "holds no adapter weights", True),
     "folder that is no adapter": (
         _adapter_only(_not_an_adapter), [], "exists but holds no adapter_config.json", True),
+    "adapter file instead of its folder": (
+        lambda qwen, adapter, gemma, tmp_path: (qwen, adapter / "adapter_model.safetensors"), [],
+        "is a file, but --adapter takes a folder", True),
     "model folder as adapter": (
         lambda qwen, adapter, gemma, tmp_path: (qwen, qwen), [],
         "exists but holds no adapter_config.json", True),

@@ -111,7 +111,12 @@ def not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
     -------
     ModelNotFoundError
     """
-    if Path(ident).expanduser().is_absolute() or ident.startswith((".", "~")):
+    path = Path(ident).expanduser()
+    if path.is_file():
+        return ModelNotFoundError(
+            f"{ident} is a file, but {flag} takes a folder: pass the folder that holds it."
+        )
+    if path.is_absolute() or ident.startswith((".", "~")):
         return ModelNotFoundError(
             f"no {kind} folder at {ident}: pass {flag} PATH to an existing one."
         )
