@@ -142,7 +142,8 @@ def _attach_adapter(
         with warnings.catch_warnings():
             # peft only warns when adapter weights find no module of that name: junk results.
             warnings.filterwarnings(
-                "error", message="Found missing adapter keys", category=UserWarning
+                "error", message="Found missing adapter keys", category=UserWarning,
+                module=r"peft\.",
             )
             net = PeftModel.from_pretrained(net, source)
     except (NoMatchingPeftModuleError, UserWarning):
