@@ -363,3 +363,20 @@ def test_out_of_gpu_memory_says_lower_the_batch_size(
         classify(4, tmp_path / "big.gpkg")
     assert str(caught.value) == "out of GPU memory at batch size 4; lower --batch-size."
     assert classify(2, tmp_path / "small.gpkg").written == 4  # the advice works
+
+
+def test_partly_cached_hub_model_reads_as_not_downloaded(monkeypatch, tmp_path, qwen3_vl_dir):
+    """A cache holding config.json only (an interrupted download) is not a broken folder."""
+    import huggingface_hub.constants
+
+    from geovlm.errors import ModelNotFoundError
+
+    snapshot = tmp_path / "models--tiny--partial" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    shutil.copy(qwen3_vl_dir / "config.json", snapshot)
+    (tmp_path / "models--tiny--partial" / "refs").mkdir()
+    (tmp_path / "models--tiny--partial" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="huggingface-cli download tiny/partial"):
+        plan_model("tiny/partial", quantize="none", device="cpu")

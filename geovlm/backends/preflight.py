@@ -244,6 +244,8 @@ def _check_folder(folder: Path, model: str, given: bool) -> None:
         )
     _check_safetensors(weights)
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        if not given:
+            raise not_found("model", model, "--model")
         raise ModelFileError(
             f"{model} holds no tokenizer (tokenizer.json or tokenizer_config.json): copy the"
             " tokenizer files of the original model into it."
