@@ -14,6 +14,7 @@ import click
 
 from geovlm import __version__
 from geovlm.errors import GeovlmError
+from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
 from geovlm.options import output_options, tiling_options
 from geovlm.progress import ProgressMode
@@ -49,6 +50,7 @@ def cli(verbose: int) -> None:
     """Run vision-language models over GeoTIFF scenes and write GeoPackage layers for QGIS."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    silence_harmless_warnings()
 
 
 def _report(summary: dict[str, Any], progress: str, quiet: bool) -> None:

@@ -4,9 +4,12 @@ The CLI prints a `GeovlmError`'s message and exits with status 2; anything else 
 """
 
 __all__ = [
+    "DependencyError",
+    "DeviceError",
     "GeovlmError",
     "InputError",
     "ModelCapabilityError",
+    "ModelFileError",
     "ModelNotFoundError",
     "OutputError",
     "ParameterError",
@@ -32,6 +35,18 @@ class OutputError(GeovlmError):
 
 class ModelNotFoundError(GeovlmError):
     """A model or adapter id cannot be found locally or in the Hugging Face cache."""
+
+
+class ModelFileError(GeovlmError):
+    """A model or adapter folder is incomplete, corrupt, unknown to transformers, or mismatched."""
+
+
+class DeviceError(GeovlmError):
+    """The chosen device is absent on this machine, or ran out of memory."""
+
+
+class DependencyError(GeovlmError):
+    """A library that an option needs (e.g. bitsandbytes for ``--quantize 4bit``) does not work."""
 
 
 class ModelCapabilityError(GeovlmError):

@@ -326,7 +326,8 @@ def _read_json(model_id: str, filename: str) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        log.warning("%s is not readable JSON; treating %s as unavailable", path, model_id)
+        # Not a warning: loading the model reports the broken file as its one-line error.
+        log.debug("%s is not readable JSON; treating %s as unavailable", path, model_id)
         return None
     return data if isinstance(data, dict) else None
 

@@ -17,6 +17,7 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from pyproj.crs import GeographicCRS
+from rasterio import dtypes
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -38,6 +39,8 @@ GDAL_OPTIONS: dict[str, object] = {
 _STATS_SIDE = 1024
 _PERCENTILES = (2.0, 98.0)
 _REMOTE = re.compile(r"^(/vsi|[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+#: GDAL's complex pixel types (SAR single-look complex data), which no stretch turns into RGB.
+_COMPLEX_DTYPES = frozenset({dtypes.complex_int16, dtypes.complex64, dtypes.complex128})
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,7 @@ def open_scene(path: str | Path, bands: tuple[int, ...] | None = None) -> SceneI
     Raises
     ------
     InputError
-        Missing, not a raster, or without a CRS or geotransform.
+        Missing, not a raster, without a CRS or geotransform, or with complex-valued pixels.
     ParameterError
         A requested band is out of range.
     """
@@ -162,6 +165,13 @@ def open_scene(path: str | Path, bands: tuple[int, ...] | None = None) -> SceneI
                 raise InputError(
                     f"{path} has no geotransform, so chips cannot be placed on the map;"
                     " georeference it first (e.g. with gdalwarp or the QGIS Georeferencer)."
+                )
+            complex_ = [dtype for dtype in dataset.dtypes if dtype in _COMPLEX_DTYPES]
+            if complex_:
+                raise InputError(
+                    f"{path} has complex-valued pixels ({complex_[0]}); geovlm reads real-valued"
+                    f" imagery: convert it first, e.g. to amplitude with `gdal_calc.py -A {path}"
+                    " --calc='absolute(A)' --type Float32 --outfile amplitude.tif`."
                 )
             return SceneInfo(
                 path=path,

@@ -127,6 +127,9 @@ class HFBackend:
         ------
         ModelNotFoundError
             If the model or adapter cannot be found locally, in the cache, or on the hub.
+        ModelFileError, DeviceError, DependencyError, ParameterError
+            If a folder is broken, the adapter made for another base, the device absent, or
+            bitsandbytes missing for 4/8-bit (see `geovlm.backends.preflight.plan_model`).
         ValueError
             If ``quantize`` or ``template`` is not one of the options.
         """

@@ -1,30 +1,28 @@
 """Load a transformers model (and optional LoRA adapter) by id or folder, quantized or not.
 
-The class is chosen from the config's ``model_type``; failures to find a model or adapter offline
-become one-sentence `ModelNotFoundError` messages instead of transformers tracebacks.
+`geovlm.backends.preflight.plan_model` first checks all that can be checked without weights
+(device, bitsandbytes, folder contents, ``model_type``, the adapter's base) and picks the class
+from the config's ``model_type``; what only loading can reveal (corrupt shards, weights of another
+model, an adapter that fits no module, GPU memory) becomes one `GeovlmError` sentence here.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from geovlm.errors import ModelNotFoundError
+from geovlm.backends.devices import resolve_device
+from geovlm.backends.preflight import ModelPlan, adapter_mismatch, not_found, plan_model
+from geovlm.errors import DependencyError, DeviceError, ModelFileError
 from geovlm.quantization import Quantization
 
 __all__ = ["LoadedModel", "bnb_config", "load_model", "resolve_device"]
 
 logger = logging.getLogger(__name__)
-
-#: ``model_type`` -> name of the transformers class that runs it (others: by capability).
-_CLASSES = {
-    "qwen3_vl": "Qwen3VLForConditionalGeneration",
-    "llava": "LlavaForConditionalGeneration",
-}
 
 
 def bnb_config(quantization: Quantization) -> Any:
@@ -81,85 +79,90 @@ class LoadedModel:
     dtype: torch.dtype
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """The device to run on: ``device`` if given, else CUDA when available, else the CPU.
-
-    Parameters
-    ----------
-    device
-        A torch device string, or None to choose.
-
-    Returns
-    -------
-    torch.device
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def _not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
-    if Path(ident).expanduser().is_absolute() or ident.startswith((".", "~")):
-        return ModelNotFoundError(
-            f"no {kind} folder at {ident}: pass {flag} PATH to an existing one."
-        )
-    return ModelNotFoundError(
-        f"{kind} {ident!r} is not available offline: pass {flag} PATH to a local copy, "
-        f"or download it first with `huggingface-cli download {ident}`."
-    )
-
-
-def _locate(kind: str, ident: str, flag: str) -> str:
-    """The local folder of ``ident`` (given, or a cached hub snapshot), else ``ident`` itself.
-
-    Cached snapshots load without touching the network; other ids are left to the hub.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    folder = Path(ident).expanduser()
-    if folder.is_dir():
-        return str(folder)
-    try:
-        return snapshot_download(ident, local_files_only=True)
-    except HFValidationError:  # neither a folder nor a well-formed hub id
-        raise _not_found(kind, ident, flag) from None
-    except LocalEntryNotFoundError:
-        return ident
-
-
-def _config(source: str, model: str) -> Any:
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(source)
-    except OSError as exc:  # transformers reports missing files, ids and networks as OSError
-        logger.debug("config of %s not loadable: %s", model, exc)
-        raise _not_found("model", model, "--model") from None
-
-
-def _model_class(config: Any) -> tuple[Any, bool]:
-    """The class to load ``config`` with and whether the model takes images."""
+def _load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
+    """The model and its processor, library errors turned into one-sentence `GeovlmError`s."""
     import transformers
+    from safetensors import SafetensorError
 
-    if config.model_type in _CLASSES:
-        return getattr(transformers, _CLASSES[config.model_type]), True
-    if getattr(config, "vision_config", None) is None:
-        return transformers.AutoModelForCausalLM, False
-    return transformers.AutoModelForImageTextToText, True
-
-
-def _attach_adapter(model: torch.nn.Module, adapter: str, merge: bool) -> torch.nn.Module:
-    from peft import PeftConfig, PeftModel
-
-    source = _locate("adapter", adapter, "--adapter")
+    model = plan.model
     try:
-        PeftConfig.from_pretrained(source)
-    except ValueError as exc:  # peft: "Can't find 'adapter_config.json' at ..."
-        logger.debug("adapter %s not loadable: %s", adapter, exc)
-        raise _not_found("adapter", adapter, "--adapter") from None
-    model = PeftModel.from_pretrained(model, source)
-    return model.merge_and_unload() if merge else model
+        net, info = plan.model_class.from_pretrained(
+            plan.source,
+            config=plan.config,
+            dtype=plan.dtype,
+            quantization_config=bnb_config(plan.quantization),
+            device_map={"": str(plan.device)},
+            output_loading_info=True,
+        )
+        auto = transformers.AutoProcessor if plan.supports_images else transformers.AutoTokenizer
+        processor = auto.from_pretrained(plan.source)
+    except OSError as exc:  # weights or processor files missing (partial cache, offline)
+        logger.debug("%s not loadable: %s", model, exc)
+        raise not_found("model", model, "--model") from None
+    except SafetensorError as exc:  # a shard corrupt past its header
+        raise ModelFileError(
+            f"{model} has truncated or corrupt weights ({_first_line(exc)}): copy or download"
+            " the model again."
+        ) from None
+    except torch.OutOfMemoryError:
+        raise DeviceError(
+            f"{model} does not fit in the memory of {plan.device}: pass --quantize 4bit, a"
+            " smaller model, or another --device."
+        ) from None
+    except ImportError as exc:  # a library the model or its quantization needs
+        logger.debug("%s needs a missing library: %s", model, exc)
+        raise DependencyError(
+            f"loading {model} needs a library that does not import here ({_first_line(exc)}):"
+            " install it, or pass --quantize none if it is bitsandbytes."
+        ) from None
+    missing = [*info["missing_keys"], *(key for key, *_ in info["mismatched_keys"])]
+    if missing:
+        raise ModelFileError(
+            f"{model}'s weights do not fit its config.json ({len(missing)} tensors missing or"
+            f" of another shape, e.g. {sorted(missing)[0]}): they belong to another model, so"
+            " copy or download it again."
+        )
+    return net, processor
+
+
+def _attach_adapter(
+    net: torch.nn.Module, plan: ModelPlan, adapter: str, source: str
+) -> torch.nn.Module:
+    """``net`` with the adapter (merged into unquantized weights); a misfit is refused."""
+    from peft import NoMatchingPeftModuleError, PeftConfig, PeftModel
+    from safetensors import SafetensorError
+
+    base = PeftConfig.from_pretrained(source).base_model_name_or_path or ""
+    mismatch = adapter_mismatch(adapter, base, plan.model)
+    try:
+        with warnings.catch_warnings():
+            # peft only warns when adapter weights find no module of that name: junk results.
+            warnings.filterwarnings(
+                "error", message="Found missing adapter keys", category=UserWarning,
+                module=r"peft\.",
+            )
+            net = PeftModel.from_pretrained(net, source)
+    except (NoMatchingPeftModuleError, UserWarning):
+        raise mismatch from None
+    except SafetensorError as exc:  # corrupt past its header
+        raise ModelFileError(
+            f"the adapter {adapter} has truncated or corrupt weights ({_first_line(exc)}): copy"
+            " or download it again."
+        ) from None
+    except torch.OutOfMemoryError:
+        raise DeviceError(
+            f"the adapter {adapter} does not fit in the memory of {plan.device}: pass"
+            " --quantize 4bit, a smaller model, or another --device."
+        ) from None
+    except RuntimeError as exc:  # torch's load_state_dict: "size mismatch for ..."
+        if "size mismatch" not in str(exc):
+            raise
+        raise mismatch from None
+    return net.merge_and_unload() if plan.quantization is Quantization.NONE else net
 
 
 def load_model(
@@ -195,36 +198,28 @@ def load_model(
     ------
     ModelNotFoundError
         If the model or adapter is neither a local folder nor available from the hub or cache.
+    ModelFileError
+        If a folder is incomplete or corrupt, or the adapter was made for another base.
+    ParameterError, DeviceError
+        If the device string is malformed or the device absent or too small.
+    DependencyError
+        If 4-bit or 8-bit weights are asked for and bitsandbytes does not work.
     ValueError
         If ``quantize`` is not one of the options.
     """
-    import transformers
-
-    where = resolve_device(device)
-    quantization = Quantization(quantize).resolve(where.type)
-    source = _locate("model", model, "--model")
-    config = _config(source, model)
-    cls, supports_images = _model_class(config)
-    dtype = torch.bfloat16 if where.type == "cuda" else torch.float32
-    logger.info("loading %s as %s (%s, %s)", model, cls.__name__, quantization.value, where)
-    try:
-        net = cls.from_pretrained(
-            source,
-            config=config,
-            dtype=dtype,
-            quantization_config=bnb_config(quantization),
-            device_map={"": str(where)},
-        )
-        auto = transformers.AutoProcessor if supports_images else transformers.AutoTokenizer
-        processor = auto.from_pretrained(source)
-    except OSError as exc:  # weights or processor files missing (partial cache, offline)
-        logger.debug("%s not loadable: %s", model, exc)
-        raise _not_found("model", model, "--model") from None
-    if adapter is not None:
-        net = _attach_adapter(net, adapter, merge=quantization is Quantization.NONE)
+    plan = plan_model(model, adapter=adapter, quantize=quantize, device=device)
+    logger.info(
+        "loading %s as %s (%s, %s)",
+        model, plan.model_class.__name__, plan.quantization.value, plan.device,
+    )
+    net, processor = _load_weights(plan)
+    if plan.adapter is not None and plan.adapter_source is not None:
+        net = _attach_adapter(net, plan, plan.adapter, plan.adapter_source)
     net.eval()
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(net, processor, supports_images, quantization, where, dtype)
+    return LoadedModel(
+        net, processor, plan.supports_images, plan.quantization, plan.device, plan.dtype
+    )

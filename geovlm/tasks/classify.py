@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import numpy as np
 
 from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
-from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
 from geovlm.gpkg import FieldType
 from geovlm.models import ModelPreset
 from geovlm.pipeline import ChipSteps, RunSummary, run_over_chips
@@ -144,6 +146,28 @@ def _generated_records(
     return records
 
 
+def _out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    """The out-of-memory error of torch once imported (a backend without torch cannot raise it).
+
+    Looked up lazily so that tasks stay free of torch: the `Backend` protocol does not need it.
+    """
+    torch = sys.modules.get("torch")
+    return (torch.OutOfMemoryError,) if torch is not None else ()
+
+
+@contextmanager
+def _fits_in_memory(batch_size: int) -> Iterator[None]:
+    """Turn the GPU running out of memory on a batch into a sentence that says what to lower."""
+    try:
+        yield
+    except _out_of_memory_errors():
+        fix = (
+            "lower --batch-size" if batch_size > 1
+            else "pass --quantize 4bit, a smaller --size, or use a GPU with more memory"
+        )
+        raise DeviceError(f"out of GPU memory at batch size {batch_size}; {fix}.") from None
+
+
 def encode_chips(backend: Backend, chips: list[Chip], settings: ClassifySettings) -> Any:
     """The model inputs for a batch of chips: each chip's image with the settings' question.
 
@@ -160,8 +184,14 @@ def encode_chips(backend: Backend, chips: list[Chip], settings: ClassifySettings
     -------
     object
         `Backend.encode`'s batch, for `classify_chips`.
+
+    Raises
+    ------
+    DeviceError
+        If the GPU runs out of memory holding the batch.
     """
-    return backend.encode([chip.image for chip in chips], [settings.prompt] * len(chips))
+    with _fits_in_memory(len(chips)):
+        return backend.encode([chip.image for chip in chips], [settings.prompt] * len(chips))
 
 
 def classify_chips(
@@ -184,12 +214,18 @@ def classify_chips(
     -------
     list of dict
         One record per chip, in order (without ``run_id``, which the writer adds).
+
+    Raises
+    ------
+    DeviceError
+        If the GPU runs out of memory on the batch.
     """
     if inputs is None:
         inputs = encode_chips(backend, chips, settings)
-    if settings.mode is ClassifyMode.SCORE:
-        return _scored_records(backend, chips, inputs, settings)
-    return _generated_records(backend, chips, inputs, settings)
+    with _fits_in_memory(len(chips)):
+        if settings.mode is ClassifyMode.SCORE:
+            return _scored_records(backend, chips, inputs, settings)
+        return _generated_records(backend, chips, inputs, settings)
 
 
 def _warn_on_upsampling(preset: ModelPreset, tiling: TilingOptions, info: SceneInfo) -> None:
@@ -259,6 +295,8 @@ def classify_scene(
     ------
     ModelCapabilityError
         The model reads text only.
+    DeviceError
+        The GPU runs out of memory on a batch (lower ``batch_size``).
     """
     if not preset.supports_images:
         raise ModelCapabilityError(
