@@ -175,6 +175,10 @@ def classify(
 
         # Before torch and transformers are imported: missing weights without a hub fail in
         # seconds, not after half a minute of retries.
+        if device is not None:  # a typo in --device is cheaper to report than missing weights
+            from geovlm.backends.devices import resolve_device
+
+            resolve_device(device)
         weights = [HubWeights(preset.model_id, "--model")]
         if chosen_adapter:
             weights.append(HubWeights(chosen_adapter, "--adapter"))

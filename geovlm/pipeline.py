@@ -26,6 +26,7 @@ from shapely.geometry.base import BaseGeometry
 from geovlm.gpkg import FieldType, GeoPackageWriter, RunRecord
 from geovlm.prefetch import prepared_ahead
 from geovlm.progress import ProgressMode, ProgressReporter
+from geovlm.scene import SceneInfo
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
 
@@ -129,6 +130,25 @@ def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
         yield batch
 
 
+def _warn_if_smaller_than_a_chip(info: SceneInfo, tiling: TilingOptions) -> None:
+    """Warn before any work when the whole scene covers too little of one chip to be kept.
+
+    Such a scene gives one chip, mostly padding, that ``--min-valid`` then skips: a run that
+    writes nothing, typically a small scene at a model's coarse training resolution.
+    """
+    res_x, res_y = info.resolution_m
+    chip_m = tiling.size * (tiling.gsd if tiling.gsd is not None else min(res_x, res_y))
+    covered = min(1.0, info.width * res_x / chip_m) * min(1.0, info.height * res_y / chip_m)
+    if covered < tiling.min_valid:
+        logger.warning(
+            "%s covers %.0f x %.0f m, %.0f%% of one %d px chip of %.0f m, so --min-valid %g"
+            " skips it; pass --native-gsd (classify), a smaller --gsd or --size, or a lower"
+            " --min-valid",
+            info.path, info.width * res_x, info.height * res_y, 100 * covered, tiling.size,
+            chip_m, tiling.min_valid,
+        )
+
+
 def run_over_chips(
     scene: str | Path,
     output: str | Path,
@@ -189,6 +209,7 @@ def run_over_chips(
     """
     start = time.perf_counter()
     with SceneTiler(scene, tiling) as tiler:
+        _warn_if_smaller_than_a_chip(tiler.info, tiling)
         run = RunRecord(
             command=command,
             parameters={
