@@ -171,14 +171,13 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
 
     def load_backend() -> Backend:
+        from geovlm.backends.devices import check_device_name
         from geovlm.hub import HubWeights, check_downloads
 
         # Before torch and transformers are imported: missing weights without a hub fail in
         # seconds, not after half a minute of retries.
         if device is not None:  # a typo in --device is cheaper to report than missing weights
-            from geovlm.backends.devices import resolve_device
-
-            resolve_device(device)
+            check_device_name(device)
         weights = [HubWeights(preset.model_id, "--model")]
         if chosen_adapter:
             weights.append(HubWeights(chosen_adapter, "--adapter"))

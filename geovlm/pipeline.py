@@ -131,7 +131,7 @@ def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
 
 
 def _warn_if_smaller_than_a_chip(info: SceneInfo, tiling: TilingOptions) -> None:
-    """Warn before any work when the whole scene covers too little of one chip to be kept.
+    """Warn before any chip is read when the whole scene covers too little of one chip to be kept.
 
     Such a scene gives one chip, mostly padding, that ``--min-valid`` then skips: a run that
     writes nothing, typically a small scene at a model's coarse training resolution.
@@ -209,12 +209,14 @@ def run_over_chips(
     """
     start = time.perf_counter()
     with SceneTiler(scene, tiling) as tiler:
-        _warn_if_smaller_than_a_chip(tiler.info, tiling)
         run = RunRecord(
             command=command,
             parameters={
                 "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
                 "tiling": tiling.as_dict(),
+                # Chips are cut by ground distance: a scene whose measured scale changed (e.g. an
+                # output of a version that took Web Mercator units for metres) has another grid.
+                "scene_resolution_m": [round(r, 6) for r in tiler.info.resolution_m],
                 **parameters,
             },
             versions={**library_versions(), **(extra_versions or {})},
@@ -225,6 +227,8 @@ def run_over_chips(
         )
         with writer:
             steps = setup()
+            # After setup, so that a refusal or a missing model stays the only line printed.
+            _warn_if_smaller_than_a_chip(tiler.info, tiling)
             writer.begin()
             with (
                 ProgressReporter(progress, len(tiler), "chips") as reporter,

@@ -188,7 +188,7 @@ CASES = {
         lambda qwen, adapter, gemma, tmp_path: (qwen, qwen), [],
         "exists but holds no adapter_config.json", True),
     "device nonsense": (
-        lambda qwen, *_: (qwen, None), ["--device", "nonsense"], "is not a device", True),
+        lambda qwen, *_: (qwen, None), ["--device", "nonsense"], "does not run on nonsense", True),
     "device of another kind": (
         lambda qwen, *_: (qwen, None), ["--device", "meta"], "does not run on meta", True),
     "absent CUDA device": (
@@ -380,3 +380,10 @@ def test_partly_cached_hub_model_reads_as_not_downloaded(monkeypatch, tmp_path, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="huggingface-cli download tiny/partial"):
         plan_model("tiny/partial", quantize="none", device="cpu")
+
+
+def test_device_names_are_checked_without_torch():
+    code = ("import sys; from geovlm.backends.devices import check_device_name as c;"
+            " c('cuda:1'); c('cpu'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -6,7 +6,10 @@ whole scene, PROJ's analytic scale factors (`Proj.get_factors`), or closed-form 
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -149,3 +152,18 @@ def test_centre_off_the_earth_is_refused(tmp_path):
     _write(path, Affine(1, 0, 0, 0, -1, 140), "EPSG:4326")  # rows from 140 to 92 deg N
     with pytest.raises(InputError, match="does not lie on the Earth"):
         open_scene(path)
+
+
+def test_runs_record_the_measured_ground_scale(geotiff_dir, tmp_path):
+    """Chips are cut by ground distance, so the scene's measured scale is part of the signature."""
+    from geovlm.progress import ProgressMode
+    from geovlm.tasks.tile import tile_scene
+    from geovlm.tiling import TilingOptions
+
+    out = tmp_path / "o.gpkg"
+    tile_scene(geotiff_dir / "rasterio/cogeo.tif", out, TilingOptions(256),
+               progress=ProgressMode.NONE)
+    with closing(sqlite3.connect(out)) as db:
+        (parameters,) = db.execute("SELECT parameters FROM runs").fetchone()
+    res_x, res_y = json.loads(parameters)["scene_resolution_m"]
+    assert res_x == pytest.approx(0.4733, abs=1e-4) and res_y == pytest.approx(0.4713, abs=1e-4)
