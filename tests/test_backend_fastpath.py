@@ -64,3 +64,30 @@ def test_overlapping_convolutions_are_left_alone():
     conv = torch.nn.Conv3d(3, 8, kernel_size=3, stride=1)
     patch_embeddings_as_matmul(torch.nn.Sequential(conv))
     assert "forward" not in vars(conv)
+
+
+@pytest.mark.parametrize("normalisation", [{}, {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}])
+def test_arithmetic_and_table_routes_both_give_the_processor_pixels(same_size_chips,
+                                                                    normalisation):
+    from transformers import Qwen2VLImageProcessor
+
+    processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
+                                      **normalisation)
+    expected = processor(images=same_size_chips, return_tensors="pt")["pixel_values"]
+    patches = QwenPatches(processor, None)
+    assert patches._affine is not None, "float32 (code - mean) / std reproduces all 256 codes"
+    assert torch.equal(patches(same_size_chips)["pixel_values"], expected)
+    patches._affine = None  # the table route
+    assert torch.equal(patches(same_size_chips)["pixel_values"], expected)
+
+
+def test_a_formula_that_misses_one_code_falls_back_to_the_table():
+    from transformers import Qwen2VLImageProcessor
+
+    from geovlm.backends.qwen_fastpath import _exact_affine
+
+    processor = Qwen2VLImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    table = QwenPatches(processor, None).table.copy()
+    assert _exact_affine(processor, table) is not None
+    table[1, 200] = np.nextafter(table[1, 200], np.float32(np.inf))
+    assert _exact_affine(processor, table) is None
