@@ -91,3 +91,19 @@ def test_a_formula_that_misses_one_code_falls_back_to_the_table():
     assert _exact_affine(processor, table) is not None
     table[1, 200] = np.nextafter(table[1, 200], np.float32(np.inf))
     assert _exact_affine(processor, table) is None
+
+
+def test_pixel_buffers_are_reused_only_once_nobody_holds_them(qwen3_vl_backend,
+                                                              same_size_chips):
+    patches = QwenPatches(qwen3_vl_backend.loaded.processor.image_processor, None)
+    first = patches(same_size_chips)["pixel_values"]
+    kept = first.clone()
+    second = patches(same_size_chips)["pixel_values"]
+    assert second.data_ptr() != first.data_ptr(), "first is still held: a new buffer"
+    address = first.data_ptr()
+    del first
+    third = patches(same_size_chips[::-1])["pixel_values"]
+    assert third.data_ptr() == address, "first was freed: its buffer is reused"
+    assert torch.equal(second, kept), "the batch still held was not touched"
+    reversed_kept = patches(same_size_chips[::-1])["pixel_values"]
+    assert torch.equal(third, reversed_kept)
