@@ -240,11 +240,6 @@ def _variants(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, Calla
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from geovlm.backends.chat import PromptTemplate
-    from geovlm.backends.hf import HFBackend
-    from geovlm.backends.loading import LoadedModel
-    from geovlm.quantization import Quantization
-
     folder = _tiny_folder(work)
     processor = AutoProcessor.from_pretrained(folder)
     if args.shape == "tiny":
@@ -258,17 +253,10 @@ def _variants(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, Calla
         if quantize == "4bit" and importlib.util.find_spec("bitsandbytes") is None:
             print("4bit skipped: bitsandbytes is not installed (pip install bitsandbytes)")
             continue
-        model = qwen3vl_8b.build_8b(config, "cuda", quantize)
-        loaded = LoadedModel(
-            model=model, processor=processor, supports_images=True,
-            quantization=Quantization(quantize), device=torch.device("cuda"),
-            dtype=torch.bfloat16,
-        )
-        backend = HFBackend(loaded, template=PromptTemplate("qwen3_vl_nothink"),
-                            batch_size=args.batch_size)
-        yield f"8B {'bf16' if quantize == 'none' else 'NF4'} CUDA", \
-            _seed_way(processor, model), backend
-        del model, loaded, backend
+        backend = qwen3vl_8b.backend(processor, config, "cuda", quantize, args.batch_size)
+        yield (f"8B {'bf16' if quantize == 'none' else 'NF4'} CUDA",
+               _seed_way(processor, backend.model), backend)
+        del backend
         torch.cuda.empty_cache()
 
 

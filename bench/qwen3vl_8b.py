@@ -11,6 +11,7 @@ rows), since a random model only has to see the same token layout, not read word
 - `build_8b`: the model straight on a CUDA device in bfloat16 (random weights, no download), or
   with the language model's linear layers in bitsandbytes NF4 (double quantization, bfloat16
   compute, as ``geovlm --quantize 4bit`` loads it); the vision tower and ``lm_head`` stay bf16.
+- `backend`: geovlm's ``HFBackend`` around such a model and a Qwen3-VL processor.
 """
 
 from __future__ import annotations
@@ -137,3 +138,17 @@ def quantize_linear_4bit(module: torch.nn.Module, device: str) -> None:
                 layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
             setattr(parent, name, layer)
             del child
+
+
+def backend(processor: Any, config: Any, device: str, quantize: str, batch_size: int) -> Any:
+    """An ``HFBackend`` (``qwen3_vl_nothink`` prompts) around `build_8b`'s model."""
+    from geovlm.backends.chat import PromptTemplate
+    from geovlm.backends.hf import HFBackend
+    from geovlm.backends.loading import LoadedModel
+    from geovlm.quantization import Quantization
+
+    loaded = LoadedModel(
+        model=build_8b(config, device, quantize), processor=processor, supports_images=True,
+        quantization=Quantization(quantize), device=torch.device(device), dtype=torch.bfloat16,
+    )
+    return HFBackend(loaded, template=PromptTemplate("qwen3_vl_nothink"), batch_size=batch_size)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,21 @@ def test_4bit_build_quantizes_the_language_model_and_still_runs(qwen3_vl_dir):
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([[7, 8, 9, 10]])).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("quantize", ["none", "4bit"])
+def test_the_built_model_scores_through_geovlms_backend(qwen3_vl_dir, chip_images, quantize):
+    # The --shape 8b glue, run on the tiny configuration on the CPU.
+    if quantize == "4bit" and importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("no bitsandbytes")
+    from transformers import AutoConfig, AutoProcessor
+
+    from tests.tiny_models import ANSWERS_EN, QUESTION_EN
+
+    module = _qwen3vl_8b()
+    processor = AutoProcessor.from_pretrained(qwen3_vl_dir)
+    config = AutoConfig.from_pretrained(qwen3_vl_dir)
+    backend = module.backend(processor, config, "cpu", quantize, batch_size=2)
+    probabilities = backend.score(chip_images, QUESTION_EN, list(ANSWERS_EN))
+    assert probabilities.shape == (len(chip_images), len(ANSWERS_EN))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-9)
