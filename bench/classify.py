@@ -44,10 +44,19 @@ tiny model's processor (same image processing, a small vocabulary). It needs CUD
 without it; ``--shape 8b --dry-run`` only prints the configuration and its parameter count
 (counted on the meta device, nothing allocated), which any machine can do. On a GPU machine::
 
-    pip install bitsandbytes            # or carry its wheel: pip install ./bitsandbytes-*.whl
     python bench/classify.py --shape 8b --quantize none 4bit --chips 64 --repeat 2 --skip-host
 
-(about 18 GB of GPU memory in bf16, 6 GB in NF4; A is the slow part, one chip per call).
+(about 18 GB of GPU memory in bf16, 6 GB in NF4; A is the slow part, one chip per call; about
+5 minutes in all). The lent H200 machines (device tool) have torch and transformers but not
+bitsandbytes: fetch its wheel here into the git-ignored ``.whl/`` (``pip download
+bitsandbytes==0.50.2 --no-deps -d .whl``, 43 MB) and run, with ``carry=[".whl"]``::
+
+    pip install -q --no-deps .whl/bitsandbytes-*.whl && python bench/classify.py --shape 8b \
+        --quantize none 4bit --chips 64 --repeat 2 --skip-host
+
+geovlm's own dependencies (rasterio, pyogrio, shapely, click, PyYAML) must import there too;
+carry their wheels the same way where they are missing (``--quantize none`` alone needs no
+bitsandbytes).
 """
 
 from __future__ import annotations

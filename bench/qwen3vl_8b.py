@@ -130,8 +130,8 @@ def quantize_linear_4bit(module: torch.nn.Module, device: str) -> None:
                 compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
                 device="meta",
             )
-            layer.weight = bnb.nn.Params4bit(
-                child.weight.data.to("cpu"), requires_grad=False, compress_statistics=True,
+            layer.weight = bnb.nn.Params4bit(  # quantized by .to(device), where the data is
+                child.weight.data, requires_grad=False, compress_statistics=True,
                 quant_type="nf4",
             ).to(device)
             if child.bias is not None:
