@@ -60,20 +60,29 @@ def _smooth_noise(side: int, rows: int, seed: int = 0) -> Iterator[tuple[int, np
         yield r0, np.clip(strip, 0, 255).astype(np.uint8)
 
 
-def make_scene(path: Path, side: int, compress: str) -> Path:
-    """Write (once) a ``side`` x ``side`` RGB uint8 tiled GeoTIFF and return its path."""
+def make_scene(
+    path: Path, side: int, compress: str, res: float = 0.5, overviews: bool = False
+) -> Path:
+    """Write (once) a ``side`` x ``side`` RGB uint8 tiled GeoTIFF and return its path.
+
+    ``res`` is the pixel size in metres (UTM 18N); ``overviews`` adds internal overviews at
+    2, 4, 8 and 16 (average), as a COG delivery has them.
+    """
     import rasterio
+    from rasterio.enums import Resampling
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
+    levels = [2, 4, 8, 16] if overviews else []
     if path.exists():
         with rasterio.open(path) as ds:
-            if ds.width == side and ds.tags().get("BENCH_SCENE") == _SCENE_VERSION:
+            if (ds.width == side and ds.tags().get("BENCH_SCENE") == _SCENE_VERSION
+                    and ds.res[0] == res and ds.overviews(1) == levels):
                 return path
     path.parent.mkdir(parents=True, exist_ok=True)
     profile: dict[str, object] = {
         "driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8",
-        "crs": "EPSG:32618", "transform": from_origin(500000, 4500000, 0.5, 0.5),
+        "crs": "EPSG:32618", "transform": from_origin(500000, 4500000, res, res),
         "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "interleave": "pixel",
         "compress": compress, "BIGTIFF": "IF_SAFER",
     }
@@ -87,9 +96,16 @@ def make_scene(path: Path, side: int, compress: str) -> Path:
         for r0, strip in _smooth_noise(side, BLOCK * 2):
             dst.write(strip, window=Window(0, r0, side, strip.shape[1]))
         dst.update_tags(BENCH_SCENE=_SCENE_VERSION)
+    if levels:
+        overview_options = {"COMPRESS_OVERVIEW": compress, "GDAL_NUM_THREADS": "ALL_CPUS"}
+        if compress != "JPEG":
+            overview_options["PREDICTOR_OVERVIEW"] = "2"
+        with rasterio.Env(**overview_options), rasterio.open(tmp, "r+") as dst:
+            dst.build_overviews(levels, Resampling.average)
     tmp.replace(path)
     mib = path.stat().st_size / 2**20
-    print(f"  generated {path} ({side}², {compress}, {mib:.0f} MiB) in"
+    print(f"  generated {path} ({side}² of {res} m, {compress}, overviews {levels or 'none'},"
+          f" {mib:.0f} MiB) in"
           f" {time.perf_counter() - start:.0f} s", flush=True)
     return path
 
@@ -204,12 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-torchgeo", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--make", nargs=2, metavar=("PATH", "SIDE"), help=argparse.SUPPRESS)
+    parser.add_argument("--res", type=float, default=0.5, help=argparse.SUPPRESS)
+    parser.add_argument("--overviews", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         _child(*args.child)
         return
     if args.make:
-        make_scene(Path(args.make[0]), int(args.make[1]), args.compress)
+        make_scene(Path(args.make[0]), int(args.make[1]), args.compress, args.res, args.overviews)
         return
     repeat = 1 if args.quick else args.repeat
     suffix = args.compress.lower()

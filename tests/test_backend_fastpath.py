@@ -64,3 +64,46 @@ def test_overlapping_convolutions_are_left_alone():
     conv = torch.nn.Conv3d(3, 8, kernel_size=3, stride=1)
     patch_embeddings_as_matmul(torch.nn.Sequential(conv))
     assert "forward" not in vars(conv)
+
+
+@pytest.mark.parametrize("normalisation", [{}, {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}])
+def test_arithmetic_and_table_routes_both_give_the_processor_pixels(same_size_chips,
+                                                                    normalisation):
+    from transformers import Qwen2VLImageProcessor
+
+    processor = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
+                                      **normalisation)
+    expected = processor(images=same_size_chips, return_tensors="pt")["pixel_values"]
+    patches = QwenPatches(processor, None)
+    assert patches._affine is not None, "float32 (code - mean) / std reproduces all 256 codes"
+    assert torch.equal(patches(same_size_chips)["pixel_values"], expected)
+    patches._affine = None  # the table route
+    assert torch.equal(patches(same_size_chips)["pixel_values"], expected)
+
+
+def test_a_formula_that_misses_one_code_falls_back_to_the_table():
+    from transformers import Qwen2VLImageProcessor
+
+    from geovlm.backends.qwen_fastpath import _exact_affine
+
+    processor = Qwen2VLImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    table = QwenPatches(processor, None).table.copy()
+    assert _exact_affine(processor, table) is not None
+    table[1, 200] = np.nextafter(table[1, 200], np.float32(np.inf))
+    assert _exact_affine(processor, table) is None
+
+
+def test_pixel_buffers_are_reused_only_once_nobody_holds_them(qwen3_vl_backend,
+                                                              same_size_chips):
+    patches = QwenPatches(qwen3_vl_backend.loaded.processor.image_processor, None)
+    first = patches(same_size_chips)["pixel_values"]
+    kept = first.clone()
+    second = patches(same_size_chips)["pixel_values"]
+    assert second.data_ptr() != first.data_ptr(), "first is still held: a new buffer"
+    address = first.data_ptr()
+    del first
+    third = patches(same_size_chips[::-1])["pixel_values"]
+    assert third.data_ptr() == address, "first was freed: its buffer is reused"
+    assert torch.equal(second, kept), "the batch still held was not touched"
+    reversed_kept = patches(same_size_chips[::-1])["pixel_values"]
+    assert torch.equal(third, reversed_kept)

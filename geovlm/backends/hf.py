@@ -9,6 +9,7 @@ Qwen-VL chips take the fast paths of `geovlm.backends.qwen_fastpath` where they 
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,20 @@ from geovlm.quantization import Quantization
 __all__ = ["HFBackend"]
 
 logger = logging.getLogger(__name__)
+
+
+def _with_own_tokenizer(processor: Any) -> Any:
+    """A shallow copy of a multimodal processor holding a deep copy of its tokenizer.
+
+    Same vocabulary and settings, so the same ids; a text-only model's tokenizer is returned
+    as is (it never encodes images).
+    """
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None or tokenizer is processor:
+        return processor
+    clone = copy.copy(processor)
+    clone.tokenizer = copy.deepcopy(tokenizer)
+    return clone
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -70,6 +85,11 @@ class HFBackend:
         # A fast tokenizer's Rust state is not shared safely between threads (padding settings
         # are mutated per call), and batches are encoded in a thread while the model runs.
         self._tokenizer_lock = threading.Lock()
+        # The processor's call (image processing, then tokenisation) gets its own copy of the
+        # tokenizer and its own lock, so encoding the next batch's images never waits for the
+        # scoring or decoding of this one (which hold the tokenizer lock), nor they for it.
+        self._image_encoder = _with_own_tokenizer(loaded.processor)
+        self._image_encoder_lock = threading.Lock()
         self.chat = ChatFormat(loaded.processor, self.tokenizer, template)
         self._end_of_turn = self.chat.end_of_turn_id()
         if template is not None and self._end_of_turn in (None, self.tokenizer.unk_token_id):
@@ -217,10 +237,10 @@ class HFBackend:
         }
 
     def _processor(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """The processor's own encoding of prompts with one image each."""
-        with self._tokenizer_lock:
+        """The processor's own encoding of prompts with one image each (on its own tokenizer)."""
+        with self._image_encoder_lock:
             return dict(
-                self.loaded.processor(
+                self._image_encoder(
                     text=texts,
                     images=images,
                     padding=True,
