@@ -1,30 +1,27 @@
 """Stream records into a GeoPackage layer, resumably, with the run recorded beside them.
 
-Features go through GDAL (pyogrio), one transaction per batch, so a killed run keeps every
-finished batch and none half-written. The ``runs`` table and the QGIS ``layer_styles`` table are
-plain GeoPackage attribute tables, written with sqlite3. GDAL and Python's sqlite3 carry separate
-copies of SQLite, and two copies holding the same file open in one process can corrupt it (one
-copy's close drops the other's POSIX locks), so a sqlite3 connection is never open while GDAL
-writes. A run is ``complete`` only once it ends normally; re-running the same command and
-parameters resumes it, anything else is refused unless the caller asks to overwrite, which starts
-afresh. Entering the writer only checks and locks the output (one writer per file) and decides
-whether to resume, so a caller can refuse a bad output before a costly setup such as loading a
-model; `GeoPackageWriter.begin` then creates or reopens the file.
+Features go through GDAL (pyogrio), one transaction per batch, so a killed run keeps every finished
+batch and none half-written. The ``runs`` ledger (kept by `geovlm.runs`) and the QGIS
+``layer_styles`` table are plain GeoPackage attribute tables, written with sqlite3. GDAL and
+Python's sqlite3 carry separate copies of SQLite, and two copies holding the same file open in one
+process can corrupt it (one copy's close drops the other's POSIX locks), so a sqlite3 connection is
+never open while GDAL writes. A run is ``complete`` only once it ends normally; re-running the same
+command and parameters resumes it, anything else is refused unless the caller asks to overwrite,
+which starts afresh. Entering the writer only checks and locks the output (one writer per file) and
+decides whether to resume, so a caller can refuse a bad output before a costly setup such as
+loading a model; `GeoPackageWriter.begin` then creates or reopens the file (rebuilding the ``runs``
+table of an output written before it had an integer key, so the file stays valid).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +34,21 @@ from shapely.geometry.base import BaseGeometry
 
 from geovlm.errors import OutputError
 from geovlm.locking import OutputLock
+from geovlm.runs import (
+    RunRecord,
+    RunStatus,
+    create_table,
+    find_run,
+    insert_run,
+    set_status,
+    upgrade_table,
+)
 
-__all__ = ["FieldType", "GeoPackageWriter", "RunRecord", "RunStatus", "check_output_path"]
+__all__ = ["FieldType", "GeoPackageWriter", "check_output_path"]
 
 logger = logging.getLogger(__name__)
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-#: A GeoPackage attribute table needs an INTEGER PRIMARY KEY (requirement 119, checked by GDAL's
-#: validate_gpkg.py); the run id stays a unique text column beside it.
-_RUNS_DDL = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL UNIQUE,
-    command TEXT NOT NULL,
-    parameters TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    versions TEXT NOT NULL,
-    layer TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started TEXT NOT NULL,
-    ended TEXT,
-    written INTEGER NOT NULL DEFAULT 0,
-    skipped INTEGER NOT NULL DEFAULT 0
-)"""
 _STYLES_DDL = """
 CREATE TABLE IF NOT EXISTS layer_styles (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,33 +77,6 @@ class FieldType(Enum):
     def dtype(self) -> np.dtype:
         """The numpy dtype of a column of this type."""
         return np.dtype({"str": object, "int": np.int64, "float": np.float64}[self.value])
-
-
-class RunStatus(StrEnum):
-    """Lifecycle of a run; only ``complete`` means the layer holds every result."""
-
-    RUNNING = "running"
-    INTERRUPTED = "interrupted"
-    COMPLETE = "complete"
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """What a run is: the command and parameters that decide whether a re-run may resume it."""
-
-    command: str
-    parameters: Mapping[str, Any]
-    versions: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def signature(self) -> str:
-        """Digest of command and parameters: equal signatures mean a re-run can resume."""
-        text = json.dumps([self.command, self.parameters], sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
@@ -285,7 +247,7 @@ class GeoPackageWriter:
         if self.overwrite:
             _remove_geopackage(self.path)
         if self._resuming:
-            self._set_status(RunStatus.RUNNING)
+            self._reopen()
         else:
             self._create()
         self._begun = True
@@ -332,19 +294,13 @@ class GeoPackageWriter:
                 f"{self.path} exists and is not a GeoPackage; pass --overwrite to replace it."
             )
         with _connect(self.path) as db:
-            try:
-                found = db.execute(
-                    "SELECT run_id FROM runs WHERE signature = ? AND layer = ?",
-                    (self.run.signature, self.layer),
-                ).fetchone()
-            except sqlite3.OperationalError:
-                found = None
+            found = find_run(db, self.run, self.layer)
         if found is None:
             raise OutputError(
                 f"{self.path} holds results of a different command or parameters; pass"
                 " --overwrite to replace it, or choose another output."
             )
-        self.run_id = found[0]
+        self.run_id = found
         self.done_ids = self._existing_ids()
         self.written = len(self.done_ids)
         self._resuming = True
@@ -378,7 +334,7 @@ class GeoPackageWriter:
             dataset_options=_GPKG_VERSION,
         )
         with _connect(partial) as db:
-            db.execute(_RUNS_DDL)
+            create_table(db)
             db.execute(_STYLES_DDL)
             for table in ("runs", "layer_styles"):
                 db.execute(
@@ -397,20 +353,7 @@ class GeoPackageWriter:
                 " owner, ui) VALUES ('', '', ?, ?, ?, ?, '', 1, 'geovlm default style', '', '')",
                 (self.layer, _GEOMETRY_COLUMN, self.layer, self.style_qml),
             )
-            db.execute(
-                "INSERT INTO runs (run_id, command, parameters, signature, versions, layer,"
-                " status, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self.run_id,
-                    self.run.command,
-                    json.dumps(self.run.parameters, sort_keys=True, default=str),
-                    self.run.signature,
-                    json.dumps(self.run.versions, sort_keys=True),
-                    self.layer,
-                    RunStatus.RUNNING.value,
-                    _now(),
-                ),
-            )
+            insert_run(db, self.run_id, self.run, self.layer)
 
     def _gdal_write(self, path: Path, geometry: np.ndarray, *args: Any, **kwargs: Any) -> None:
         """Write features through GDAL, turning its I/O failures into an `OutputError`."""
@@ -423,15 +366,14 @@ class GeoPackageWriter:
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
             raise OutputError(f"Cannot write {path} ({exc}); choose another output path.") from exc
 
-    def _set_status(self, status: RunStatus) -> None:
-        ended = None if status is RunStatus.RUNNING else _now()
-        self._update_run(
-            status=status.value, ended=ended, written=self.written, skipped=self.skipped
-        )
-
-    def _update_run(self, **values: object) -> None:
-        assignments = ", ".join(f"{name} = ?" for name in values)
+    def _reopen(self) -> None:
+        """Mark the resumed run running, first bringing an older output's ledger up to date."""
         with _connect(self.path) as db:
-            db.execute(
-                f"UPDATE runs SET {assignments} WHERE run_id = ?", (*values.values(), self.run_id)
-            )
+            if upgrade_table(db):
+                logger.info("%s: rebuilt its runs table with an integer key", self.path)
+            set_status(db, self.run_id, RunStatus.RUNNING, written=self.written,
+                       skipped=self.skipped)
+
+    def _set_status(self, status: RunStatus) -> None:
+        with _connect(self.path) as db:
+            set_status(db, self.run_id, status, written=self.written, skipped=self.skipped)

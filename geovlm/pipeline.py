@@ -23,9 +23,10 @@ from typing import Any
 
 from shapely.geometry.base import BaseGeometry
 
-from geovlm.gpkg import FieldType, GeoPackageWriter, RunRecord
+from geovlm.gpkg import FieldType, GeoPackageWriter
 from geovlm.prefetch import prepared_ahead
 from geovlm.progress import ProgressMode, ProgressReporter
+from geovlm.runs import RunRecord
 from geovlm.scene import SceneInfo
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
