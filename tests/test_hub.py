@@ -236,6 +236,14 @@ def test_gated_or_private_id_says_to_log_in(online, http_server):
     assert "--adapter" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("endpoint", ["notaurl", "ftp://127.0.0.1", "http://[::1"])
+def test_malformed_endpoint_is_unreachable_not_a_traceback(online, endpoint):
+    online(endpoint)
+    with pytest.raises(ModelNotFoundError, match=f"{MODEL.ident} is not in the Hugging Face cache"
+                       f" and {endpoint.replace('[', '.')} cannot be reached"):
+        check_downloads(MODEL)
+
+
 def _fresh_machine_env(tmp_path: Path, endpoint: str, offline: bool) -> dict[str, str]:
     """The test's environment as a fresh machine: empty HF_HOME, no weights, the given hub."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
