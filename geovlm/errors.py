@@ -14,6 +14,7 @@ __all__ = [
     "OutputError",
     "ParameterError",
     "PresetError",
+    "first_line",
 ]
 
 
@@ -55,3 +56,14 @@ class ModelCapabilityError(GeovlmError):
 
 class PresetError(GeovlmError):
     """A model preset YAML file is malformed, has unknown or missing keys, or repeats a name."""
+
+
+def first_line(exc: BaseException) -> str:
+    r"""The first line of a library exception's message, to quote inside a one-sentence error.
+
+    Examples
+    --------
+    >>> first_line(ValueError("bad value\nthe details")), first_line(OSError())
+    ('bad value', 'OSError')
+    """
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -10,7 +10,6 @@ touches the network or imports torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ from typing import Any
 import yaml
 
 from geovlm.enums import CheckedEnum
-from geovlm.errors import ModelNotFoundError, PresetError
+from geovlm.errors import ModelFileError, ModelNotFoundError, PresetError
+from geovlm.local_weights import find_folder, is_complete, looks_like_path, read_json
 from geovlm.preset_files import find_preset_files
 from geovlm.quantization import Quantization
 from geovlm.verbalizer import Verbalizer
@@ -192,14 +192,14 @@ class ModelPreset:
             If `model_id` looks like a path but is not a folder.
         """
         adapter_id = None
-        if _looks_like_path(model_id) and not Path(model_id).expanduser().is_dir():
+        if looks_like_path(model_id) and not Path(model_id).expanduser().is_dir():
             raise ModelNotFoundError(
                 f"{model_id} is not a folder: pass a model folder, a hub id or a preset name."
             )
-        adapter = _read_json(model_id, "adapter_config.json")
-        if adapter is not None and _read_json(model_id, "config.json") is None:
+        adapter = _json_file(model_id, "adapter_config.json")
+        if adapter is not None and _json_file(model_id, "config.json") is None:
             adapter_id, model_id = model_id, str(adapter.get("base_model_name_or_path", ""))
-        config = _read_json(model_id, "config.json")
+        config = _json_file(model_id, "config.json")
         return cls(
             name=adapter_id or model_id,
             model_id=model_id,
@@ -277,17 +277,16 @@ def availability(model_or_adapter_id: str) -> bool:
     Returns
     -------
     bool
-        True if its ``config.json`` or ``adapter_config.json`` is on disk.
+        True if it is complete on disk (`geovlm.local_weights.lack`): a model's
+        ``config.json``, weights and tokenizer, or an adapter's ``adapter_config.json`` and
+        weights. A snapshot left by an interrupted download is not available.
 
     Examples
     --------
     >>> availability("/no/such/folder")
     False
     """
-    return any(
-        _read_json(model_or_adapter_id, name) is not None
-        for name in ("config.json", "adapter_config.json")
-    )
+    return is_complete(model_or_adapter_id)
 
 
 def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
@@ -303,41 +302,16 @@ def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False
     return value
 
 
-def _looks_like_path(text: str) -> bool:
-    return text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1) or "\\" in text
-
-
-def _read_json(model_id: str, filename: str) -> dict[str, Any] | None:
+def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:
     """Read `filename` from a local folder or the Hugging Face cache, else return None."""
-    if not model_id:
-        return None
-    folder = Path(model_id).expanduser()
-    if folder.is_dir():
-        path: Path | None = folder / filename
-    elif _looks_like_path(model_id):
-        path = None
-    else:
-        from huggingface_hub import try_to_load_from_cache  # only needed for hub ids
-
-        cached = try_to_load_from_cache(model_id, filename, cache_dir=_hub_cache())
-        path = Path(cached) if isinstance(cached, str) else None
-    if path is None or not path.is_file():
+    folder = find_folder(model_id)
+    if folder is None or not (folder / filename).is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = read_json(folder / filename)
+    except ModelFileError:
         # Not a warning: loading the model reports the broken file as its one-line error.
-        log.debug("%s is not readable JSON; treating %s as unavailable", path, model_id)
+        log.debug("%s/%s is not readable JSON; treating %s as unavailable", folder, filename,
+                  model_id)
         return None
     return data if isinstance(data, dict) else None
-
-
-def _hub_cache() -> Path:
-    """The Hugging Face hub cache, read from the environment now (not at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)

@@ -49,3 +49,25 @@ def assert_valid_geopackage(path: Path) -> None:
         pytest.fail(f"GDAL's validator is missing ({done.stderr.strip()}); run `make qgis`.")
     if done.returncode != 0 or done.stdout.strip() or done.stderr.strip():
         pytest.fail(f"{path} is not a valid GeoPackage:\n{done.stdout}{done.stderr}")
+
+
+#: Files of a complete (if fake) model and adapter, for `cache_snapshot`.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def cache_snapshot(cache: Path, repo_id: str, *files: str) -> Path:
+    """A snapshot of `repo_id` in a Hugging Face cache, laid out as huggingface_hub does.
+
+    Each file holds a small JSON object: enough for the checks that look at which files a
+    snapshot has, not for loading it.
+    """
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name in files:
+        (snapshot / name).write_text('{"model_type": "llava"}')
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

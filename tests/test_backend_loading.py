@@ -46,7 +46,7 @@ def test_unknown_hub_id_offline(monkeypatch):
     message = str(caught.value)
     assert "geovlm-tests/no-such-model" in message
     assert "--model PATH" in message
-    assert "huggingface-cli download geovlm-tests/no-such-model" in message
+    assert "`hf download geovlm-tests/no-such-model`" in message
     assert _one_sentence(message)
     assert caught.value.__suppress_context__
 
@@ -149,6 +149,7 @@ def test_cached_hub_ids_load_offline(
         (root / "refs").mkdir()
         (root / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)  # the one geovlm reads first
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     backend = HFBackend.load("tiny/qwen3-vl", adapter="tiny/lora", quantize="none", device="cpu")
     direct = HFBackend.load(

@@ -25,10 +25,11 @@ from safetensors.torch import load_file, save_file
 from geovlm.backends.devices import resolve_device
 from geovlm.backends.preflight import plan_model
 from geovlm.cli import cli
-from geovlm.errors import DeviceError, GeovlmError, ParameterError
+from geovlm.errors import DeviceError, GeovlmError, ModelFileError, ParameterError
 from geovlm.models import resolve_model
 from geovlm.tasks.classify import ClassifySettings, classify_scene
 from geovlm.tiling import TilingOptions
+from tests.helpers import cache_snapshot
 
 SCENE = "rasterio/cogeo.tif"
 
@@ -369,17 +370,38 @@ def test_partly_cached_hub_model_reads_as_not_downloaded(monkeypatch, tmp_path, 
     """A cache holding config.json only (an interrupted download) is not a broken folder."""
     import huggingface_hub.constants
 
+    from geovlm.backends.preflight import _locate
     from geovlm.errors import ModelNotFoundError
 
-    snapshot = tmp_path / "models--tiny--partial" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
+    snapshot = cache_snapshot(tmp_path, "tiny/partial")
     shutil.copy(qwen3_vl_dir / "config.json", snapshot)
-    (tmp_path / "models--tiny--partial" / "refs").mkdir()
-    (tmp_path / "models--tiny--partial" / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelNotFoundError, match="huggingface-cli download tiny/partial"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelNotFoundError) as caught:
         plan_model("tiny/partial", quantize="none", device="cpu")
+    message = str(caught.value)
+    assert message.startswith(
+        "model 'tiny/partial' is incomplete in the Hugging Face cache (no weights: an"
+        " interrupted download) and cannot be downloaded offline"
+    )
+    assert "`hf download tiny/partial`" in message and "\n" not in message
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert _locate("model", "tiny/partial", "--model") == "tiny/partial"  # the hub resumes it
+    for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(qwen3_vl_dir / name, snapshot)
+    assert _locate("model", "tiny/partial", "--model") == str(snapshot)
+
+
+def test_model_folder_with_a_missing_shard(tmp_path, qwen3_vl_dir):
+    """A sharded checkpoint missing one shard its index names has no complete weights."""
+    folder = tmp_path / "sharded"
+    shutil.copytree(qwen3_vl_dir, folder)
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                             "b": "model-00002-of-00002.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelFileError, match="holds no weights"):
+        plan_model(str(folder), quantize="none", device="cpu")
 
 
 def test_device_names_are_checked_without_torch():

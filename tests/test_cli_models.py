@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
+from tests.helpers import MODEL_FILES, cache_snapshot
 
 
 def test_models_lists_presets_with_offline_availability(monkeypatch, tmp_path):
@@ -18,16 +20,16 @@ def test_models_lists_presets_with_offline_availability(monkeypatch, tmp_path):
     assert "offline: model missing, adapter missing" in result.output
 
 
-def test_models_sees_a_cached_model(monkeypatch, tmp_path):
-    snapshot = tmp_path / "models--alpharomercoma--vqwen3-4b" / "snapshots" / "abc123"
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text('{"model_type": "llava"}')
-    (tmp_path / "models--alpharomercoma--vqwen3-4b" / "refs").mkdir()
-    (tmp_path / "models--alpharomercoma--vqwen3-4b" / "refs" / "main").write_text("abc123")
+@pytest.mark.parametrize(
+    ("files", "mark"), [(MODEL_FILES, "model ok"), (("config.json",), "model missing")],
+    ids=["complete", "interrupted-download"],
+)
+def test_models_sees_a_cached_model(monkeypatch, tmp_path, files, mark):
+    cache_snapshot(tmp_path, "alpharomercoma/vqwen3-4b", *files)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     result = CliRunner().invoke(cli, ["models"])
     block = result.output.split("vqwen3-4b:")[1].split("\n\n")[0]
-    assert "offline: model ok" in block
+    assert f"offline: {mark}" in block
 
 
 def test_version_and_help():

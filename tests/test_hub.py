@@ -1,12 +1,12 @@
 """Missing weights without a hub fail in seconds; cached and local ones never touch the network.
 
 Every endpoint here is on the loopback interface: a port just closed (connection refused), a
-socket that listens but never answers, or a tiny HTTP server. Nothing reaches the internet.
+socket that listens but never answers, or a tiny HTTP server that answers every HEAD with one
+status and records the paths asked for. Nothing reaches the internet.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -23,7 +23,8 @@ from huggingface_hub import constants
 
 from geovlm.cli import cli
 from geovlm.errors import ModelNotFoundError
-from geovlm.hub import HubWeights, check_downloads, hub_unreachable
+from geovlm.hub import HubAnswer, HubWeights, check_downloads, probe_hub
+from tests.helpers import ADAPTER_FILES, MODEL_FILES, cache_snapshot
 
 MODEL = HubWeights("geovlm-tests/no-such-model", "--model")
 ADAPTER = HubWeights("geovlm-tests/no-such-adapter", "--adapter")
@@ -63,13 +64,21 @@ def _connections(sock: socket.socket) -> int:
         count += 1
 
 
+class _Endpoint(str):
+    """A server's URL, and the paths of the HEAD requests it answered."""
+
+    heads: list[str]
+
+
 @pytest.fixture
-def http_server(request) -> Iterator[str]:
+def http_server(request) -> Iterator[_Endpoint]:
     """A loopback HTTP server answering every HEAD with the status in ``request.param``."""
     status = request.param
+    heads: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
+            heads.append(self.path)
             self.send_response(status)
             self.end_headers()
 
@@ -79,7 +88,9 @@ def http_server(request) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    endpoint = _Endpoint(f"http://127.0.0.1:{server.server_address[1]}")
+    endpoint.heads = heads
+    yield endpoint
     server.shutdown()
     server.server_close()
 
@@ -96,19 +107,11 @@ def online(monkeypatch, tmp_path):
     return endpoint
 
 
-def _cache(cache: Path, repo_id: str, filename: str) -> None:
-    snapshot = cache / ("models--" + repo_id.replace("/", "--")) / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / filename).write_text(json.dumps({"model_type": "llava"}))
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-
-
 def test_local_and_cached_weights_never_touch_the_network(online, silent_server, tmp_path):
     url, sock = silent_server
     online(url)
-    _cache(tmp_path / "hub", MODEL.ident, "config.json")
-    _cache(tmp_path / "hub", ADAPTER.ident, "adapter_config.json")
+    cache_snapshot(tmp_path / "hub", MODEL.ident, *MODEL_FILES)
+    cache_snapshot(tmp_path / "hub", ADAPTER.ident, *ADAPTER_FILES)
     folder = HubWeights(str(tmp_path), "--model")
     typo = HubWeights("./no/such/folder", "--model")  # the loader reports it
     assert check_downloads(MODEL, ADAPTER, folder, typo) == []
@@ -145,8 +148,8 @@ def test_unreachable_hub_is_one_sentence_at_once(online, closed_url):
 def test_silent_hub_gives_up_after_the_probe_time(online, silent_server):
     url, sock = silent_server
     start = time.perf_counter()
-    reason = hub_unreachable(url, timeout=0.5)
-    assert reason is not None
+    reason = probe_hub(url, [MODEL.ident], timeout=0.5).problem
+    assert reason == "no answer within 0.5 s"
     assert time.perf_counter() - start < 2.0
     assert _connections(sock) == 1
 
@@ -154,21 +157,90 @@ def test_silent_hub_gives_up_after_the_probe_time(online, silent_server):
 def test_probe_respects_offline_mode(silent_server):
     url, sock = silent_server
     assert constants.HF_HUB_OFFLINE  # the test session's setting
-    assert "offline mode is enabled" in hub_unreachable(url)
+    probe = probe_hub(url, [MODEL.ident])
+    assert probe.problem is not None and "offline mode is enabled" in probe.problem
+    assert probe.answers == {}
     assert _connections(sock) == 0
 
 
 @pytest.mark.parametrize("http_server", [200], indirect=True)
 def test_reachable_hub_lets_the_download_happen(online, http_server):
     online(http_server)
-    assert hub_unreachable(http_server) is None
+    probe = probe_hub(http_server, [MODEL.ident])
+    assert (probe.answers, probe.problem) == ({MODEL.ident: HubAnswer.FOUND}, None)
     assert check_downloads(MODEL, ADAPTER) == [MODEL.ident, ADAPTER.ident]
+    assert http_server.heads == [f"/api/models/{MODEL.ident}"] + [
+        f"/api/models/{item.ident}" for item in (MODEL, ADAPTER)
+    ]
 
 
 @pytest.mark.parametrize("http_server", [503], indirect=True)
 def test_hub_with_a_server_error_counts_as_unreachable(online, http_server):
     online(http_server)
     with pytest.raises(ModelNotFoundError, match="cannot be reached \\(it answers HTTP 503\\)"):
+        check_downloads(MODEL)
+
+
+def test_partly_cached_model_offline_is_named_incomplete(online, silent_server, tmp_path):
+    """An interrupted download (config.json, no weights) is not taken for a cached model."""
+    url, sock = silent_server
+    online(url)
+    constants.HF_HUB_OFFLINE = True  # restored by the fixture's monkeypatch
+    cache_snapshot(tmp_path / "hub", MODEL.ident, "config.json")
+    with pytest.raises(ModelNotFoundError) as caught:
+        check_downloads(MODEL, ADAPTER)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{ADAPTER.ident} is not in the Hugging Face cache and {MODEL.ident} is incomplete in"
+        " the Hugging Face cache (no weights: an interrupted download) and HF_HUB_OFFLINE is set"
+    )
+    assert "\n" not in message
+    assert _connections(sock) == 0
+
+
+@pytest.mark.parametrize("http_server", [200], indirect=True)
+@pytest.mark.parametrize(
+    "files", [("config.json",), ("config.json", "model.safetensors"),
+              ("config.json", "model.safetensors.index.json", "tokenizer.json")],
+    ids=["config-only", "no-tokenizer", "index-without-shards"],
+)
+def test_partly_cached_model_is_downloaded_again(online, http_server, tmp_path, files):
+    """With the hub reachable, the id goes to transformers, which resumes the download."""
+    online(http_server)
+    cache_snapshot(tmp_path / "hub", MODEL.ident, *files)
+    assert check_downloads(MODEL) == [MODEL.ident]
+    assert http_server.heads == [f"/api/models/{MODEL.ident}"]
+
+
+@pytest.mark.parametrize("http_server", [404], indirect=True)
+def test_id_unknown_to_the_hub_is_one_sentence(online, http_server, tmp_path):
+    online(http_server)
+    cache_snapshot(tmp_path / "hub", ADAPTER.ident, *ADAPTER_FILES)
+    with pytest.raises(ModelNotFoundError) as caught:
+        check_downloads(MODEL, ADAPTER)
+    assert str(caught.value) == (
+        f"{MODEL.ident} does not exist on {http_server} (or is private): check the id given to"
+        " --model."
+    )
+    assert http_server.heads == [f"/api/models/{MODEL.ident}"]  # the cached adapter is not asked
+
+
+@pytest.mark.parametrize("http_server", [401, 403], indirect=True)
+def test_gated_or_private_id_says_to_log_in(online, http_server):
+    online(http_server)
+    with pytest.raises(ModelNotFoundError) as caught:
+        check_downloads(ADAPTER)
+    message = str(caught.value)
+    assert message.startswith(f"{ADAPTER.ident} is gated or private on {http_server}")
+    assert "`hf auth login` (or set HF_TOKEN) and accept its licence" in message
+    assert "--adapter" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("endpoint", ["notaurl", "ftp://127.0.0.1", "http://[::1"])
+def test_malformed_endpoint_is_unreachable_not_a_traceback(online, endpoint):
+    online(endpoint)
+    with pytest.raises(ModelNotFoundError, match=f"{MODEL.ident} is not in the Hugging Face cache"
+                       f" and {endpoint.replace('[', '.')} cannot be reached"):
         check_downloads(MODEL)
 
 

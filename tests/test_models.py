@@ -20,6 +20,7 @@ from geovlm.models import (
 from geovlm.preset_files import SHIPPED_PRESETS
 from geovlm.quantization import Quantization
 from geovlm.verbalizer import Verbalizer
+from tests.helpers import ADAPTER_FILES, MODEL_FILES, cache_snapshot
 
 EXPECTED = {
     "xview2-qwen3vl": dict(
@@ -177,27 +178,42 @@ def test_availability_false_for_real_ids_offline(hub_cache):
 
 def test_availability_local_folders(tmp_path):
     assert availability(str(tmp_path)) is False  # no config
-    (tmp_path / "config.json").write_text("{}")
+    for name in MODEL_FILES:
+        assert availability(str(tmp_path)) is False
+        (tmp_path / name).write_text("{}")
     assert availability(str(tmp_path)) is True
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "x/y"}')
+    assert availability(str(adapter)) is False  # no adapter weights
+    (adapter / "adapter_model.safetensors").write_text("")
     assert availability(str(adapter)) is True
     assert availability(str(tmp_path / "missing")) is False
 
 
 def test_availability_fake_hf_cache(hub_cache):
     assert availability("org/name") is False
-    _cache_repo(hub_cache, "org/name", "config.json", {"model_type": "llava"})
+    cache_snapshot(hub_cache, "org/name", *MODEL_FILES)
     assert availability("org/name") is True
-    _cache_repo(hub_cache, "org/adapter", "adapter_config.json", {"peft_type": "LORA"})
+    cache_snapshot(hub_cache, "org/adapter", *ADAPTER_FILES)
     assert availability("org/adapter") is True
     assert availability("org/other") is False
 
 
-def test_availability_ignores_broken_json(tmp_path):
+def test_interrupted_download_is_not_available(hub_cache):
+    """A snapshot with config.json only is what an interrupted download leaves."""
+    cache_snapshot(hub_cache, "org/partial", "config.json")
+    assert availability("org/partial") is False
+    cache_snapshot(hub_cache, "org/partial-adapter", "adapter_config.json")
+    assert availability("org/partial-adapter") is False
+    # Its config.json still tells the family.
+    assert resolve_model("org/partial").family is ModelFamily.LLAVA
+
+
+def test_broken_config_is_ignored_by_ad_hoc_presets(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
-    assert availability(str(tmp_path)) is False
+    preset = resolve_model(str(tmp_path))
+    assert preset.family is ModelFamily.UNKNOWN and preset.supports_images
 
 
 def test_custom_preset_folder(tmp_path):

@@ -15,12 +15,11 @@ from typing import Any
 
 import torch
 
-from geovlm.backends.devices import resolve_device
 from geovlm.backends.preflight import ModelPlan, adapter_mismatch, not_found, plan_model
-from geovlm.errors import DependencyError, DeviceError, ModelFileError
+from geovlm.errors import DependencyError, DeviceError, ModelFileError, first_line
 from geovlm.quantization import Quantization
 
-__all__ = ["LoadedModel", "bnb_config", "load_model", "resolve_device"]
+__all__ = ["LoadedModel", "bnb_config", "load_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +78,12 @@ class LoadedModel:
     dtype: torch.dtype
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+def _out_of_memory(what: str, device: torch.device) -> DeviceError:
+    """The one-sentence error for weights that do not fit on the device."""
+    return DeviceError(
+        f"{what} does not fit in the memory of {device}: pass --quantize 4bit, a smaller model,"
+        " or another --device."
+    )
 
 
 def _load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
@@ -105,18 +108,15 @@ def _load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
         raise not_found("model", model, "--model") from None
     except SafetensorError as exc:  # a shard corrupt past its header
         raise ModelFileError(
-            f"{model} has truncated or corrupt weights ({_first_line(exc)}): copy or download"
+            f"{model} has truncated or corrupt weights ({first_line(exc)}): copy or download"
             " the model again."
         ) from None
     except torch.OutOfMemoryError:
-        raise DeviceError(
-            f"{model} does not fit in the memory of {plan.device}: pass --quantize 4bit, a"
-            " smaller model, or another --device."
-        ) from None
+        raise _out_of_memory(model, plan.device) from None
     except ImportError as exc:  # a library the model or its quantization needs
         logger.debug("%s needs a missing library: %s", model, exc)
         raise DependencyError(
-            f"loading {model} needs a library that does not import here ({_first_line(exc)}):"
+            f"loading {model} needs a library that does not import here ({first_line(exc)}):"
             " install it, or pass --quantize none if it is bitsandbytes."
         ) from None
     missing = [*info["missing_keys"], *(key for key, *_ in info["mismatched_keys"])]
@@ -150,14 +150,11 @@ def _attach_adapter(
         raise mismatch from None
     except SafetensorError as exc:  # corrupt past its header
         raise ModelFileError(
-            f"the adapter {adapter} has truncated or corrupt weights ({_first_line(exc)}): copy"
+            f"the adapter {adapter} has truncated or corrupt weights ({first_line(exc)}): copy"
             " or download it again."
         ) from None
     except torch.OutOfMemoryError:
-        raise DeviceError(
-            f"the adapter {adapter} does not fit in the memory of {plan.device}: pass"
-            " --quantize 4bit, a smaller model, or another --device."
-        ) from None
+        raise _out_of_memory(f"the adapter {adapter}", plan.device) from None
     except RuntimeError as exc:  # torch's load_state_dict: "size mismatch for ..."
         if "size mismatch" not in str(exc):
             raise

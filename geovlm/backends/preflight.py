@@ -8,7 +8,6 @@ model takes to load. Each library error is translated where the library is calle
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,15 @@ from typing import Any
 import torch
 
 from geovlm.backends.devices import resolve_device
-from geovlm.errors import DependencyError, ModelFileError, ModelNotFoundError
+from geovlm.errors import DependencyError, ModelFileError, ModelNotFoundError, first_line
+from geovlm.local_weights import (
+    Lack,
+    adapter_weights,
+    find_folder,
+    lack,
+    model_weights,
+    read_json,
+)
 from geovlm.quantization import Quantization
 
 __all__ = ["ModelPlan", "adapter_mismatch", "not_found", "plan_model"]
@@ -29,11 +36,6 @@ _CLASSES = {
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "llava": "LlavaForConditionalGeneration",
 }
-#: Any one of these makes a folder's tokenizer loadable.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-#: Weight files of a model folder and of a peft adapter folder.
-_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-_ADAPTER_WEIGHT_PATTERNS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ def _check_bitsandbytes(requested: Quantization, quantization: Quantization) -> 
         ) from None
 
 
-def not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
+def not_found(
+    kind: str, ident: str, flag: str, lacking: Lack | None = None
+) -> ModelNotFoundError:
     """The one-sentence error for a model or adapter that is neither a folder nor cached.
 
     Parameters
@@ -106,6 +110,8 @@ def not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
         What the user passed.
     flag
         The option that takes it (``--model``, ``--adapter``).
+    lacking
+        What its snapshot in the Hugging Face cache lacks, if an interrupted download left one.
 
     Returns
     -------
@@ -120,9 +126,15 @@ def not_found(kind: str, ident: str, flag: str) -> ModelNotFoundError:
         return ModelNotFoundError(
             f"no {kind} folder at {ident}: pass {flag} PATH to an existing one."
         )
+    if lacking is not None:
+        return ModelNotFoundError(
+            f"{kind} {ident!r} is incomplete in the Hugging Face cache (no {lacking.value}: an"
+            " interrupted download) and cannot be downloaded offline: unset HF_HUB_OFFLINE to"
+            f" resume, pass {flag} PATH to a local copy, or run `hf download {ident}`."
+        )
     return ModelNotFoundError(
         f"{kind} {ident!r} is not available offline: pass {flag} PATH to a local copy, "
-        f"or download it first with `huggingface-cli download {ident}`."
+        f"or download it first with `hf download {ident}`."
     )
 
 
@@ -149,49 +161,36 @@ def adapter_mismatch(adapter: str, base: str, model: str) -> ModelFileError:
     )
 
 
-def _cached(ident: str) -> str | None:
-    """The local folder of a hub id in the Hugging Face cache, without touching the network."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+def _locate(kind: str, ident: str, flag: str) -> str:
+    """The folder to load ``ident`` from (given, or complete in the cache), else the hub id.
 
-    try:
-        return snapshot_download(ident, local_files_only=True)
-    except (HFValidationError, LocalEntryNotFoundError):
-        return None
-
-
-def _locate(kind: str, ident: str, flag: str) -> tuple[str, bool]:
-    """The local folder of ``ident`` (given, or a cached hub snapshot), else ``ident`` itself.
-
-    Also says whether the user gave the folder. Cached snapshots load without the network;
-    other well-formed ids are left to the hub.
+    A snapshot that an interrupted download left incomplete goes to the hub, which resumes
+    the download; offline, it is refused in one sentence.
     """
+    from huggingface_hub import constants
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
     folder = Path(ident).expanduser()
     if folder.is_dir():
-        return str(folder), True
+        return str(folder)
     try:
         validate_repo_id(ident)
     except HFValidationError:  # neither a folder nor a well-formed hub id
         raise not_found(kind, ident, flag) from None
-    return _cached(ident) or ident, False
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(
-            f"{path} is not valid JSON ({exc}): restore it from the original model."
-        ) from None
+    if (snapshot := find_folder(ident)) is None:
+        return ident
+    if (missing := lack(snapshot)) is None:
+        return str(snapshot)
+    if constants.HF_HUB_OFFLINE:
+        raise not_found(kind, ident, flag, lacking=missing)
+    return ident
 
 
 def _check_json_files(folder: Path) -> None:
     """Refuse a folder with a cut or hand-broken JSON file (config, tokenizer, processor)."""
     for path in sorted(folder.glob("*.json")):
-        _read_json(path)
+        read_json(path)
 
 
 def _check_safetensors(files: list[Path]) -> None:
@@ -210,42 +209,29 @@ def _check_safetensors(files: list[Path]) -> None:
             ) from None
 
 
-def _weights(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
-    return sorted(f for pattern in patterns for f in folder.glob(pattern))
-
-
-def _check_folder(folder: Path, model: str, given: bool) -> None:
-    """Refuse a model folder that lacks what ``from_pretrained`` needs, before reading weights.
-
-    A partly cached hub snapshot that lacks files reads as not available offline.
-    """
+def _check_folder(folder: Path, model: str) -> None:
+    """Refuse a model folder that lacks what ``from_pretrained`` needs, before reading weights."""
     if not (folder / "config.json").is_file():
         if (folder / "adapter_config.json").is_file():
             raise ModelFileError(
                 f"{model} is a peft adapter, not a model: pass it as --adapter and its base"
                 " model as --model."
             )
-        if not given:
-            raise not_found("model", model, "--model")
         raise ModelFileError(
             f"{model} holds no config.json, so it is no transformers model folder: pass --model"
             " a folder saved with save_pretrained (config.json, weights, tokenizer), a hub id"
             " or a preset name."
         )
     _check_json_files(folder)
-    _check_model_type(_read_json(folder / "config.json"), model)
-    weights = _weights(folder, _WEIGHT_PATTERNS)
-    if not weights:
-        if not given:
-            raise not_found("model", model, "--model")
+    _check_model_type(read_json(folder / "config.json"), model)
+    missing = lack(folder)
+    if missing is Lack.WEIGHTS:
         raise ModelFileError(
-            f"{model} holds no weights (model.safetensors or its shards): copy or download"
-            " the whole model folder again."
+            f"{model} holds no weights (model.safetensors, or every shard its index"
+            " names): copy or download the whole model folder again."
         )
-    _check_safetensors(weights)
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        if not given:
-            raise not_found("model", model, "--model")
+    _check_safetensors(model_weights(folder))
+    if missing is Lack.TOKENIZER:
         raise ModelFileError(
             f"{model} holds no tokenizer (tokenizer.json or tokenizer_config.json): copy the"
             " tokenizer files of the original model into it."
@@ -279,10 +265,9 @@ def _config(source: str, model: str) -> Any:
         logger.debug("config of %s not loadable: %s", model, exc)
         raise not_found("model", model, "--model") from None
     except ValueError as exc:  # an unknown model_type, or values its config class rejects
-        reason = str(exc).splitlines()[0]
         raise ModelFileError(
-            f"{model}'s config.json is not one transformers can use ({reason}): restore it from"
-            " the original model, or upgrade transformers."
+            f"{model}'s config.json is not one transformers can use ({first_line(exc)}): restore"
+            " it from the original model, or upgrade transformers."
         ) from None
 
 
@@ -308,18 +293,16 @@ def _check_adapter(adapter: str, model: str, config: Any) -> str:
     from peft import PeftConfig
     from transformers import AutoConfig
 
-    source, given = _locate("adapter", adapter, "--adapter")
+    source = _locate("adapter", adapter, "--adapter")
     folder = Path(source)
     if folder.is_dir() and not (folder / "adapter_config.json").is_file():
-        if not given:
-            raise not_found("adapter", adapter, "--adapter")
         raise ModelFileError(
             f"{adapter} exists but holds no adapter_config.json, so it is no peft adapter: pass"
             " --adapter a folder saved by peft's save_pretrained, or --no-adapter."
         )
     if folder.is_dir():
         _check_json_files(folder)
-        weights = _weights(folder, _ADAPTER_WEIGHT_PATTERNS)
+        weights = adapter_weights(folder)
         if not weights:
             raise ModelFileError(
                 f"{adapter} holds no adapter weights (adapter_model.safetensors): copy or"
@@ -331,8 +314,8 @@ def _check_adapter(adapter: str, model: str, config: Any) -> str:
     except ValueError as exc:  # peft: "Can't find 'adapter_config.json' at ..."
         logger.debug("adapter %s not loadable: %s", adapter, exc)
         raise not_found("adapter", adapter, "--adapter") from None
-    base_folder = base if Path(base).expanduser().is_dir() else (base and _cached(base))
-    if not base_folder or base == model:
+    base_folder = find_folder(base)
+    if base_folder is None or base == model:
         return source
     try:
         base_config = AutoConfig.from_pretrained(base_folder)
@@ -388,9 +371,9 @@ def plan_model(
     requested = Quantization(quantize)
     quantization = requested.resolve(where.type)
     _check_bitsandbytes(requested, quantization)
-    source, given = _locate("model", model, "--model")
+    source = _locate("model", model, "--model")
     if Path(source).is_dir():
-        _check_folder(Path(source), model, given)
+        _check_folder(Path(source), model)
     config = _config(source, model)
     cls, supports_images = _model_class(config)
     adapter_source = None if adapter is None else _check_adapter(adapter, model, config)
