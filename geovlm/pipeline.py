@@ -234,7 +234,7 @@ def run_over_chips(
         and the output checked, locked and found new or resumable, so a refusal never waits
         for it.
     batch_size
-        Chips per call of `process` and per write transaction.
+        Chips per call of `process`; a write takes one or more batches (`_OrderedWrites`).
     progress
         How progress is reported.
     overwrite
