@@ -1,6 +1,6 @@
 """Stream records into a GeoPackage layer, resumably, with the run recorded beside them.
 
-Features go through GDAL (pyogrio), one transaction per batch, so a killed run keeps every finished
+Features go through GDAL (pyogrio), one transaction per `write`, so a killed run keeps every written
 batch and none half-written. The ``runs`` ledger (kept by `geovlm.runs`) and the QGIS
 ``layer_styles`` table are plain GeoPackage attribute tables, written with sqlite3. GDAL and
 Python's sqlite3 carry separate copies of SQLite, and two copies holding the same file open in one

@@ -1,12 +1,13 @@
 """The loop every per-chip command shares: tile, skip what is done, process in batches, write.
 
 Three stages overlap: a background thread reads and prepares batch k+1 (e.g. encodes its images)
-while the model works on batch k, and another writes batch k-1. The input and then the output are
-checked (and the output locked) before the task's costly setup, such as loading a model, so a
-refused output costs no load. Each batch is written in one transaction, so a killed run loses at
-most the batches in flight and a re-run picks up where it stopped. On any exception, including
-an interrupt, the background threads are joined, in order, before the output and the scene close:
-the write in flight finishes and the run is marked ``interrupted``.
+while the model works on batch k, and another writes the batches before. The input and then the
+output are checked (and the output locked) before the task's costly setup, such as loading a
+model, so a refused output costs no load. Batches are written in transactions of at most half a
+second's work (see `_OrderedWrites`), so a killed run loses at most that and a re-run picks up
+where it stopped. On any exception, including an interrupt, the background threads are joined,
+in order, before the output and the scene close: what was processed is written and the run is
+marked ``interrupted``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,11 +87,23 @@ class RunSummary:
         }
 
 
-class _OrderedWrites:
-    """Writes each batch on one background thread while the next batch is being processed.
+#: A write is queued once this long has passed since the previous one (or `_GROUP_ROWS` records
+#: wait): each GDAL write reopens the GeoPackage and holds the GIL for about 10-15 ms whatever its
+#: size, which stalls every other stage, so fast runs write a few large transactions a second.
+_GROUP_SECONDS = 0.5
+#: Most records held back for one write.
+_GROUP_ROWS = 512
 
-    At most one write is in flight, so batches land in order and a failure surfaces at the
-    next submit or at the end; leaving the block waits for the write in flight.
+
+class _OrderedWrites:
+    """Writes batches on one background thread while the next batches are being processed.
+
+    Batches are grouped: one write takes every batch submitted since the previous write was
+    queued, at most `_GROUP_SECONDS` (or `_GROUP_ROWS` records) later, so a slow run still writes
+    each batch at once and a fast one no longer pays a GDAL write, and its hold on the GIL, per
+    batch. At most one write is in flight, so batches land in order and a failure surfaces at
+    the next write or at the end; leaving the block, even on an error, writes what is held back
+    (unless the write in flight failed) and waits for it.
     """
 
     def __init__(self, writer: GeoPackageWriter) -> None:
@@ -97,29 +111,59 @@ class _OrderedWrites:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="geovlm-write")
         self._pending: Future[None] | None = None
         self._pending_size = 0
+        self._rows: list[dict[str, Any]] = []
+        self._geometries: list[BaseGeometry] = []
+        self._queued_at = -math.inf
+        self._failed = False
 
     def __enter__(self) -> _OrderedWrites:
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._pending is not None:
-                self._pending.exception()
+            if self._pending is not None and self._pending.exception() is not None:
+                return
+            if self._rows and not self._failed:
+                self._queue().exception()
         finally:
             self._pool.shutdown(wait=True)
 
     def submit(self, rows: list[dict[str, Any]], geometries: list[BaseGeometry]) -> int:
-        """Queue a batch; returns how many records the previous write finished."""
-        finished = self.drain()
-        self._pending = self._pool.submit(self._writer.write, rows, geometries)
-        self._pending_size = len(rows)
-        return finished
+        """Hold a batch for the next write; returns how many records writes finished since."""
+        self._rows.extend(rows)
+        self._geometries.extend(geometries)
+        due = time.perf_counter() - self._queued_at >= _GROUP_SECONDS
+        if due or len(self._rows) >= _GROUP_ROWS:
+            finished = self._wait()
+            self._queue()
+            return finished
+        if self._pending is not None and self._pending.done():
+            return self._wait()
+        return 0
 
     def drain(self) -> int:
+        """Write what is held back and wait (raising a write's error); returns records written."""
+        finished = self._wait()
+        if self._rows:
+            self._queue()
+        return finished + self._wait()
+
+    def _queue(self) -> Future[None]:
+        """Start writing the held-back records (no write may be in flight)."""
+        rows, geometries = self._rows, self._geometries
+        self._rows, self._geometries = [], []
+        self._pending = self._pool.submit(self._writer.write, rows, geometries)
+        self._pending_size = len(rows)
+        self._queued_at = time.perf_counter()
+        return self._pending
+
+    def _wait(self) -> int:
         """Wait for the write in flight (raising its error); returns how many records it wrote."""
         if self._pending is None:
             return 0
         pending, self._pending = self._pending, None
+        if pending.exception() is not None:
+            self._failed = True
         pending.result()
         return self._pending_size
 
@@ -190,7 +234,7 @@ def run_over_chips(
         and the output checked, locked and found new or resumable, so a refusal never waits
         for it.
     batch_size
-        Chips per call of `process` and per write transaction.
+        Chips per call of `process`; a write takes one or more batches (`_OrderedWrites`).
     progress
         How progress is reported.
     overwrite

@@ -280,7 +280,7 @@ def classify_scene(
     run_parameters
         Model, adapter, quantization and other choices recorded with the run.
     batch_size
-        Chips per model call and per write transaction.
+        Chips per model call; writes take one or more batches (see `geovlm.pipeline`).
     progress
         How progress is reported.
     overwrite
