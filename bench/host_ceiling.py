@@ -16,8 +16,10 @@ Scene: generated (once, in a subprocess, cached under ``--out``) by ``bench/tili
 average). Three cases, 512 px chips without overlap:
 
 - native: no ``--gsd``, 1024 chips, one 512² read each;
-- gsd, overviews: ``--gsd 3.5``, 64 chips of 2048² source pixels, which GDAL should read from
-  the 4x overview (512² decoded) rather than from full resolution;
+- gsd, overviews: ``--gsd 3.5``, 81 chips of about 2049² source pixels (UTM's 0.9996 scale on
+  the central meridian makes a pixel 0.8747 m on the ground, so 8 chips and a shifted edge chip
+  per side), which GDAL should read from the 4x overview (about 512² decoded, then resampled)
+  rather than from full resolution;
 - gsd, no overviews: the same chips read and averaged from full resolution (16x the decoding).
 
 That the overview is read is checked, not assumed: a pass over a few chips with GDAL's debug
