@@ -371,8 +371,7 @@ class GeoPackageWriter:
         with _connect(self.path) as db:
             if upgrade_table(db):
                 logger.info("%s: rebuilt its runs table with an integer key", self.path)
-            set_status(db, self.run_id, RunStatus.RUNNING, written=self.written,
-                       skipped=self.skipped)
+        self._set_status(RunStatus.RUNNING)
 
     def _set_status(self, status: RunStatus) -> None:
         with _connect(self.path) as db:

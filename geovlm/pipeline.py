@@ -93,6 +93,8 @@ class RunSummary:
 _GROUP_SECONDS = 0.5
 #: Most records held back for one write.
 _GROUP_ROWS = 512
+#: Beyond this many times the scene's own resolution, --gsd upsampling only shows a model blur.
+_MAX_UPSAMPLING = 4.0
 
 
 class _OrderedWrites:
@@ -175,14 +177,22 @@ def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
         yield batch
 
 
-def _warn_if_smaller_than_a_chip(info: SceneInfo, tiling: TilingOptions) -> None:
-    """Warn before any chip is read when the whole scene covers too little of one chip to be kept.
+def _warn_about_scale(info: SceneInfo, tiling: TilingOptions) -> None:
+    """Warn before any chip is read when the chosen ground distance does not suit the scene.
 
-    Such a scene gives one chip, mostly padding, that ``--min-valid`` then skips: a run that
-    writes nothing, typically a small scene at a model's coarse training resolution.
+    Two cases: chips upsampled beyond `_MAX_UPSAMPLING` (a model's coarse training resolution
+    on a coarser scene shows it only blur), and a whole scene too small for one chip, which
+    gives one chip, mostly padding, that ``--min-valid`` then skips: a run that writes nothing.
     """
     res_x, res_y = info.resolution_m
-    chip_m = tiling.size * (tiling.gsd if tiling.gsd is not None else min(res_x, res_y))
+    native = min(res_x, res_y)
+    if tiling.gsd is not None and native / tiling.gsd > _MAX_UPSAMPLING:
+        logger.warning(
+            "the scene's pixels are %.1f m but chips are resampled to %.2f m, so they show"
+            " %.0fx upsampled blur; pass a coarser --gsd (or --native-gsd to classify)",
+            native, tiling.gsd, native / tiling.gsd,
+        )
+    chip_m = tiling.size * (tiling.gsd if tiling.gsd is not None else native)
     covered = min(1.0, info.width * res_x / chip_m) * min(1.0, info.height * res_y / chip_m)
     if covered < tiling.min_valid:
         logger.warning(
@@ -273,7 +283,7 @@ def run_over_chips(
         with writer:
             steps = setup()
             # After setup, so that a refusal or a missing model stays the only line printed.
-            _warn_if_smaller_than_a_chip(tiler.info, tiling)
+            _warn_about_scale(tiler.info, tiling)
             writer.begin()
             with (
                 ProgressReporter(progress, len(tiler), "chips") as reporter,

@@ -129,15 +129,14 @@ def _load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
     return net, processor
 
 
-def _attach_adapter(
-    net: torch.nn.Module, plan: ModelPlan, adapter: str, source: str
-) -> torch.nn.Module:
-    """``net`` with the adapter (merged into unquantized weights); a misfit is refused."""
-    from peft import NoMatchingPeftModuleError, PeftConfig, PeftModel
+def _attach_adapter(net: torch.nn.Module, plan: ModelPlan) -> torch.nn.Module:
+    """``net`` with the plan's adapter (merged into unquantized weights); a misfit is refused."""
+    from peft import NoMatchingPeftModuleError, PeftModel
     from safetensors import SafetensorError
 
-    base = PeftConfig.from_pretrained(source).base_model_name_or_path or ""
-    mismatch = adapter_mismatch(adapter, base, plan.model)
+    adapter, source = plan.adapter, plan.adapter_source
+    assert adapter is not None and source is not None, "a plan without an adapter"
+    mismatch = adapter_mismatch(adapter, plan.adapter_base or "", plan.model)
     try:
         with warnings.catch_warnings():
             # peft only warns when adapter weights find no module of that name: junk results.
@@ -210,8 +209,8 @@ def load_model(
         model, plan.model_class.__name__, plan.quantization.value, plan.device,
     )
     net, processor = _load_weights(plan)
-    if plan.adapter is not None and plan.adapter_source is not None:
-        net = _attach_adapter(net, plan, plan.adapter, plan.adapter_source)
+    if plan.adapter is not None:
+        net = _attach_adapter(net, plan)
     net.eval()
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"

@@ -64,6 +64,8 @@ class ModelPlan:
         The peft adapter as the user named it, or None.
     adapter_source
         Where the adapter loads from, or None.
+    adapter_base
+        The base the adapter was trained on (its ``base_model_name_or_path``), or None.
     """
 
     model: str
@@ -76,6 +78,7 @@ class ModelPlan:
     dtype: torch.dtype
     adapter: str | None = None
     adapter_source: str | None = None
+    adapter_base: str | None = None
 
 
 def _check_bitsandbytes(requested: Quantization, quantization: Quantization) -> None:
@@ -288,8 +291,8 @@ def _architecture(config: Any) -> tuple[Any, ...]:
     return config.model_type, text.hidden_size, text.num_hidden_layers
 
 
-def _check_adapter(adapter: str, model: str, config: Any) -> str:
-    """The adapter's source, refused if it is no peft adapter or was made for another base."""
+def _check_adapter(adapter: str, model: str, config: Any) -> tuple[str, str]:
+    """The adapter's source and base, refused if no peft adapter or made for another base."""
     from peft import PeftConfig
     from transformers import AutoConfig
 
@@ -316,15 +319,15 @@ def _check_adapter(adapter: str, model: str, config: Any) -> str:
         raise not_found("adapter", adapter, "--adapter") from None
     base_folder = find_folder(base)
     if base_folder is None or base == model:
-        return source
+        return source, base
     try:
         base_config = AutoConfig.from_pretrained(base_folder)
     except (OSError, ValueError) as exc:  # the base's files are not all here: cannot compare
         logger.debug("config of the adapter's base %s not readable: %s", base, exc)
-        return source
+        return source, base
     if _architecture(base_config) != _architecture(config):
         raise adapter_mismatch(adapter, base, model)
-    return source
+    return source, base
 
 
 def plan_model(
@@ -376,7 +379,9 @@ def plan_model(
         _check_folder(Path(source), model)
     config = _config(source, model)
     cls, supports_images = _model_class(config)
-    adapter_source = None if adapter is None else _check_adapter(adapter, model, config)
+    adapter_source, adapter_base = (
+        (None, None) if adapter is None else _check_adapter(adapter, model, config)
+    )
     return ModelPlan(
         model=model,
         source=source,
@@ -388,4 +393,5 @@ def plan_model(
         dtype=torch.bfloat16 if where.type == "cuda" else torch.float32,
         adapter=adapter,
         adapter_source=adapter_source,
+        adapter_base=adapter_base,
     )

@@ -28,7 +28,6 @@ from geovlm.models import ModelPreset
 from geovlm.pipeline import ChipSteps, RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.scene import SceneInfo, open_scene
 from geovlm.styles import categorized_style
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, TilingOptions
@@ -64,8 +63,6 @@ CLASSIFY_FIELDS: dict[str, FieldType] = {
     "run_id": FieldType.STRING,
 }
 _ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
-#: Beyond this many times the scene's own resolution, --gsd upsampling only shows the model blur.
-_MAX_UPSAMPLING = 4.0
 
 
 class ClassifyMode(CheckedEnum):
@@ -228,21 +225,6 @@ def classify_chips(
         return _generated_records(backend, chips, inputs, settings)
 
 
-def _warn_on_upsampling(preset: ModelPreset, tiling: TilingOptions, info: SceneInfo) -> None:
-    """Warn when the model's training resolution asks for heavy upsampling of this scene."""
-    if tiling.gsd is None:
-        return
-    native = min(info.resolution_m)
-    factor = native / tiling.gsd
-    if factor > _MAX_UPSAMPLING:
-        logger.warning(
-            "the scene's pixels are %.1f m but chips are resampled to %.2f m (%s's training"
-            " resolution), so the model sees %.0fx upsampled blur; pass --gsd or --native-gsd"
-            " to change it",
-            native, tiling.gsd, preset.name, factor,
-        )
-
-
 def classify_scene(
     scene: str | Path,
     output: str | Path,
@@ -303,7 +285,6 @@ def classify_scene(
             f"{preset.name} reads text only and cannot classify images; choose a"
             " vision-language model with --model (e.g. xview2-qwen3vl)."
         )
-    _warn_on_upsampling(preset, tiling, open_scene(scene, tiling.bands))
 
     def setup() -> ChipSteps:
         backend = backend_factory()
