@@ -1,0 +1,1 @@
+"""Command groups beyond ``tile`` and ``classify``, one module each, registered in `geovlm.cli`."""
