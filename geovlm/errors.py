@@ -4,6 +4,7 @@ The CLI prints a `GeovlmError`'s message and exits with status 2; anything else 
 """
 
 __all__ = [
+    "DatasetError",
     "DependencyError",
     "DeviceError",
     "GeovlmError",
@@ -54,6 +55,10 @@ class ModelCapabilityError(GeovlmError):
     """A model was asked for something it cannot do, e.g. a text-only model given images."""
 
 
+class DatasetError(InputError):
+    """A training or evaluation set is missing, malformed, or cannot be split as asked."""
+
+
 class PresetError(GeovlmError):
     """A model preset YAML file is malformed, has unknown or missing keys, or repeats a name."""
 
@@ -67,3 +72,4 @@ def first_line(exc: BaseException) -> str:
     ('bad value', 'OSError')
     """
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
