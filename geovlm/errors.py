@@ -6,6 +6,7 @@ The CLI prints a `GeovlmError`'s message and exits with status 2; anything else 
 __all__ = [
     "DependencyError",
     "DeviceError",
+    "GeoreferenceError",
     "GeovlmError",
     "InputError",
     "ModelCapabilityError",
@@ -14,6 +15,7 @@ __all__ = [
     "OutputError",
     "ParameterError",
     "PresetError",
+    "XbdError",
     "first_line",
 ]
 
@@ -24,6 +26,14 @@ class GeovlmError(Exception):
 
 class InputError(GeovlmError):
     """An input scene or layer is missing, unreadable, corrupt or not georeferenced."""
+
+
+class XbdError(InputError):
+    """An xBD folder or label file is incomplete, malformed or inconsistent."""
+
+
+class GeoreferenceError(InputError):
+    """An image's control points (e.g. an xBD tile's building vertices) cannot fix its position."""
 
 
 class ParameterError(GeovlmError, ValueError):
