@@ -146,6 +146,11 @@ def test_georef_real_post_tiles(real_xbd, tmp_path):
     assert (layer.rms_px < 0.01).all() and layer.buildings.sum() == 133
     assert buildings.geometry.within(layer.geometry.union_all()).all()
     assert_valid_geopackage(out / "buildings.gpkg")
+    chips = tmp_path / "chips.gpkg"
+    scene = out / "images" / "hurricane-florence_00000480_post_disaster.tif"
+    tiled = CliRunner().invoke(cli, ["tile", str(scene), "-o", str(chips)])
+    assert tiled.exit_code == 0 and "Wrote 4 chips" in tiled.output, tiled.output
+    assert_valid_geopackage(chips)
 
 
 def test_georef_both_phases_and_tile_the_result(synthetic_xbd, tmp_path):

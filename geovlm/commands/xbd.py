@@ -15,7 +15,10 @@ _PHASES = ("both", "pre", "post")
 
 @click.group()
 def xbd() -> None:
-    """Work with xBD (xView2) folders: images/*_{pre,post}_disaster.png and labels/*.json."""
+    """Commands on xBD (xView2) folders.
+
+    An xBD folder holds images/<tile>_{pre,post}_disaster.png and labels/<same>.json.
+    """
 
 
 @xbd.command()
