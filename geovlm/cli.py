@@ -6,6 +6,7 @@ Ctrl-C stop a run cleanly (marked ``interrupted``, resumable) with status 143 or
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import TYPE_CHECKING, Any
@@ -247,6 +248,9 @@ def models() -> None:
         click.echo(f"    offline: {', '.join(marks)}")
         replaces = f", replaces {', '.join(map(str, found.replaces))}" if found.replaces else ""
         click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
+
+
+cli.add_command(importlib.import_module("geovlm.commands.dataset").dataset)
 
 
 def main() -> None:
