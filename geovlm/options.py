@@ -9,7 +9,7 @@ import click
 
 from geovlm.progress import ProgressMode
 
-__all__ = ["compose_options", "output_options", "parse_bands", "tiling_options"]
+__all__ = ["output_options", "parse_bands", "tiling_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,8 +34,7 @@ def parse_bands(
         ) from None
 
 
-def compose_options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
-    """Return one decorator applying several click options, in the order listed."""
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     def apply(function: F) -> F:
         for decorator in reversed(decorators):
             function = decorator(function)
@@ -52,7 +51,7 @@ def tiling_options(default_size: int | None = 512) -> Callable[[F], F]:
     default_size
         Default chip size; None leaves it to the command (e.g. the model preset's).
     """
-    return compose_options(
+    return _compose(
         click.option("--size", type=click.IntRange(min=1), default=default_size,
                      show_default=default_size is not None,
                      help="Chip edge in pixels (after any --gsd resampling)."),
@@ -73,7 +72,7 @@ def tiling_options(default_size: int | None = 512) -> Callable[[F], F]:
 
 def output_options(function: F) -> F:
     """Options every command that writes a GeoPackage shares."""
-    return compose_options(
+    return _compose(
         click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                      help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
         click.option("--overwrite", is_flag=True,

@@ -63,7 +63,8 @@ def test_the_set_holds_exactly_the_corrected_chips(classified, tmp_path):
         classified, tmp_path,
         "UPDATE chips SET label = 'flood' WHERE chip_id = 'r0000_c0001'",
         "UPDATE chips SET label = 'Wildfire' WHERE chip_id = 'r0001_c0001'",
-        "UPDATE chips SET label = 'この画像では津波災害が発生しました。' WHERE chip_id = 'r0001_c0002'",
+        "UPDATE chips SET label = 'この画像では津波災害が発生しました。'"
+        " WHERE chip_id = 'r0001_c0002'",
         "UPDATE chips SET label = 'uncertain' WHERE chip_id = 'r0002_c0001'",
         "UPDATE chips SET label = NULL WHERE chip_id = 'r0002_c0002'",
         "DELETE FROM chips WHERE chip_id = 'r0001_c0000'",
@@ -102,8 +103,9 @@ def test_the_set_holds_exactly_the_corrected_chips(classified, tmp_path):
 def test_an_unknown_label_names_the_chip(classified, tmp_path):
     edited = _edited(classified, tmp_path,
                      "UPDATE chips SET label = 'landslide' WHERE chip_id = 'r0000_c0001'")
-    with pytest.raises(InputError, match="chip r0000_c0001 .* 'landslide'"):
-        build_from_map(edited, tmp_path / "ds", verbalizer=Verbalizer.default())
+    with pytest.raises(InputError, match=r"chip r0000_c0001 .* 'landslide'"):
+        build_from_map(edited, tmp_path / "ds", verbalizer=Verbalizer.default(),
+                       split_rule=SplitRule())
     assert not (tmp_path / "ds").exists()
 
 
@@ -114,11 +116,11 @@ def test_a_moved_scene_needs_scene_and_another_scene_is_refused(classified, geot
     moved = tmp_path / "moved.tif"
     shutil.copyfile(scene, moved)
     data = build_from_map(copy, tmp_path / "ds", scene=moved, verbalizer=Verbalizer.default(),
-                          languages=(Language.EN,))
+                          languages=(Language.EN,), split_rule=SplitRule())
     assert len(data.samples()) == len(_labels(copy))
-    with pytest.raises(InputError, match="lies elsewhere|not in the"):
+    with pytest.raises(InputError, match=r"lies elsewhere|not in the"):
         build_from_map(copy, tmp_path / "other", scene=geotiff_dir / "rasterio/cogeo.tif",
-                       verbalizer=Verbalizer.default())
+                       verbalizer=Verbalizer.default(), split_rule=SplitRule())
 
 
 def test_cli_from_map_and_its_refusals(classified, tmp_path):

@@ -1,4 +1,4 @@
-"""``geovlm dataset``: build training sets from xBD, corrected maps or labelled vectors; inspect one.
+"""``geovlm dataset``: training sets from xBD, corrected maps or labelled vectors; inspect one.
 
 Every builder writes the same folder (`geovlm.datasets.format`): images, LLaMA-Factory sharegpt
 records for train and test, ``dataset_info.json`` and a manifest. Split, language and answer-form
@@ -7,14 +7,16 @@ options are declared once here and shared by the three sources.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from geovlm.models import DEFAULT_MODEL
 from geovlm.datasets.splits import SplitBy
-from geovlm.options import compose_options, tiling_options
+from geovlm.models import DEFAULT_MODEL
+from geovlm.options import tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from geovlm.verbalizer import Verbalizer
 
 __all__ = ["dataset"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 def _names(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
@@ -54,8 +58,14 @@ def _parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     return tasks
 
 
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator that applies `options` in the order listed (as stacked decorators)."""
+    return lambda function: functools.reduce(lambda f, option: option(f), reversed(options),
+                                             function)
+
+
 #: Options every builder shares: output, languages, answer forms, split, progress.
-_set_options = compose_options(
+_set_options = _options(
     click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
                  metavar="DS", help="Dataset folder to write (refused if it exists)."),
     click.option("--languages", default="en,ja,zh", show_default=True,
@@ -79,7 +89,7 @@ _set_options = compose_options(
 )
 
 #: Options of the sources that cut a scene into chips: the split unit and the event name.
-_scene_options = compose_options(
+_scene_options = _options(
     click.option("--block", type=click.IntRange(min=1), default=4, show_default=True,
                  help="Chips per side of a split unit: a tile split holds whole blocks out."),
     click.option("--event", default=None, metavar="NAME",

@@ -17,7 +17,9 @@ from geovlm.datasets.format import Sample, Task
 from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.verbalizer import Verbalizer
 
-__all__ = ["disaster_samples", "is_unlabelled", "read_label", "training_answer", "verbalizer_record"]
+__all__ = [
+    "disaster_samples", "is_unlabelled", "read_label", "training_answer", "verbalizer_record",
+]
 
 #: Values that leave a chip out: nothing typed, or classify's label for an unsure chip.
 _UNLABELLED = frozenset({"", "uncertain"})

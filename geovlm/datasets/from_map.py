@@ -138,7 +138,7 @@ def build_from_map(
     scene: str | os.PathLike[str] | None = None,
     verbalizer: Verbalizer,
     languages: tuple[Language, ...] = tuple(Language),
-    split_rule: SplitRule = SplitRule(),
+    split_rule: SplitRule,
     block: int = 4,
     event: str | None = None,
     overwrite: bool = False,
@@ -197,6 +197,7 @@ def build_from_map(
         raise InputError(f"{path} has no labelled chip left: label some chips to train on.")
     name = Path(scene_path).stem
     blocks = ChipBlocks(name, block, event or name)
+    blocks.check_split(split_rule)
     parameters = {
         "classified": str(path.resolve()),
         "scene": scene_path,

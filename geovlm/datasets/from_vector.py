@@ -129,11 +129,11 @@ def build_from_vector(
     out: str | os.PathLike[str],
     *,
     verbalizer: Verbalizer,
-    tiling: TilingOptions = TilingOptions(),
+    tiling: TilingOptions,
     min_cover: float = 0.5,
     layer: str | None = None,
     languages: tuple[Language, ...] = tuple(Language),
-    split_rule: SplitRule = SplitRule(),
+    split_rule: SplitRule,
     block: int = 4,
     event: str | None = None,
     overwrite: bool = False,
@@ -195,6 +195,7 @@ def build_from_vector(
     check_label_field(labels_file, field, layer)
     name = Path(scene).stem
     blocks = ChipBlocks(name, block, event or name)
+    blocks.check_split(split_rule)
     parameters = {
         "scene": str(scene),
         "labels": str(labels_file.resolve()),

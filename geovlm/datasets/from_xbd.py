@@ -79,7 +79,7 @@ def build_from_xbd(
     verbalizer: Verbalizer,
     languages: tuple[Language, ...] = tuple(Language),
     tasks: Collection[Task] = (Task.DISASTER,),
-    split_rule: SplitRule = SplitRule(),
+    split_rule: SplitRule,
     damage_chip: int = 512,
     overwrite: bool = False,
     progress: ProgressMode = ProgressMode.AUTO,

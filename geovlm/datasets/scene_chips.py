@@ -20,6 +20,7 @@ from shapely.geometry import Polygon
 
 from geovlm.datasets.disaster import disaster_samples
 from geovlm.datasets.format import DatasetWriter
+from geovlm.datasets.splits import SplitBy, SplitRule
 from geovlm.errors import InputError, ParameterError
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.prompts import DisasterLabel, Language
@@ -58,6 +59,17 @@ class ChipBlocks:
         if self.block < 1:
             raise ParameterError(f"--block {self.block} must be at least 1 chip.")
 
+    def check_split(self, rule: SplitRule) -> None:
+        """Refuse an event split of one scene's chips before any work (they are one event).
+
+        Raises
+        ------
+        DatasetError
+            As `SplitRule.test_units` for an event split of one event.
+        """
+        if rule.by is SplitBy.EVENT:
+            rule.test_units([self.event])
+
     def tile(self, row: int, col: int) -> str:
         """Return the unit id of the chip at a grid position."""
         return f"{self.name}_b{row // self.block:03d}_{col // self.block:03d}"
@@ -81,7 +93,7 @@ def cell_footprints(tiler: SceneTiler) -> dict[str, Polygon]:
     for cell in tiler.cells:
         x, y, w, h = cell.window.col_off, cell.window.row_off, cell.window.width, cell.window.height
         corners = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
-        outlines[cell.chip_id] = Polygon([transform * corner for corner in corners])
+        outlines[cell.chip_id] = Polygon([transform @ corner for corner in corners])
     return outlines
 
 
