@@ -84,7 +84,7 @@ def test_bad_values_and_fields_are_listed(tmp_path):
                        lambda i, row: ["fire", "landslide", "meteor"][i % 3])
     with pytest.raises(ParameterError, match="'landslide', 'meteor'"):
         _build(SAMPLE, labels, tmp_path / "ds", TilingOptions(size=32))
-    with pytest.raises(ParameterError, match="its fields are: .*building"):
+    with pytest.raises(ParameterError, match=r"its fields are: .*building"):
         build_from_vector(SAMPLE, labels, "lable", tmp_path / "ds",
                           verbalizer=Verbalizer.default(), tiling=TilingOptions(size=32),
                           split_rule=SplitRule())

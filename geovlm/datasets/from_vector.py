@@ -210,7 +210,7 @@ def build_from_vector(
         "answers": verbalizer_record(verbalizer, languages),
     }
     writer = DatasetWriter(Path(out), "vector", split_rule, parameters, overwrite=overwrite)
-    with SceneTiler(scene, tiling) as tiler:
+    with SceneTiler(os.fspath(scene), tiling) as tiler:
         shapes = _label_shapes(labels_file, field, layer, tiler, verbalizer)
         labels = _chip_labels(tiler, shapes, min_cover)
         if not labels:
