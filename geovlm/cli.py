@@ -6,7 +6,6 @@ Ctrl-C stop a run cleanly (marked ``interrupted``, resumable) with status 143 or
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geovlm import __version__
+from geovlm.commands import dataset as dataset_commands
+from geovlm.commands import xbd as xbd_commands
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
@@ -250,7 +251,8 @@ def models() -> None:
         click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
 
 
-cli.add_command(importlib.import_module("geovlm.commands.dataset").dataset)
+cli.add_command(xbd_commands.xbd)
+cli.add_command(dataset_commands.dataset)
 
 
 def main() -> None:
