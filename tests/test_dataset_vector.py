@@ -121,3 +121,15 @@ def test_cli_from_vector(tmp_path):
         assert result.exit_code == 2, result.output
         assert words in result.stderr and "Traceback" not in result.output
     assert read_dataset(out).manifest == data.manifest
+
+
+@pytest.mark.parametrize("command", ["from-xbd", "from-map", "from-vector", "info"])
+def test_every_dataset_command_has_help(command):
+    result = CliRunner().invoke(cli, ["dataset", command, "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage: cli dataset " + command)
+
+
+def test_info_refuses_a_folder_that_is_no_dataset(tmp_path):
+    result = CliRunner().invoke(cli, ["dataset", "info", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and "no geovlm dataset" in result.stderr

@@ -16,7 +16,7 @@ import click
 
 from geovlm.datasets.splits import SplitBy
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import tiling_options
+from geovlm.options import run_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
@@ -81,11 +81,7 @@ _set_options = _options(
     click.option("--holdout", metavar="NAME[,NAME]", default=None,
                  help="Tiles (or events with --split event) to test on, instead of a draw."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split."),
-    click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder."),
-    click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
-                 default=ProgressMode.AUTO.value, show_default=True,
-                 help="Progress display: a bar on a terminal, JSON lines on stdout, or none."),
-    click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+    run_options("Replace an existing dataset folder."),
 )
 
 #: Options of the sources that cut a scene into chips: the split unit and the event name.

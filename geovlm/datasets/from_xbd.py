@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from geovlm.datasets.damage import chip_damage, damage_answer, damage_question
 from geovlm.datasets.disaster import disaster_samples, verbalizer_record
 from geovlm.datasets.format import DatasetWriter, Sample, Task, TrainingSet, read_dataset
-from geovlm.datasets.splits import SplitRule
+from geovlm.datasets.splits import SplitBy, SplitRule
 from geovlm.errors import ParameterError, XbdError
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.prompts import Language
@@ -136,7 +136,11 @@ def build_from_xbd(
         "answers": verbalizer_record(verbalizer, languages),
     }
     writer = DatasetWriter(Path(out), "xbd", split_rule, parameters, overwrite=overwrite)
-    tiles = read_xbd(xbd_dir, Phase.POST)
+    tiles = read_xbd(Path(xbd_dir), Phase.POST)
+    # A split that cannot be made (one event, an unknown --holdout) is refused before any copy.
+    split_rule.test_units([
+        tile.disaster if split_rule.by is SplitBy.EVENT else tile.name for tile in tiles
+    ])
     ambiguous = 0
     with writer, ProgressReporter(progress, len(tiles), "tiles") as reporter:
         for tile in tiles:
