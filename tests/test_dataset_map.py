@@ -109,6 +109,13 @@ def test_an_unknown_label_names_the_chip(classified, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def test_a_feature_drawn_by_hand_is_refused(classified, tmp_path):
+    edited = _edited(classified, tmp_path, "UPDATE chips SET chip_id = NULL WHERE fid = 1")
+    with pytest.raises(InputError, match="without a chip_id"):
+        build_from_map(edited, tmp_path / "ds", verbalizer=Verbalizer.default(),
+                       split_rule=SplitRule())
+
+
 def test_a_moved_scene_needs_scene_and_another_scene_is_refused(classified, geotiff_dir,
                                                                  tmp_path):
     scene, gpkg = classified

@@ -159,3 +159,18 @@ def test_cli_from_xbd(real_xbd, tmp_path):
     result = runner.invoke(cli, ["dataset", "from-xbd", str(real_xbd), "-o", str(out)])
     assert result.exit_code == 2 and "--overwrite" in result.stderr
     assert read_dataset(out).manifest["split"]["holdout"] == ["guatemala-volcano"]
+
+
+@pytest.mark.parametrize("tasks", [(Task.DISASTER,), (Task.DAMAGE,)])
+def test_a_truncated_png_is_named(real_xbd, tmp_path, tasks):
+    folder = tmp_path / "xbd"
+    for sub in ("images", "labels"):
+        (folder / sub).mkdir(parents=True)
+        for path in (real_xbd / sub).glob("santa-rosa-wildfire_00000217_*"):
+            (folder / sub / path.name).write_bytes(path.read_bytes())
+    png = folder / "images/santa-rosa-wildfire_00000217_post_disaster.png"
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    with pytest.raises(XbdError, match=r"santa-rosa-wildfire_00000217_post_disaster\.png is no"):
+        build_from_xbd(folder, tmp_path / "ds", verbalizer=Verbalizer.default(), tasks=tasks,
+                       split_rule=SplitRule())
+    assert not (tmp_path / "ds").exists()

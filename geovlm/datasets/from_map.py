@@ -106,6 +106,11 @@ def _read_chips(path: Path) -> tuple[dict[str, Any], dict[str, Polygon]]:
         raise _refuse(path, f"has no readable layer {_LAYER} ({exc})") from None
     if "label" not in frame.columns:
         raise _refuse(path, f"has no label field in layer {_LAYER}")
+    if frame["chip_id"].isna().any():
+        raise InputError(
+            f"{path} has features without a chip_id in layer {_LAYER}: delete the features drawn"
+            " by hand; only classify's chips can be re-read from the scene."
+        )
     values = dict(zip(frame["chip_id"], frame["label"], strict=True))
     outlines = dict(zip(frame["chip_id"], frame.geometry, strict=True))
     return values, outlines

@@ -34,10 +34,14 @@ __all__ = ["build_from_xbd"]
 logger = logging.getLogger(__name__)
 
 
-def _open_image(tile: XbdTile) -> Image.Image:
+def _open_image(tile: XbdTile, *, load: bool) -> Image.Image:
+    """Open a tile's PNG and check it whole: decoded to crop, or its chunks checked to copy."""
     try:
         image = Image.open(tile.image)
-        image.load()
+        if load:
+            image.load()
+        else:
+            image.verify()
     except (OSError, UnidentifiedImageError) as exc:
         raise XbdError(
             f"{tile.image} is no readable image ({exc}); replace it with the original xBD PNG."
@@ -144,7 +148,7 @@ def build_from_xbd(
     ambiguous = 0
     with writer, ProgressReporter(progress, len(tiles), "tiles") as reporter:
         for tile in tiles:
-            image = _open_image(tile)
+            image = _open_image(tile, load=Task.DAMAGE in tasks)
             if Task.DISASTER in tasks:
                 path = writer.add_image(tile.stem, tile.image)
                 writer.extend(disaster_samples(
