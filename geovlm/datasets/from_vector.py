@@ -197,7 +197,7 @@ def build_from_vector(
     blocks = ChipBlocks(name, block, event or name)
     blocks.check_split(split_rule)
     parameters = {
-        "scene": str(scene),
+        "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
         "labels": str(labels_file.resolve()),
         "field": field,
         "layer": layer,

@@ -34,19 +34,19 @@ __all__ = ["build_from_xbd"]
 logger = logging.getLogger(__name__)
 
 
-def _open_image(tile: XbdTile, *, load: bool) -> Image.Image:
-    """Open a tile's PNG and check it whole: decoded to crop, or its chunks checked to copy."""
+def _read_png(tile: XbdTile, *, decode: bool) -> Image.Image | None:
+    """Check a tile's PNG whole: decode it (returned, to crop) or check its chunks (to copy)."""
     try:
-        image = Image.open(tile.image)
-        if load:
+        with Image.open(tile.image) as image:
+            if not decode:
+                image.verify()
+                return None
             image.load()
-        else:
-            image.verify()
-    except (OSError, UnidentifiedImageError) as exc:
+            return image
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
         raise XbdError(
             f"{tile.image} is no readable image ({exc}); replace it with the original xBD PNG."
         ) from None
-    return image
 
 
 def _damage_samples(
@@ -148,14 +148,14 @@ def build_from_xbd(
     ambiguous = 0
     with writer, ProgressReporter(progress, len(tiles), "tiles") as reporter:
         for tile in tiles:
-            image = _open_image(tile, load=Task.DAMAGE in tasks)
+            image = _read_png(tile, decode=Task.DAMAGE in tasks)
             if Task.DISASTER in tasks:
                 path = writer.add_image(tile.stem, tile.image)
                 writer.extend(disaster_samples(
                     path, tile.disaster_type, languages=languages, verbalizer=verbalizer,
                     tile=tile.name, event=tile.disaster,
                 ))
-            if Task.DAMAGE in tasks:
+            if image is not None:
                 samples, skipped = _damage_samples(writer, tile, image, damage_chip, languages)
                 writer.extend(samples)
                 ambiguous += skipped
