@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geovlm import __version__
+from geovlm.commands import dataset as dataset_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
@@ -251,6 +252,7 @@ def models() -> None:
 
 
 cli.add_command(xbd_commands.xbd)
+cli.add_command(dataset_commands.dataset)
 
 
 def main() -> None:

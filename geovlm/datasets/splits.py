@@ -6,6 +6,7 @@ into training. Holding out whole events is the honest test of a new region.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from geovlm.datasets.format import Sample, Split
 
 __all__ = ["SplitBy", "SplitRule", "assign_splits"]
+
+logger = logging.getLogger(__name__)
 
 
 class SplitBy(CheckedEnum):
@@ -98,6 +101,11 @@ class SplitRule:
             raise DatasetError(
                 f"an event split needs two events or more, and this source has {len(names)}:"
                 " pass --split tile."
+            )
+        if len(names) < 2 and self.test_fraction > 0:
+            logger.warning(
+                "the set has %d %s, so the test split is empty: pass a smaller --block (maps,"
+                " vectors) or more data to test on", len(names), self.by.value,
             )
         if len(names) < 2 or self.test_fraction == 0:
             return set()
