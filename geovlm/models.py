@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from geovlm.calibration import Calibration
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelFileError, ModelNotFoundError, PresetError
 from geovlm.local_weights import find_folder, is_complete, looks_like_path, read_json
@@ -109,6 +110,9 @@ class ModelPreset:
     #: How the model may name each label, per language; the built-in forms unless the YAML's
     #: ``answers:`` (language -> label -> list of forms) replaces some labels' forms.
     answers: Verbalizer = field(default_factory=Verbalizer.default)
+    #: Temperature and label-prior correction of score-mode probabilities (``geovlm eval
+    #: --fit-calibration`` writes it), or None.
+    calibration: Calibration | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str] | Traversable) -> ModelPreset:
@@ -160,6 +164,7 @@ class ModelPreset:
                 quantize=Quantization(data.get("quantize", "auto")),
                 description=_typed(data, "description", str, optional=True) or "",
                 answers=Verbalizer.from_mapping(_typed(data, "answers", dict, optional=True) or {}),
+                calibration=_calibration(data.get("calibration")),
             )
         except ValueError as exc:
             raise PresetError(f"{path} has a bad value: {exc}.") from exc
@@ -300,6 +305,10 @@ def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False
     if kind in (int, float) and isinstance(value, int | float) and value <= 0:
         raise ValueError(f"{key} must be positive, not {value!r}")
     return value
+
+
+def _calibration(mapping: Any) -> Calibration | None:
+    return None if mapping is None else Calibration.from_mapping(mapping)
 
 
 def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:
