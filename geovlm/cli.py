@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from geovlm import __version__
+from geovlm.commands.evaluate import evaluate
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
@@ -206,6 +207,9 @@ def models() -> None:
         click.echo(f"    offline: {', '.join(marks)}")
         replaces = f", replaces {', '.join(map(str, found.replaces))}" if found.replaces else ""
         click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
+
+
+cli.add_command(evaluate)
 
 
 def main() -> None:

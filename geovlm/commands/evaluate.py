@@ -1,0 +1,131 @@
+"""``geovlm eval``: accuracy, F1 and calibration of a model on a labelled set, as a report."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from geovlm.datasets.format import MANIFEST, Split, TrainingSet, read_dataset
+from geovlm.errors import DatasetError
+from geovlm.options import model_options
+from geovlm.progress import ProgressMode
+from geovlm.prompts import Language
+
+__all__ = ["evaluate"]
+
+_ALL = "all"
+
+
+@click.command(name="eval")
+@click.option("--data", required=True, metavar="DS|XBD_DIR|CLASSIFIED.gpkg",
+              help="A dataset folder (`geovlm dataset`), an xBD folder, or a corrected"
+                   " classify output.")
+@click.option("--split", type=click.Choice([*(s.value for s in Split), _ALL]), default="test",
+              show_default=True, help="Which samples of a dataset folder to score.")
+@model_options
+@click.option("--language", type=click.Choice([*(lang.value for lang in Language), _ALL]),
+              default=_ALL, show_default=True, help="Score only the questions in this language.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Samples per model call.")
+@click.option("--fit-calibration", is_flag=True,
+              help="Fit a temperature and label-prior correction and write it into the model"
+                   " folder's geovlm-preset.yaml (classify applies it).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Report folder: report.json, report.html, plots, predictions.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
+@click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
+              default=ProgressMode.AUTO.value, show_default=True,
+              help="Progress display: a bar on a terminal, JSON lines on stdout, or none.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def evaluate(
+    data: str,
+    split: str,
+    model: str,
+    adapter: str | None,
+    no_adapter: bool,
+    quantize: str | None,
+    device: str | None,
+    language: str,
+    batch_size: int,
+    fit_calibration: bool,
+    output: str,
+    overwrite: bool,
+    progress: str,
+    quiet: bool,
+) -> None:
+    """Score a labelled set's disaster questions and write accuracy, F1 and calibration.
+
+    Every sample is scored as `classify` scores a chip (every answer form of the preset, in
+    the sample's language). The report holds per-class and per-language tables, a confusion
+    matrix, the expected calibration error (ECE) with a reliability diagram, and with
+    --fit-calibration the ECE before and after calibration on held-out tiles.
+    """
+    from geovlm.evaluate import select_samples
+    from geovlm.evaluation_report import EvaluationContext
+    from geovlm.evaluation_run import run_evaluation
+    from geovlm.model_choice import ModelChoice
+    from geovlm.preset_calibration import calibration_folder
+
+    choice = ModelChoice.resolve(model, adapter=adapter, no_adapter=no_adapter,
+                                 quantize=quantize, device=device, batch_size=batch_size)
+    folder = (
+        calibration_folder(model, None if no_adapter else adapter) if fit_calibration else None
+    )
+    with tempfile.TemporaryDirectory(prefix="geovlm-eval-") as workdir:
+        dataset = _evaluation_set(data, Path(workdir))
+        chosen = select_samples(dataset, None if split == _ALL else Split(split),
+                                None if language == _ALL else Language(language))
+        context = EvaluationContext(
+            data=data, split=split, language=language,
+            model={"preset": choice.preset.name, **choice.run_parameters()},
+            skipped=chosen.skipped,
+        )
+        summary = run_evaluation(
+            chosen, output, choice=choice, context=context, calibration_folder=folder,
+            progress=ProgressMode.NONE if quiet else ProgressMode(progress), overwrite=overwrite,
+        )
+    if quiet or ProgressMode(progress) is ProgressMode.JSON:
+        return
+    report = summary.report
+    lines = [
+        f"{report.samples} samples from {report.tiles} tiles: accuracy"
+        f" {report.classification.accuracy:.3f}, macro-F1 {report.classification.macro_f1:.3f},"
+        f" ECE {report.calibration.ece:.3f}"
+        + (f" -> {report.fitted.held_out.ece:.3f} calibrated (held-out tiles)"
+           if report.fitted else "") + f" ({summary.seconds:.1f} s).",
+        f"Report: {summary.html}",
+    ]
+    if summary.preset_file is not None:
+        lines.append(f"Calibration written to {summary.preset_file}.")
+    click.echo("\n".join(lines), err=True)
+
+
+def _evaluation_set(path: str, workdir: Path) -> TrainingSet:
+    """Read ``--data``: a dataset folder as it is; xBD folders and GeoPackages converted first.
+
+    The dispatch point for the other sources: an xBD folder (``images/`` and ``labels/``) or a
+    corrected classify output (``.gpkg``) is to be built into a temporary dataset in `workdir`
+    with `geovlm dataset`'s builders, every sample kept (``--split all``).
+    """
+    source = Path(path)
+    if (source / MANIFEST).is_file():
+        return read_dataset(source)
+    if (source / "labels").is_dir() and (source / "images").is_dir():
+        kind = "an xBD folder"
+        command = "geovlm dataset from-xbd"
+    elif source.suffix.lower() == ".gpkg" and source.is_file():
+        kind = "a classified GeoPackage"
+        command = "geovlm dataset from-map"
+    elif source.exists():
+        raise DatasetError(
+            f"{path} is no geovlm dataset, xBD folder or classified GeoPackage: build a"
+            " dataset with `geovlm dataset` and pass its folder."
+        )
+    else:
+        raise DatasetError(f"{path} does not exist: pass a dataset folder with --data.")
+    raise DatasetError(
+        f"{path} is {kind}, which this build cannot evaluate directly yet: build a dataset"
+        f" with `{command}` and pass its folder with --data."
+    )
