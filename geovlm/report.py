@@ -192,11 +192,12 @@ def plot_reliability(report: EvaluationReport, path: Path) -> None:
         axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
         for centre, b in zip(centres, metrics.bins, strict=True):
             if b.count:
-                axes.text(centre, 1.01, str(b.count), ha="center", va="bottom", fontsize=7,
-                          rotation=90)
-        axes.set(xlim=(0, 1), ylim=(0, 1.12), xlabel="confidence (top label)",
+                top = max(b.accuracy or 0.0, b.confidence or 0.0)
+                axes.text(centre, top + 0.01, str(b.count), ha="center", va="bottom",
+                          fontsize=7)
+        axes.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence (top label)",
                  ylabel="accuracy",
                  title=f"{title}\nECE {metrics.ece:.3f}, {metrics.samples} samples"
-                       " (counts above bins)")
+                       " (count above each bin)")
         axes.legend(loc="upper left", fontsize=8)
     figure.savefig(path, dpi=100)

@@ -94,7 +94,10 @@ def evaluate(
         f" {report.classification.accuracy:.3f}, macro-F1 {report.classification.macro_f1:.3f},"
         f" ECE {report.calibration.ece:.3f}"
         + (f" -> {report.fitted.held_out.ece:.3f} calibrated (held-out tiles)"
-           if report.fitted else "") + f" ({summary.seconds:.1f} s).",
+           if report.fitted else "")
+        + (f", {report.preset_calibration.calibration_metrics.ece:.3f} with the preset's"
+           " calibration" if report.preset_calibration else "")
+        + f" ({summary.seconds:.1f} s).",
         f"Report: {summary.html}",
     ]
     if summary.preset_file is not None:
