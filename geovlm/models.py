@@ -29,6 +29,7 @@ from geovlm.verbalizer import Verbalizer
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FOLDER_PRESET",
     "ModelFamily",
     "ModelPreset",
     "availability",
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: The preset used when no model is given.
 DEFAULT_MODEL = "xview2-qwen3vl"
+#: A model or adapter folder's own preset (``geovlm train`` writes one beside its output).
+FOLDER_PRESET = "geovlm-preset.yaml"
 _REQUIRED = ("name", "model_id", "family", "chip_size", "supports_images")
 
 
@@ -307,10 +310,6 @@ def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False
     return value
 
 
-def _calibration(mapping: Any) -> Calibration | None:
-    return None if mapping is None else Calibration.from_mapping(mapping)
-
-
 def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:
     """Read `filename` from a local folder or the Hugging Face cache, else return None."""
     folder = find_folder(model_id)
@@ -324,3 +323,7 @@ def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:
                   model_id)
         return None
     return data if isinstance(data, dict) else None
+
+
+def _calibration(mapping: Any) -> Calibration | None:
+    return None if mapping is None else Calibration.from_mapping(mapping)

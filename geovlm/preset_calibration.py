@@ -19,13 +19,10 @@ from geovlm.calibration import Calibration
 from geovlm.errors import ParameterError, PresetError
 from geovlm.local_weights import looks_like_path
 from geovlm.model_choice import ModelChoice
-from geovlm.models import ModelPreset
+from geovlm.models import FOLDER_PRESET, ModelPreset
 from geovlm.prompts import Language
 
-__all__ = ["PRESET_FILE", "calibration_folder", "write_calibration"]
-
-#: A model folder's own preset file.
-PRESET_FILE = "geovlm-preset.yaml"
+__all__ = ["calibration_folder", "write_calibration"]
 
 
 def calibration_folder(model: str, adapter: str | None) -> Path:
@@ -54,12 +51,12 @@ def calibration_folder(model: str, adapter: str | None) -> Path:
     folder = Path(given).expanduser()
     if not (looks_like_path(given) and folder.is_dir()):
         raise ParameterError(
-            f"--fit-calibration writes into a model folder's {PRESET_FILE}, and {option} {given}"
+            f"--fit-calibration writes into a model folder's {FOLDER_PRESET}, and {option} {given}"
             " is no local folder: pass the trained output folder with --model (or a local"
             " --adapter folder), or copy the fitted calibration from report.json into a site"
             " preset."
         )
-    path = folder / PRESET_FILE
+    path = folder / FOLDER_PRESET
     if not os.access(path if path.exists() else folder, os.W_OK):
         raise ParameterError(f"{path} is not writable: make it writable or copy the folder.")
     if path.exists():
@@ -89,7 +86,7 @@ def write_calibration(folder: Path, calibration: Calibration, choice: ModelChoic
     PresetError
         If the existing preset file is not a YAML mapping.
     """
-    path = folder / PRESET_FILE
+    path = folder / FOLDER_PRESET
     data = _read_mapping(path) if path.exists() else _preset_mapping(choice, folder)
     data["calibration"] = calibration.to_mapping()
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
@@ -103,7 +100,7 @@ def write_calibration(folder: Path, calibration: Calibration, choice: ModelChoic
 def _preset_mapping(choice: ModelChoice, folder: Path) -> dict[str, Any]:
     preset: ModelPreset = choice.preset
     return {
-        "name": PRESET_FILE.removesuffix(".yaml"),
+        "name": FOLDER_PRESET.removesuffix(".yaml"),
         "description": f"{preset.description or preset.name}, calibrated by geovlm eval",
         "model_id": _absolute(preset.model_id),
         "adapter_id": _absolute(choice.adapter) if choice.adapter else None,

@@ -106,3 +106,18 @@ def test_preset_reads_its_calibration(tmp_path):
     assert ModelPreset.from_yaml(_preset_file(tmp_path, cal.to_mapping())).calibration == cal
     with pytest.raises(PresetError, match="temperature must be a positive"):
         ModelPreset.from_yaml(_preset_file(tmp_path, {"temperature": -1}))
+
+
+def test_a_calibration_applies_only_with_the_presets_own_adapter(tmp_path):
+    from geovlm.model_choice import ModelChoice
+
+    cal = Calibration(2.0, (0.0,) * 6)
+    path = _preset_file(tmp_path, cal.to_mapping())
+    text = path.read_text() + "adapter_id: org/adapter\n"
+    path.write_text(text)
+    preset = ModelPreset.from_yaml(path)
+    own = ModelChoice(preset, "org/adapter", "none", "cpu", 8)
+    assert own.calibration == cal
+    assert ModelChoice(preset, "other/adapter", "none", "cpu", 8).calibration is None
+    assert ModelChoice(preset, None, "none", "cpu", 8).calibration is None
+    assert ModelChoice(preset, "org/adapter", "none", "cpu", 8, False).calibration is None

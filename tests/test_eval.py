@@ -219,3 +219,15 @@ def test_classify_applies_and_records_the_presets_calibration(calibrated_preset,
     calibrated_preset.write_text(text)
     result = _classify(scene, tmp_path / "cal.gpkg")
     assert result.exit_code == 2 and "different command or parameters" in result.output
+
+
+def test_eval_measures_the_presets_calibration(calibrated_preset, dataset, tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--data", str(dataset), "--model",
+                                      "tiny-calibrated", "--device", "cpu", "-o",
+                                      str(tmp_path / "r"), "--language", "en"])
+    assert result.exit_code == 0, result.output
+    assert "with the preset's calibration" in result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    applied = report["preset_calibration"]
+    assert applied["calibration"]["temperature"] == 0.25
+    assert applied["calibration_metrics"]["ece"] != report["calibration"]["ece"]
