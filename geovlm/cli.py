@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from geovlm import __version__
+from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
@@ -209,6 +210,7 @@ def models() -> None:
         click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
 
 
+cli.add_command(xbd_commands.xbd)
 cli.add_command(evaluate)
 
 

@@ -7,6 +7,7 @@ __all__ = [
     "DatasetError",
     "DependencyError",
     "DeviceError",
+    "GeoreferenceError",
     "GeovlmError",
     "InputError",
     "ModelCapabilityError",
@@ -15,6 +16,7 @@ __all__ = [
     "OutputError",
     "ParameterError",
     "PresetError",
+    "XbdError",
     "first_line",
 ]
 
@@ -25,6 +27,14 @@ class GeovlmError(Exception):
 
 class InputError(GeovlmError):
     """An input scene or layer is missing, unreadable, corrupt or not georeferenced."""
+
+
+class XbdError(InputError):
+    """An xBD folder or label file is incomplete, malformed or inconsistent."""
+
+
+class GeoreferenceError(InputError):
+    """An image's control points (e.g. an xBD tile's building vertices) cannot fix its position."""
 
 
 class ParameterError(GeovlmError, ValueError):

@@ -10,7 +10,7 @@ import click
 from geovlm.models import DEFAULT_MODEL
 from geovlm.progress import ProgressMode
 
-__all__ = ["model_options", "output_options", "parse_bands", "tiling_options"]
+__all__ = ["model_options", "output_options", "parse_bands", "run_options", "tiling_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,18 +71,30 @@ def tiling_options(default_size: int | None = 512) -> Callable[[F], F]:
     )
 
 
-def output_options(function: F) -> F:
-    """Options every command that writes a GeoPackage shares."""
+def run_options(overwrite_help: str) -> Callable[[F], F]:
+    """Options every command that writes an output shares: ``--overwrite``, progress, quiet.
+
+    Parameters
+    ----------
+    overwrite_help
+        What ``--overwrite`` does for this command's output.
+    """
     return _compose(
-        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-                     help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
-        click.option("--overwrite", is_flag=True,
-                     help="Start afresh: replace an existing output instead of resuming it."),
+        click.option("--overwrite", is_flag=True, help=overwrite_help),
         click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
                      default=ProgressMode.AUTO.value, show_default=True,
                      help="Progress display: a bar on a terminal, JSON lines on stdout, or none."),
         click.option("-q", "--quiet", is_flag=True,
                      help="Print nothing but errors."),
+    )
+
+
+def output_options(function: F) -> F:
+    """Options every command that writes a GeoPackage shares."""
+    return _compose(
+        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+                     help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
+        run_options("Start afresh: replace an existing output instead of resuming it."),
     )(function)
 
 

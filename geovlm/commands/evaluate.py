@@ -9,7 +9,7 @@ import click
 
 from geovlm.datasets.format import MANIFEST, Split, TrainingSet, read_dataset
 from geovlm.errors import DatasetError
-from geovlm.options import model_options
+from geovlm.options import model_options, run_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
@@ -34,11 +34,7 @@ _ALL = "all"
                    " folder's geovlm-preset.yaml (classify applies it).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Report folder: report.json, report.html, plots, predictions.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
-@click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
-              default=ProgressMode.AUTO.value, show_default=True,
-              help="Progress display: a bar on a terminal, JSON lines on stdout, or none.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@run_options("Replace an existing report folder.")
 def evaluate(
     data: str,
     split: str,
