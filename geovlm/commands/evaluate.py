@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
@@ -69,19 +68,17 @@ def evaluate(
     folder = (
         calibration_folder(model, None if no_adapter else adapter) if fit_calibration else None
     )
-    with tempfile.TemporaryDirectory(prefix="geovlm-eval-") as workdir:
-        dataset = _evaluation_set(data, Path(workdir))
-        chosen = select_samples(dataset, None if split == _ALL else Split(split),
-                                None if language == _ALL else Language(language))
-        context = EvaluationContext(
-            data=data, split=split, language=language,
-            model={"preset": choice.preset.name, **choice.run_parameters()},
-            skipped=chosen.skipped,
-        )
-        summary = run_evaluation(
-            chosen, output, choice=choice, context=context, calibration_folder=folder,
-            progress=ProgressMode.NONE if quiet else ProgressMode(progress), overwrite=overwrite,
-        )
+    chosen = select_samples(_evaluation_set(data), None if split == _ALL else Split(split),
+                            None if language == _ALL else Language(language))
+    context = EvaluationContext(
+        data=data, split=split, language=language,
+        model={"preset": choice.preset.name, **choice.run_parameters()},
+        skipped=chosen.skipped,
+    )
+    summary = run_evaluation(
+        chosen, output, choice=choice, context=context, calibration_folder=folder,
+        progress=ProgressMode.NONE if quiet else ProgressMode(progress), overwrite=overwrite,
+    )
     if quiet or ProgressMode(progress) is ProgressMode.JSON:
         return
     report = summary.report
@@ -101,12 +98,12 @@ def evaluate(
     click.echo("\n".join(lines), err=True)
 
 
-def _evaluation_set(path: str, workdir: Path) -> TrainingSet:
-    """Read ``--data``: a dataset folder as it is; xBD folders and GeoPackages converted first.
+def _evaluation_set(path: str) -> TrainingSet:
+    """Read ``--data``: a dataset folder as it is; other sources are refused for now.
 
     The dispatch point for the other sources: an xBD folder (``images/`` and ``labels/``) or a
-    corrected classify output (``.gpkg``) is to be built into a temporary dataset in `workdir`
-    with `geovlm dataset`'s builders, every sample kept (``--split all``).
+    corrected classify output (``.gpkg``) is to be built into a temporary dataset with
+    `geovlm dataset`'s builders (``build_from_xbd``, ``build_from_map``), every sample kept.
     """
     source = Path(path)
     if (source / MANIFEST).is_file():
