@@ -108,7 +108,7 @@ class ScoredSamples:
                 "tile": sample.tile,
                 "event": sample.event,
                 "language": sample.language.value,
-                "label": LABELS[int(truth)],
+                "label": LABELS[int(truth)],  # canonical, whatever the dataset's spelling
                 "predicted": LABELS[best],
                 "confidence": round(float(row[best]), 6),
                 "probs": {k: round(float(p), 6) for k, p in zip(LABELS, row, strict=True)},
@@ -149,11 +149,13 @@ def select_samples(
         if sample.task is not Task.DISASTER:
             skipped[sample.task.value] += 1
             continue
-        if sample.label not in LABELS:
+        try:
+            DisasterLabel(sample.label)  # xBD's spellings (``flooding``) included
+        except ValueError:
             raise DatasetError(
                 f"{data.root}: sample {sample.image} has label {sample.label!r}, no disaster"
                 f" type ({', '.join(LABELS)}): rebuild the dataset with `geovlm dataset`."
-            )
+            ) from None
         chosen.append(sample)
     for task, count in sorted(skipped.items()):
         log.warning("skipped %d %s-task samples: geovlm eval scores disaster types only",
@@ -216,7 +218,8 @@ def score_samples(
                 probs[batch] = label_probabilities(form_probs, forms)
                 reporter.advance(len(batch))
         reporter.finish(samples=len(samples))
-    truth = np.array([LABELS.index(s.label) for s in samples], dtype=np.int64)
+    truth = np.array([LABELS.index(DisasterLabel(s.label).value) for s in samples],
+                     dtype=np.int64)
     return ScoredSamples(samples, truth, probs)
 
 

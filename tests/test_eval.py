@@ -147,11 +147,15 @@ def test_bad_data_and_outputs_exit_2(dataset, tmp_path, geotiff_dir):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
     (tmp_path / "model").mkdir()
+    with DatasetWriter(tmp_path / "hail", "test", SplitRule(test_fraction=0)) as writer:
+        image = writer.add_image("x", Image.new("RGB", (8, 8)))
+        writer.add(Sample(image, "Q?", "Hail.", "hail", Language.EN, Task.DISASTER, "t", "e"))
     (tmp_path / "model" / "geovlm-preset.yaml").write_text("[1, 2]\n")
     for args, message in [
         (["--data", str(tmp_path / "nowhere")], "does not exist"),
         (["--data", str(xbd)], "geovlm dataset from-xbd"),
         (["--data", str(geotiff_dir)], "no geovlm dataset"),
+        (["--data", str(tmp_path / "hail"), "--split", "train"], "label 'hail'"),
         (["--data", str(dataset), "-o", str(tmp_path / "taken")], "--overwrite"),
         (["--data", str(dataset), "-o", str(tmp_path / "taken"), "--overwrite"],
          "no geovlm report"),
