@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
 from geovlm.commands import xbd as xbd_commands
+from geovlm.commands.evaluate import evaluate
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import output_options, tiling_options
+from geovlm.options import model_options, output_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.signals import Interrupted, stop_on_signals
-
-if TYPE_CHECKING:
-    from geovlm.backends.base import Backend
 
 __all__ = ["cli", "main"]
 
@@ -108,15 +106,7 @@ def tile(
 @cli.command()
 @click.argument("scene", type=str)
 @output_options
-@click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
-              help="A preset name (see `geovlm models`), a Hugging Face id or a local folder.")
-@click.option("--adapter", default=None, metavar="ID|PATH",
-              help="A LoRA adapter on top of the model; default: the preset's.")
-@click.option("--no-adapter", is_flag=True, help="Use the base model without the preset's adapter.")
-@click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]), default=None,
-              help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA, none on CPU.")
-@click.option("--device", default=None,
-              help="A torch device such as cuda:0 or cpu; default: CUDA when present.")
+@model_options
 @click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
               show_default=True, help="Language of the question and answers.")
 @click.option("--mode", type=click.Choice(["score", "generate"]), default="score",
@@ -132,6 +122,8 @@ def tile(
 @tiling_options(default_size=None)
 @click.option("--native-gsd", is_flag=True,
               help="Keep the scene's resolution instead of the preset's training resolution.")
+@click.option("--no-calibration", is_flag=True,
+              help="Ignore the preset's calibration (score mode's raw probabilities).")
 def classify(
     scene: str,
     output: str,
@@ -155,6 +147,7 @@ def classify(
     nodata: float | None,
     gsd: float | None,
     native_gsd: bool,
+    no_calibration: bool,
 ) -> None:
     """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
 
@@ -162,60 +155,27 @@ def classify(
     ground extent the model was trained on. Score mode compares every answer form the preset
     lists (its ``answers:``) and writes each chip's label, the runner-up and their probabilities.
     """
-    from geovlm.models import resolve_model
+    from geovlm.model_choice import ModelChoice
     from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scene
     from geovlm.tiling import TilingOptions
 
-    preset = resolve_model(model)
-    chosen_adapter = None if no_adapter else (adapter or preset.adapter_id)
-    chosen_quantize = quantize or preset.quantize.value
+    choice = ModelChoice.resolve(
+        model, adapter=adapter, no_adapter=no_adapter, quantize=quantize, device=device,
+        batch_size=batch_size, use_calibration=not no_calibration,
+    )
+    preset = choice.preset
     chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
-
-    def load_backend() -> Backend:
-        from geovlm.backends.devices import check_device_name
-        from geovlm.hub import HubWeights, check_downloads
-
-        # Before torch and transformers are imported: missing weights without a hub fail in
-        # seconds, not after half a minute of retries.
-        if device is not None:  # a typo in --device is cheaper to report than missing weights
-            check_device_name(device)
-        weights = [HubWeights(preset.model_id, "--model")]
-        if chosen_adapter:
-            weights.append(HubWeights(chosen_adapter, "--adapter"))
-        downloads = check_downloads(*weights)
-
-        from transformers.utils import logging as transformers_logging
-
-        from geovlm.backends.hf import HFBackend
-
-        if logging.getLogger().getEffectiveLevel() > logging.INFO:
-            # transformers' own bars and notices would break the one-line / JSON-lines output;
-            # a download still shows its bar on a terminal.
-            transformers_logging.set_verbosity_error()
-            if not (downloads and sys.stderr.isatty()):
-                transformers_logging.disable_progress_bar()
-        return HFBackend.load(
-            preset.model_id, adapter=chosen_adapter, quantize=chosen_quantize,
-            template=preset.template, image_max_pixels=preset.image_max_pixels, device=device,
-            batch_size=batch_size,
-        )
 
     summary = classify_scene(
         scene,
         output,
         preset=preset,
-        backend_factory=load_backend,
+        backend_factory=choice.load_backend,
         tiling=tiling,
         settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                  max_new_tokens, preset.answers),
-        run_parameters={
-            "model": preset.model_id,
-            "adapter": chosen_adapter,
-            "quantize": chosen_quantize,
-            "template": preset.template,
-            "image_max_pixels": preset.image_max_pixels,
-        },
+                                  max_new_tokens, preset.answers, choice.calibration),
+        run_parameters=choice.run_parameters(),
         batch_size=batch_size,
         progress=ProgressMode.NONE if quiet else ProgressMode(progress),
         overwrite=overwrite,
@@ -253,6 +213,7 @@ def models() -> None:
 
 cli.add_command(xbd_commands.xbd)
 cli.add_command(dataset_commands.dataset)
+cli.add_command(evaluate)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from geovlm.calibration import Calibration
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelFileError, ModelNotFoundError, PresetError
 from geovlm.local_weights import find_folder, is_complete, looks_like_path, read_json
@@ -28,6 +29,7 @@ from geovlm.verbalizer import Verbalizer
 
 __all__ = [
     "DEFAULT_MODEL",
+    "FOLDER_PRESET",
     "ModelFamily",
     "ModelPreset",
     "availability",
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: The preset used when no model is given.
 DEFAULT_MODEL = "xview2-qwen3vl"
+#: A model or adapter folder's own preset (``geovlm train`` writes one beside its output).
+FOLDER_PRESET = "geovlm-preset.yaml"
 _REQUIRED = ("name", "model_id", "family", "chip_size", "supports_images")
 
 
@@ -109,6 +113,9 @@ class ModelPreset:
     #: How the model may name each label, per language; the built-in forms unless the YAML's
     #: ``answers:`` (language -> label -> list of forms) replaces some labels' forms.
     answers: Verbalizer = field(default_factory=Verbalizer.default)
+    #: Temperature and label-prior correction of score-mode probabilities (``geovlm eval
+    #: --fit-calibration`` writes it), or None.
+    calibration: Calibration | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str] | Traversable) -> ModelPreset:
@@ -160,6 +167,7 @@ class ModelPreset:
                 quantize=Quantization(data.get("quantize", "auto")),
                 description=_typed(data, "description", str, optional=True) or "",
                 answers=Verbalizer.from_mapping(_typed(data, "answers", dict, optional=True) or {}),
+                calibration=_calibration(data.get("calibration")),
             )
         except ValueError as exc:
             raise PresetError(f"{path} has a bad value: {exc}.") from exc
@@ -315,3 +323,7 @@ def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:
                   model_id)
         return None
     return data if isinstance(data, dict) else None
+
+
+def _calibration(mapping: Any) -> Calibration | None:
+    return None if mapping is None else Calibration.from_mapping(mapping)

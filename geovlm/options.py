@@ -7,9 +7,10 @@ from typing import Any, TypeVar
 
 import click
 
+from geovlm.models import DEFAULT_MODEL
 from geovlm.progress import ProgressMode
 
-__all__ = ["output_options", "parse_bands", "run_options", "tiling_options"]
+__all__ = ["model_options", "output_options", "parse_bands", "run_options", "tiling_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,4 +95,23 @@ def output_options(function: F) -> F:
         click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                      help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
         run_options("Start afresh: replace an existing output instead of resuming it."),
+    )(function)
+
+
+def model_options(function: F) -> F:
+    """Options that choose the model and where it runs (see `geovlm.model_choice`)."""
+    return _compose(
+        click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
+                     help="A preset name (see `geovlm models`), a Hugging Face id or a local"
+                          " folder."),
+        click.option("--adapter", default=None, metavar="ID|PATH",
+                     help="A LoRA adapter on top of the model; default: the preset's."),
+        click.option("--no-adapter", is_flag=True,
+                     help="Use the base model without the preset's adapter."),
+        click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]),
+                     default=None,
+                     help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA,"
+                          " none on CPU."),
+        click.option("--device", default=None,
+                     help="A torch device such as cuda:0 or cpu; default: CUDA when present."),
     )(function)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from geovlm.backends.base import Backend
+from geovlm.calibration import Calibration
 from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
 from geovlm.gpkg import FieldType
@@ -82,6 +83,9 @@ class ClassifySettings:
     max_new_tokens: int = 24
     #: The answer forms scored (score mode) or recognised (generate mode): the preset's.
     verbalizer: Verbalizer = field(default_factory=Verbalizer.default)
+    #: Applied to score mode's label probabilities (the preset's, unless refused), or None;
+    #: generate mode ignores it.
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -102,10 +106,11 @@ def _scored_records(
     form_probs = backend.score_encoded(inputs, [form.text for form in forms])
     labels = list(DisasterLabel)
     form_labels = np.array([labels.index(form.label) for form in forms])
+    label_probs = label_probabilities(form_probs, forms)
+    if settings.calibration is not None:
+        label_probs = settings.calibration.apply(label_probs)
     records = []
-    for chip, form_row, row in zip(
-        chips, form_probs, label_probabilities(form_probs, forms), strict=True
-    ):
+    for chip, form_row, row in zip(chips, form_probs, label_probs, strict=True):
         best, second = np.argsort(-row, kind="stable")[:2]
         confidence = float(row[best])
         best_form = int(np.argmax(np.where(form_labels == best, form_row, -1.0)))
@@ -310,6 +315,9 @@ def classify_scene(
             "min_confidence": settings.min_confidence,
             "max_new_tokens": settings.max_new_tokens,
             "answers": settings.verbalizer.table(settings.language),
+            # Only when applied, so outputs of uncalibrated runs keep their signature.
+            **({"calibration": settings.calibration.to_mapping()}
+               if settings.calibration and settings.mode is ClassifyMode.SCORE else {}),
         },
         layer="chips",
         fields=CLASSIFY_FIELDS,

@@ -1,0 +1,164 @@
+"""The model a command runs (preset, adapter, quantization, device) and loading it, shared.
+
+Every command that runs a model (``classify``, ``eval``) resolves its options the same way and
+loads the backend the same way: the device name and the weights' availability are checked
+before torch and transformers are imported, so a typo or missing weights without a hub fail
+in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from geovlm.calibration import Calibration
+from geovlm.models import ModelPreset, resolve_model
+
+if TYPE_CHECKING:
+    from geovlm.backends.base import Backend
+
+__all__ = ["ModelChoice"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """A resolved preset with the command line's overrides.
+
+    Attributes
+    ----------
+    preset
+        The model preset (`geovlm.models.resolve_model`).
+    adapter
+        The adapter loaded on top (the preset's, ``--adapter``'s, or None for ``--no-adapter``).
+    quantize
+        ``--quantize`` or the preset's.
+    device
+        ``--device``, or None for CUDA when present.
+    batch_size
+        Prompts per model call.
+    use_calibration
+        False when ``--no-calibration`` refuses the preset's calibration.
+    """
+
+    preset: ModelPreset
+    adapter: str | None
+    quantize: str
+    device: str | None
+    batch_size: int
+    use_calibration: bool = True
+
+    @classmethod
+    def resolve(
+        cls,
+        model: str,
+        *,
+        adapter: str | None = None,
+        no_adapter: bool = False,
+        quantize: str | None = None,
+        device: str | None = None,
+        batch_size: int = 8,
+        use_calibration: bool = True,
+    ) -> ModelChoice:
+        """Resolve ``--model`` and apply the other options, without loading anything.
+
+        Parameters
+        ----------
+        model
+            A preset name, hub id or local folder.
+        adapter
+            ``--adapter``, replacing the preset's; None keeps it.
+        no_adapter
+            Load the base model alone.
+        quantize
+            ``--quantize``; None keeps the preset's.
+        device
+            ``--device``.
+        batch_size
+            ``--batch-size``.
+        use_calibration
+            False for ``--no-calibration``.
+
+        Returns
+        -------
+        ModelChoice
+
+        Raises
+        ------
+        PresetError, ModelNotFoundError
+            As `geovlm.models.resolve_model`.
+        """
+        preset = resolve_model(model)
+        return cls(
+            preset=preset,
+            adapter=None if no_adapter else (adapter or preset.adapter_id),
+            quantize=quantize or preset.quantize.value,
+            device=device,
+            batch_size=batch_size,
+            use_calibration=use_calibration,
+        )
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The preset's calibration, unless refused or fitted for another adapter than this."""
+        calibration = self.preset.calibration if self.use_calibration else None
+        if calibration is not None and self.adapter != self.preset.adapter_id:
+            log.info("%s's calibration was fitted with adapter %s, not %s: not applied",
+                     self.preset.name, self.preset.adapter_id, self.adapter)
+            return None
+        return calibration
+
+    def run_parameters(self) -> dict[str, Any]:
+        """The model's choices that change results, to record with a run."""
+        return {
+            "model": self.preset.model_id,
+            "adapter": self.adapter,
+            "quantize": self.quantize,
+            "template": self.preset.template,
+            "image_max_pixels": self.preset.image_max_pixels,
+        }
+
+    def load_backend(self) -> Backend:
+        """Load the model, checking the device name and the weights before torch is imported.
+
+        Returns
+        -------
+        Backend
+            An `geovlm.backends.hf.HFBackend`.
+
+        Raises
+        ------
+        DeviceError, ModelNotFoundError, ModelFileError, DependencyError
+            A bad ``--device``, weights neither local nor reachable, a broken folder, or a
+            missing quantization library (see `geovlm.backends.hf.HFBackend.load`).
+        """
+        from geovlm.backends.devices import check_device_name
+        from geovlm.hub import HubWeights, check_downloads
+
+        # Before torch and transformers are imported: missing weights without a hub fail in
+        # seconds, not after half a minute of retries.
+        if self.device is not None:  # a typo in --device is cheaper to report than weights
+            check_device_name(self.device)
+        weights = [HubWeights(self.preset.model_id, "--model")]
+        if self.adapter:
+            weights.append(HubWeights(self.adapter, "--adapter"))
+        downloads = check_downloads(*weights)
+
+        from transformers.utils import logging as transformers_logging
+
+        from geovlm.backends.hf import HFBackend
+
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:
+            # transformers' own bars and notices would break the one-line / JSON-lines output;
+            # a download still shows its bar on a terminal.
+            transformers_logging.set_verbosity_error()
+            if not (downloads and sys.stderr.isatty()):
+                transformers_logging.disable_progress_bar()
+        return HFBackend.load(
+            self.preset.model_id, adapter=self.adapter, quantize=self.quantize,
+            template=self.preset.template, image_max_pixels=self.preset.image_max_pixels,
+            device=self.device, batch_size=self.batch_size,
+        )
