@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geovlm import __version__
+from geovlm.commands.train import train
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
@@ -247,6 +248,9 @@ def models() -> None:
         click.echo(f"    offline: {', '.join(marks)}")
         replaces = f", replaces {', '.join(map(str, found.replaces))}" if found.replaces else ""
         click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
+
+
+cli.add_command(train)
 
 
 def main() -> None:
