@@ -20,6 +20,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from geovlm.backends.chat import PromptTemplate
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ParameterError
 
@@ -129,6 +130,11 @@ class TrainConfig:
             raise ParameterError(
                 "weight_decay and max_grad_norm cannot be negative: fix the recipe."
             )
+        if self.template is not None:
+            try:
+                PromptTemplate(self.template)
+            except ValueError as exc:
+                raise ParameterError(f"{exc}, or null for the model's own.") from None
         if self.quantization_bit not in (None, 4, 8):
             raise ParameterError(
                 f"quantization_bit must be 4, 8 or null, not {self.quantization_bit}:"
