@@ -23,7 +23,13 @@ from geovlm.errors import ModelCapabilityError, ParameterError
 from geovlm.quantization import Quantization
 from geovlm.training.config import FinetuningType, LoraTarget, TrainConfig
 
-__all__ = ["base_model_name", "language_model_targets", "load_for_training", "plan_training"]
+__all__ = [
+    "base_model_name",
+    "language_model_targets",
+    "load_for_training",
+    "plan_training",
+    "set_cache",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +150,7 @@ def load_for_training(plan: ModelPlan, config: TrainConfig) -> tuple[torch.nn.Mo
     """
     net: Any
     net, processor = load_weights(plan)
-    net.config.use_cache = False
+    set_cache(net, False)
     quantized = plan.quantization is not Quantization.NONE
     for parameter in net.parameters():
         parameter.requires_grad_(False)
@@ -171,6 +177,20 @@ def load_for_training(plan: ModelPlan, config: TrainConfig) -> tuple[torch.nn.Mo
     )
     net.train()
     return net, processor
+
+
+def set_cache(net: Any, enabled: bool) -> None:
+    """Turn the key-value cache off for training (it clashes with gradient checkpointing).
+
+    Parameters
+    ----------
+    net
+        The transformers (or peft) model.
+    enabled
+        Whether generation may cache keys and values; turn it back on before saving.
+    """
+    for config in {id(c): c for c in (net.config, net.config.get_text_config())}.values():
+        config.use_cache = enabled
 
 
 def _with_lora(net: torch.nn.Module, plan: ModelPlan, config: TrainConfig) -> torch.nn.Module:

@@ -150,7 +150,7 @@ def run_training(job: TrainJob, progress: ProgressMode = ProgressMode.AUTO) -> T
     from transformers import PrinterCallback, Trainer
 
     from geovlm.training.data import Collator, SupervisedDataset
-    from geovlm.training.model import base_model_name, load_for_training
+    from geovlm.training.model import base_model_name, load_for_training, set_cache
 
     config, folder = job.config, job.folder
     transformers.set_seed(config.seed)
@@ -179,7 +179,7 @@ def run_training(job: TrainJob, progress: ProgressMode = ProgressMode.AUTO) -> T
         round(monitor.elapsed, 3), monitor.last_loss, round(monitor.samples_per_second, 3),
     )
     staged = folder.path / ".final.partial"
-    net.config.use_cache = True
+    set_cache(net, True)
     net.save_pretrained(staged)
     if config.finetuning_type is FinetuningType.FULL:
         job.builder.processor.save_pretrained(staged)
