@@ -248,6 +248,7 @@ class _Monitor(TrainerCallback):
         self.first_step = 0
         self.steps = 0
         self.last_loss: float | None = None
+        self.pending = False
 
     @property
     def elapsed(self) -> float:
@@ -268,24 +269,37 @@ class _Monitor(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.steps = state.global_step - self.first_step
-        if self.reporter is not None:
-            extra = {} if self.last_loss is None else {"loss": round(self.last_loss, 4)}
-            self.reporter.advance(1, **extra)
+        self.pending = True
+        if not control.should_log:  # else the step is counted with its loss, in on_log
+            self._advance()
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not logs or "loss" not in logs:
-            return
-        self.last_loss = float(logs["loss"])
+        if logs and "loss" in logs:
+            self.last_loss = float(logs["loss"])
+            self._write_row(state, float(logs.get("learning_rate", 0.0)))
+        self._advance()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._advance()
+
+    def _advance(self) -> None:
+        """Count the step just taken (once), showing the latest loss."""
+        if self.reporter is not None and self.pending:
+            extra = {} if self.last_loss is None else {"loss": round(self.last_loss, 4)}
+            self.reporter.advance(1, **extra)
+        self.pending = False
+
+    def _write_row(self, state: Any, lr: float) -> None:
         elapsed = self.elapsed
         done = max(state.global_step - self.first_step, 1)
         row = {
             "step": state.global_step,
             "epoch": round(float(state.epoch or 0), 4),
             "loss": self.last_loss,
-            "lr": float(logs.get("learning_rate", 0.0)),
+            "lr": lr,
             "elapsed": round(self.elapsed_before + elapsed, 3),
             "eta": round((state.max_steps - state.global_step) * elapsed / done, 3),
             "samples_per_s": round(done * self.samples_per_step / max(elapsed, 1e-9), 3),
