@@ -162,6 +162,7 @@ def test_lora_output_is_a_standard_peft_adapter(qwen3_vl_dir, disaster_dataset, 
     result = _train("--config", "tiny-cpu", "--data", str(disaster_dataset), "--model",
                     str(qwen3_vl_dir), "--output", str(out), "--set", "finetuning_type=lora",
                     "--set", "max_steps=3", "--set", "save_steps=3", "--set", "lora_rank=4",
+                    "--set", "gradient_checkpointing=true",
                     "--progress", "json")
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]

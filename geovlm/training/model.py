@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _QUANTIZATIONS = {4: Quantization.NF4, 8: Quantization.INT8}
+#: Non-reentrant activation checkpointing: frozen inputs (embeddings, pixels) need no gradients.
+_CHECKPOINTING = {"use_reentrant": False}
 
 
 def base_model_name(model: str) -> str:
@@ -158,11 +160,12 @@ def load_for_training(plan: ModelPlan, config: TrainConfig) -> tuple[torch.nn.Mo
         from peft import prepare_model_for_kbit_training
 
         net = prepare_model_for_kbit_training(
-            net, use_gradient_checkpointing=config.gradient_checkpointing
+            net,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs=_CHECKPOINTING,
         )
     elif config.gradient_checkpointing:
-        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        net.enable_input_require_grads()
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=_CHECKPOINTING)
     if config.finetuning_type is FinetuningType.LORA:
         net = _with_lora(net, plan, config)
     else:
