@@ -133,3 +133,19 @@ def test_bad_data_model_and_output_are_refused(
 def test_help():
     result = CliRunner().invoke(cli, ["train", "--help"])
     assert result.exit_code == 0 and "--resume" in result.output and "--set" in result.output
+
+
+def test_answers_that_name_two_labels_are_refused(no_weights, qwen3_vl_dir, tmp_path):
+    from geovlm.datasets import DatasetWriter, Sample, SplitRule, Task
+    from geovlm.prompts import Language
+
+    with DatasetWriter(tmp_path / "ds", "test", SplitRule(test_fraction=0)) as writer:
+        for label in ("fire", "flood"):
+            image = writer.add_image(label, Image.new("RGB", (64, 64)))
+            writer.add(Sample(image, question("en"), "Disaster.", label, Language.EN,
+                              Task.DISASTER, label, label))
+    result = CliRunner().invoke(cli, ["train", "--config", "tiny-cpu", "--data",
+                                      str(tmp_path / "ds"), "--model", str(qwen3_vl_dir),
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "cannot be told apart" in result.output, result.output
+    assert not (tmp_path / "out").exists()

@@ -97,7 +97,8 @@ def load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
     Returns
     -------
     tuple
-        The transformers model (in training mode, as loaded) and its processor or tokenizer.
+        The transformers model (in eval mode, as ``from_pretrained`` leaves it) and its
+        processor or tokenizer.
 
     Raises
     ------

@@ -88,7 +88,7 @@ def plan_training(config: TrainConfig, model: str, device: str | None) -> ModelP
     if config.quantization_bit is not None and where.type == "cuda":
         quantization = _QUANTIZATIONS[config.quantization_bit]
     elif config.quantization_bit is not None:
-        logger.info(
+        logger.warning(
             "training on %s without quantization (quantization_bit %d applies on CUDA only)",
             where, config.quantization_bit,
         )

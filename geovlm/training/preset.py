@@ -38,13 +38,21 @@ def answer_forms_of(data: TrainingSet, base: Verbalizer) -> Verbalizer:
     Raises
     ------
     DatasetError
-        If one answer names two labels in one language.
+        If a disaster-type sample's label is no `DisasterLabel`, or one answer names two labels
+        in one language.
     """
     trained: dict[tuple[Language, DisasterLabel], list[str]] = {}
     for sample in data.train:
         if sample.task is not Task.DISASTER:
             continue
-        forms = trained.setdefault((sample.language, DisasterLabel(sample.label)), [])
+        try:
+            label = DisasterLabel(sample.label)
+        except ValueError as exc:
+            raise DatasetError(
+                f"{data.root} asks the disaster type with the label {sample.label!r} ({exc}):"
+                " rebuild the dataset with `geovlm dataset`."
+            ) from None
+        forms = trained.setdefault((sample.language, label), [])
         if sample.answer not in forms:
             forms.append(sample.answer)
     mapping: dict[str, dict[str, list[str]]] = {}
