@@ -16,6 +16,7 @@ from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
+from geovlm.commands.train import train
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
@@ -213,6 +214,7 @@ def models() -> None:
 
 cli.add_command(xbd_commands.xbd)
 cli.add_command(dataset_commands.dataset)
+cli.add_command(train)
 cli.add_command(evaluate)
 
 

@@ -18,6 +18,9 @@ _HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
     (FutureWarning, r"`past_key_values` is deprecated", r"transformers\."),
     # peft asks transformers for the old name of a gradient-checkpointing flag while loading.
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated", r"transformers\."),
+    # The same rename for enabling it (activation_checkpointing_enable, from 5.2x only), which
+    # peft's prepare_model_for_kbit_training and geovlm train call by the name 5.0 knows.
+    (FutureWarning, r"`gradient_checkpointing_enable` is deprecated", r"transformers\."),
 )
 
 #: Logger name -> start of the log messages from it that ask nothing of a geovlm user.

@@ -125,7 +125,9 @@ class ModelPreset:
         ----------
         path
             A YAML mapping with the fields of `ModelPreset`; ``name`` must match the file name
-            without ``.yaml``. A path, or a `Traversable` from `importlib.resources`.
+            without ``.yaml``. A path, or a `Traversable` from `importlib.resources`. A folder's
+            `FOLDER_PRESET` may have any name, and its relative ``model_id`` and
+            ``adapter_id`` (``.``: the folder itself) are read against its folder.
 
         Returns
         -------
@@ -153,11 +155,13 @@ class ModelPreset:
             )
         if missing := sorted(set(_REQUIRED) - set(data)):
             raise PresetError(f"{path} lacks the keys {missing}: add them.")
+        in_folder = path.name == FOLDER_PRESET and isinstance(path, Path)
         try:
+            adapter_id = _typed(data, "adapter_id", str, optional=True)
             preset = cls(
                 name=_typed(data, "name", str),
-                model_id=_typed(data, "model_id", str),
-                adapter_id=_typed(data, "adapter_id", str, optional=True),
+                model_id=_beside(path, _typed(data, "model_id", str), in_folder),
+                adapter_id=adapter_id and _beside(path, adapter_id, in_folder),
                 family=ModelFamily(_typed(data, "family", str)),
                 template=_typed(data, "template", str, optional=True),
                 image_max_pixels=_typed(data, "image_max_pixels", int, optional=True),
@@ -171,7 +175,7 @@ class ModelPreset:
             )
         except ValueError as exc:
             raise PresetError(f"{path} has a bad value: {exc}.") from exc
-        if preset.name != stem:
+        if preset.name != stem and not in_folder:
             raise PresetError(f"{path} names itself {preset.name!r}: rename it {stem!r}.")
         return preset
 
@@ -251,7 +255,8 @@ def resolve_model(
     Parameters
     ----------
     name_or_id_or_path
-        A preset name (``xview2-qwen3vl``), a hub id or a local folder.
+        A preset name (``xview2-qwen3vl``), a hub id or a local folder; a folder holding a
+        `FOLDER_PRESET` (as ``geovlm train`` writes) is read as that preset.
     folder
         Look only in this folder of presets; by default as `list_presets` does.
 
@@ -267,6 +272,9 @@ def resolve_model(
     ModelNotFoundError
         If the argument looks like a path but is not a folder.
     """
+    own = Path(name_or_id_or_path).expanduser() / FOLDER_PRESET
+    if own.is_file():
+        return ModelPreset.from_yaml(own)
     for found in find_preset_files(folder):
         if found.name == name_or_id_or_path:
             return ModelPreset.from_yaml(found.path)
@@ -308,6 +316,14 @@ def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False
     if kind in (int, float) and isinstance(value, int | float) and value <= 0:
         raise ValueError(f"{key} must be positive, not {value!r}")
     return value
+
+
+def _beside(path: Traversable, value: str, in_folder: bool) -> str:
+    """A folder preset's relative model or adapter path, read against the preset's folder."""
+    if not in_folder or not value.startswith("."):
+        return value
+    assert isinstance(path, Path)
+    return str((path.parent / value).resolve())
 
 
 def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:

@@ -74,13 +74,16 @@ class ProgressReporter:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[note]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=Console(stderr=True),
                 transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, rate="")
+            self._task = self._bar.add_task(
+                self.description, total=self.total, rate="", note=""
+            )
         self._emit("start", total=self.total)
         return self
 
@@ -99,12 +102,13 @@ class ProgressReporter:
         self._resumed += n
         self.advance(n)
 
-    def advance(self, n: int = 1) -> None:
-        """Count `n` more finished items."""
+    def advance(self, n: int = 1, **extra: float) -> None:
+        """Count `n` more finished items, with figures to show beside them (e.g. ``loss``)."""
         self.done += n
         if self._bar is not None and self._task is not None:
+            note = " ".join(f"{key} {value:.4g}" for key, value in extra.items())
             self._bar.update(
-                self._task, advance=n, rate=f"{self.rate:.1f} {self.description}/s"
+                self._task, advance=n, rate=f"{self.rate:.1f} {self.description}/s", note=note
             )
         remaining = self.total - self.done
         eta = remaining / self.rate if self.rate > 0 else None
@@ -114,6 +118,7 @@ class ProgressReporter:
             total=self.total,
             rate=round(self.rate, 3),
             eta_s=None if eta is None else round(eta, 1),
+            **extra,
         )
 
     def finish(self, **summary: Any) -> None:

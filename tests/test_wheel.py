@@ -88,6 +88,9 @@ def test_wheel_pins_no_torch_build_and_caps_transformers(wheel):
     assert sorted(n for n in names if n.startswith("geovlm/presets/")) == [
         f"geovlm/presets/{name}.yaml" for name in SHIPPED
     ]
+    assert sorted(n for n in names if n.startswith("geovlm/train_configs/")) == [
+        "geovlm/train_configs/qwen3vl_8b_xview2_4bit.yaml", "geovlm/train_configs/tiny-cpu.yaml"
+    ]
     runtime = {req.split(";")[0].replace(" ", "") for req in requires if "extra ==" not in req}
     by_name = {req.split("<")[0].split(">")[0].split("=")[0]: req for req in runtime}
     assert "==" not in by_name["torch"] and "==" not in by_name["torchvision"]

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from geovlm.backends.chat import ChatFormat, PromptTemplate
+from geovlm.backends.encoding import answer_ids, image_size_kwargs, processor_inputs
 from geovlm.backends.loading import LoadedModel, load_model
 from geovlm.backends.qwen_fastpath import QwenPatches, patch_embeddings_as_matmul
 from geovlm.backends.scoring import score_candidates
@@ -97,7 +98,7 @@ class HFBackend:
                 f"chat template {template.value!r} does not fit this model's tokenizer: "
                 "leave the template unset to use the model's own"
             )
-        self._image_kwargs = self._pixel_cap(image_max_pixels)
+        self._image_kwargs = image_size_kwargs(loaded.processor, image_max_pixels)
         self._patches = QwenPatches.for_processor(
             loaded.processor, self._image_kwargs.get("size")
         )
@@ -165,25 +166,6 @@ class HFBackend:
         """The underlying transformers (or peft) model (typed loosely: its API is per class)."""
         return self.loaded.model
 
-    def _pixel_cap(self, max_pixels: int | None) -> dict[str, Any]:
-        """Image processor arguments that cap the pixels of each image (its single resize)."""
-        if max_pixels is None:
-            return {}
-        if max_pixels < 1:
-            raise ParameterError(f"image_max_pixels must be positive, not {max_pixels}")
-        image_processor = getattr(self.loaded.processor, "image_processor", None)
-        size = getattr(image_processor, "size", None)
-        if size is None or "longest_edge" not in size or "shortest_edge" not in size:
-            logger.warning("image_max_pixels ignored: this image processor has a fixed size")
-            return {}
-        # Qwen-VL processors resize once, to multiples of patch*merge within these bounds.
-        return {
-            "size": {
-                "shortest_edge": min(size["shortest_edge"], max_pixels),
-                "longest_edge": max_pixels,
-            }
-        }
-
     def encode(
         self, images: Sequence[Image.Image] | None, prompts: Sequence[str]
     ) -> dict[str, torch.Tensor]:
@@ -239,16 +221,7 @@ class HFBackend:
     def _processor(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
         """The processor's own encoding of prompts with one image each (on its own tokenizer)."""
         with self._image_encoder_lock:
-            return dict(
-                self._image_encoder(
-                    text=texts,
-                    images=images,
-                    padding=True,
-                    return_tensors="pt",
-                    add_special_tokens=False,
-                    **self._image_kwargs,
-                )
-            )
+            return processor_inputs(self._image_encoder, texts, images, self._image_kwargs)
 
     def _locked_tokenizer(self, *args: Any, **kwargs: Any) -> Any:
         """Call the tokenizer while no other thread uses it."""
@@ -384,8 +357,8 @@ class HFBackend:
         -------
         list of int
         """
-        ids = self._locked_tokenizer(answer, add_special_tokens=False)["input_ids"]
-        return [*ids, self._end_of_turn]
+        with self._tokenizer_lock:
+            return answer_ids(self.tokenizer, answer, self._end_of_turn)
 
     def score(
         self, images: Sequence[Image.Image], prompt: str, answers: Sequence[str]

@@ -19,7 +19,7 @@ from geovlm.backends.preflight import ModelPlan, adapter_mismatch, not_found, pl
 from geovlm.errors import DependencyError, DeviceError, ModelFileError, first_line
 from geovlm.quantization import Quantization
 
-__all__ = ["LoadedModel", "bnb_config", "load_model"]
+__all__ = ["LoadedModel", "bnb_config", "load_model", "load_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,25 @@ def _out_of_memory(what: str, device: torch.device) -> DeviceError:
     )
 
 
-def _load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
-    """The model and its processor, library errors turned into one-sentence `GeovlmError`s."""
+def load_weights(plan: ModelPlan) -> tuple[torch.nn.Module, Any]:
+    """The model and its processor as the plan says, library errors turned into `GeovlmError`s.
+
+    Parameters
+    ----------
+    plan
+        `geovlm.backends.preflight.plan_model`'s checked plan (its adapter is not applied).
+
+    Returns
+    -------
+    tuple
+        The transformers model (in eval mode, as ``from_pretrained`` leaves it) and its
+        processor or tokenizer.
+
+    Raises
+    ------
+    ModelNotFoundError, ModelFileError, DeviceError, DependencyError
+        If files are missing or corrupt, the weights do not fit the device, or a library lacks.
+    """
     import transformers
     from safetensors import SafetensorError
 
@@ -208,7 +225,7 @@ def load_model(
         "loading %s as %s (%s, %s)",
         model, plan.model_class.__name__, plan.quantization.value, plan.device,
     )
-    net, processor = _load_weights(plan)
+    net, processor = load_weights(plan)
     if plan.adapter is not None:
         net = _attach_adapter(net, plan)
     net.eval()

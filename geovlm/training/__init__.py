@@ -1,0 +1,1 @@
+"""Fine-tuning on geovlm datasets: recipes, sequences, the trainer run and its outputs."""
