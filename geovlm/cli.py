@@ -14,6 +14,7 @@ import click
 
 from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
+from geovlm.commands import refer as refer_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
@@ -253,6 +254,7 @@ def models() -> None:
 
 cli.add_command(xbd_commands.xbd)
 cli.add_command(dataset_commands.dataset)
+cli.add_command(refer_commands.refer)
 
 
 def main() -> None:
