@@ -150,9 +150,14 @@ def objects_from_polygons(
     InputError
         No object of the source lies on the scene.
     """
-    repaired = not_polygonal = 0
+    repaired = not_polygonal = off_crs = 0
     parts: list[tuple[str, Polygon, Damage | None]] = []
     for object_id, geometry, damage in zip(ids, geometries, damages, strict=True):
+        if geometry is not None and not geometry.is_empty and not np.isfinite(
+            shapely.bounds(geometry)
+        ).all():
+            off_crs += 1  # reprojected from beyond the scene CRS's area of use
+            continue
         if geometry is not None and not geometry.is_empty and not geometry.is_valid:
             geometry = shapely.make_valid(geometry)
             repaired += 1
@@ -182,7 +187,7 @@ def objects_from_polygons(
         for index, (object_id, polygon, damage) in enumerate(parts)
         if index in best
     )
-    outside = len(parts) - len(objects)
+    outside = len(parts) - len(objects) + off_crs
     found = SceneObjects(objects, source, len(ids), repaired, not_polygonal, outside)
     if repaired:
         logger.warning("%s: repaired %d invalid outline(s) with make_valid", source, repaired)

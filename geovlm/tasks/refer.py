@@ -79,7 +79,8 @@ _REWRITE = {
                  " referring expression. Keep every direction, size and damage word.\n{text}",
     Language.JA: "上空から見た建物についての次の説明を、自然な指示表現1つに書き換えてください。"
                  "方角・大きさ・被害の語はすべて残してください。\n{text}",
-    Language.ZH: "把下面这段对俯视建筑的描述改写成一个自然的指称表达。保留所有方位、大小和受损的词语。\n{text}",
+    Language.ZH: "把下面这段对俯视建筑的描述改写成一个自然的指称表达。"
+                 "保留所有方位、大小和受损的词语。\n{text}",
 }
 _CAPTION = {
     Language.EN: "Describe this aerial image in one sentence.",
