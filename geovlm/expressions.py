@@ -151,8 +151,7 @@ class Phrase:
         """How much the phrase says, for picking the simplest unique one."""
         if self.relation is not None:
             return 10 + self.relation[1].complexity
-        return ((self.cell is not None) + 2 * (self.rank is not None) + (self.group > 0)
-                + 3 * self.clustered)
+        return (self.cell is not None) + 2 * (self.rank is not None) + 3 * self.clustered
 
 
 @dataclass(frozen=True, slots=True)
