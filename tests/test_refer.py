@@ -10,7 +10,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pyogrio
-import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
