@@ -50,6 +50,10 @@ _COUNT = {Language.EN: {2: "two", 3: "three", 4: "four", 5: "five"},
           Language.ZH: {2: "两栋", 3: "三栋", 4: "四栋", 5: "五栋"}}
 
 
+#: The word that makes "the only ... building" unique, a fact of its own.
+_ONLY = {Language.EN: "only", Language.JA: "唯一", Language.ZH: "唯一"}
+
+
 def _cell(cell: Cell, language: Language) -> str:
     compass = _COMPASS[language].get(cell.value)
     if language is Language.EN:
@@ -125,8 +129,9 @@ def render(phrase: Phrase, language: Language) -> str:
     if phrase.rank is not None:
         text = _ranked(phrase, phrase.rank, language)
     elif phrase.cell is None:
-        text = {Language.EN: f"the only {noun}", Language.JA: f"唯一の{noun}",
-                Language.ZH: f"唯一的{noun}"}[language]
+        only = _ONLY[language]
+        text = {Language.EN: f"the {only} {noun}", Language.JA: f"{only}の{noun}",
+                Language.ZH: f"{only}的{noun}"}[language]
     else:
         text = {Language.EN: f"the {noun}", Language.JA: noun, Language.ZH: noun}[language]
     if phrase.cell is None or phrase.clustered:
@@ -144,7 +149,7 @@ def _direction_word(direction: Direction | Cell, language: Language) -> str | No
 
 
 def facts(phrase: Phrase, language: Language) -> tuple[str, ...]:
-    """The words a rewrite of `render(phrase)` must keep: damage, directions, size and rank.
+    """The words a rewrite of `render(phrase)` must keep: damage, directions, rank, counts.
 
     Parameters
     ----------
@@ -171,6 +176,10 @@ def facts(phrase: Phrase, language: Language) -> tuple[str, ...]:
         found.append(word)
     if phrase.rank is not None:
         found.append(_RANK[language][phrase.rank.value])
+    if phrase.group:
+        found.append(_COUNT[language][phrase.group])
+    if phrase.relation is None and phrase.cell is None and phrase.rank is None:
+        found.append(_ONLY[language])
     if phrase.relation is not None:
         direction, anchor = phrase.relation
         found.append(_COMPASS[language][direction.value])

@@ -158,7 +158,7 @@ def test_text_in_three_languages_and_the_fact_check():
     related = Phrase(relation=(Direction.SE, Phrase(Damage.NO_DAMAGE)))
     assert render(related, Language.EN) == (
         "the building just south-east of the only undamaged building")
-    assert facts(related, Language.EN) == ("south-east", "undamaged")
+    assert facts(related, Language.EN) == ("south-east", "undamaged", "only")
 
 
 @pytest.mark.parametrize("language", list(Language))
