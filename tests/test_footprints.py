@@ -121,3 +121,20 @@ def test_xbd_label_objects_on_the_georeferenced_tile(real_xbd, real_xbd_georef):
     assert {item.damage for item in found.objects} >= {Damage.DESTROYED, Damage.NO_DAMAGE}
     with pytest.raises(InputError, match="does not exist"):
         read_xbd_objects(real_xbd / "labels" / "nope.json", tiler)
+
+
+def test_with_overlap_each_object_goes_to_the_chip_centred_nearest(geotiff_dir):
+    from geovlm.datasets.scene_chips import cell_footprints
+
+    labels = geotiff_dir.parent / "vector/solaris/geotiff_labels.geojson"
+    with SceneTiler(geotiff_dir / SPACENET, TilingOptions(256, overlap=128)) as tiler:
+        found = read_vector_objects(labels, tiler)
+        cells = cell_footprints(tiler)
+    assert len(found.objects) == 43
+    for item in found.objects:
+        centre = item.polygon.centroid
+        holding = [chip for chip, outline in cells.items() if outline.intersects(centre)]
+        assert len(holding) >= 1 and item.chip_id in holding
+        distances = {chip: cells[chip].centroid.distance(centre) for chip in holding}
+        assert distances[item.chip_id] == min(distances.values())
+        assert item.cut == (not cells[item.chip_id].covers(item.polygon))

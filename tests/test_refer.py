@@ -183,3 +183,22 @@ def test_captions_and_detection_with_a_vision_model(geotiff_dir, qwen3_vl_dir, t
     assert result.exit_code == 0, result.output
     assert len(pyogrio.read_dataframe(captioned, layer="chips")) == 9
     assert len(_objects(captioned)) == 43
+
+
+def test_a_run_killed_inside_a_chip_resumes_with_the_same_expressions(geotiff_dir, tmp_path):
+    out = tmp_path / "killed.gpkg"
+    args = (geotiff_dir / SPACENET, "--footprints", geotiff_dir.parent / SPACENET_LABELS,
+            "-o", out, "--size", "256")
+    assert _refer(*args).exit_code == 0
+    before = _objects(out).set_index("object_id")["expression"]
+    chip = _objects(out)["chip_id"].value_counts().index[0]  # the busiest chip
+    with closing(sqlite3.connect(out)) as db, db:
+        # As if killed after some of the chip's objects were written, before the chip's row.
+        db.execute("DELETE FROM chips WHERE chip_id = ?", (chip,))
+        db.execute("DELETE FROM objects WHERE fid IN (SELECT fid FROM objects WHERE chip_id = ?"
+                   " LIMIT 2)", (chip,))
+    resumed = _refer(*args)
+    assert resumed.exit_code == 0 and "Wrote 2 objects" in resumed.output
+    after = _objects(out).set_index("object_id")["expression"]
+    assert after.sort_index().equals(before.sort_index())
+    assert_valid_geopackage(out)

@@ -346,10 +346,16 @@ def _process(
     records: list[tuple[dict[str, Any], Phrase]] = []
     geometries = []
     for chip in batch:
-        objects = [o for o in by_chip.get(chip.chip_id, []) if o.object_id not in writer.done_ids]
-        if objects:
-            records += _rule_records(chip, objects, settings.language)
-            geometries += [o.polygon for o in objects]
+        objects = by_chip.get(chip.chip_id, [])
+        if not objects:
+            continue
+        # Expressions single out an object among all of its chip's, even those a killed run
+        # already wrote; only the rest are written.
+        for item, record in zip(objects, _rule_records(chip, objects, settings.language),
+                                strict=True):
+            if item.object_id not in writer.done_ids:
+                records.append(record)
+                geometries.append(item.polygon)
     if models.rewrite is not None:
         _rewrite(models.rewrite, records, settings, tally)
     rows = [{**record, "run_id": writer.run_id} for record, _ in records]
