@@ -14,7 +14,26 @@ from geovlm.cli import cli
 from geovlm.styles import DAMAGE_COLOURS
 from tests.test_qgis_style import SYSTEM_PYTHON, _qgis_available
 
-SCRIPT = Path(__file__).with_name("qgis_open_objects.py")
+#: Run by /usr/bin/python3 (QGIS's Python has no torch): prints what QGIS sees of ``objects``.
+SCRIPT = """
+import json, sys
+from qgis.core import QgsApplication, QgsVectorLayer
+QgsApplication.setPrefixPath("/usr", True)
+app = QgsApplication([], False)
+app.initQgis()
+layer = QgsVectorLayer(f"{sys.argv[1]}|layername=objects", "objects", "ogr")
+renderer = layer.renderer()
+print(json.dumps({
+    "valid": layer.isValid(), "count": layer.featureCount(), "renderer": renderer.type(),
+    "attribute": renderer.classAttribute(),
+    "categories": {c.value(): c.symbol().color().name() for c in renderer.categories()},
+    "labels": layer.labelsEnabled(),
+    "label_field": layer.labeling().settings().fieldName if layer.labeling() else None,
+}))
+sys.stdout.flush()
+del layer
+app.exitQgis()
+"""
 
 
 def test_qgis_draws_objects_by_damage_with_expression_labels(real_xbd, real_xbd_georef,
@@ -33,7 +52,7 @@ def test_qgis_draws_objects_by_damage_with_expression_labels(real_xbd, real_xbd_
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(runtime)}
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([SYSTEM_PYTHON, str(SCRIPT), str(out)], env=env, capture_output=True,
+    done = subprocess.run([SYSTEM_PYTHON, "-c", SCRIPT, str(out)], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     seen = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
     assert seen["valid"] and seen["count"] == 71
