@@ -70,8 +70,9 @@ _GROUP_SIZES = (3, 4, 5)
 #: scopes of their own (``the westernmost of the four destroyed buildings grouped in ...``).
 CLUSTER_GAP = 0.05
 _CLUSTER_SIZES = (2, 3, 4, 5)
-#: Rounds of relations: objects described by a relation in one round anchor the next.
-_RELATION_ROUNDS = 3
+#: Rounds of relations: objects described by a relation in one round anchor the next (two
+#: rounds: at most two hops, "the building just north of the building just west of ...").
+_RELATION_ROUNDS = 2
 #: Most anchors tried per chip and round (the simplest first).
 _MAX_ANCHORS = 64
 
