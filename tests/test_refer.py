@@ -202,3 +202,13 @@ def test_a_run_killed_inside_a_chip_resumes_with_the_same_expressions(geotiff_di
     after = _objects(out).set_index("object_id")["expression"]
     assert after.sort_index().equals(before.sort_index())
     assert_valid_geopackage(out)
+
+
+def test_objects_on_chips_under_min_valid_are_counted(geotiff_dir, tmp_path):
+    # dsm.tif (283 x 259 px) is one padded 512 px chip, 28 % valid: skipped under 0.5.
+    result = _refer(geotiff_dir / "opengeos/dsm.tif", "--footprints",
+                    geotiff_dir.parent / "vector/opengeos/buildings.shp", "-o",
+                    tmp_path / "skipped.gpkg", "--progress", "json")
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.output.strip().splitlines()[-1])
+    assert done["written"] == 0 and done["objects_skipped"] == 84 and done["skipped_invalid"] == 1

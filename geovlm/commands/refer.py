@@ -159,6 +159,7 @@ def refer(
     click.echo(
         f"Wrote {facts['written']} objects ({facts['unambiguous']} unambiguous{rewrites}) of"
         f" {facts['chips']} chips to {facts['output']} ({facts['already_done']} already done,"
-        f" {facts['source'].get('outside', 0)} outside the scene, {facts['seconds']:.1f} s).",
+        f" {facts['source'].get('outside', 0)} outside the scene, {facts['objects_skipped']} on"
+        f" chips under --min-valid, {facts['seconds']:.1f} s).",
         err=True,
     )

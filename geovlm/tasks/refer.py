@@ -145,6 +145,8 @@ class ReferSummary:
     rewrites_rejected: int
     detect_skipped: int
     skipped_invalid: int
+    #: Objects left out with their chips under ``min_valid``.
+    objects_skipped: int
     seconds: float
     #: The source's counts (read, repaired, not polygonal, outside).
     source: dict[str, int] = field(default_factory=dict)
@@ -156,7 +158,8 @@ class ReferSummary:
             "written": self.objects, "already_done": self.already_done,
             "unambiguous": self.unambiguous, "rewrites_kept": self.rewrites_kept,
             "rewrites_rejected": self.rewrites_rejected, "detect_skipped": self.detect_skipped,
-            "skipped_invalid": self.skipped_invalid, "seconds": round(self.seconds, 3),
+            "skipped_invalid": self.skipped_invalid, "objects_skipped": self.objects_skipped,
+            "seconds": round(self.seconds, 3),
             "source": self.source,
         }
 
@@ -168,6 +171,7 @@ class _Tally:
     kept: int = 0
     rejected: int = 0
     detect_skipped: int = 0
+    chips: set[str] = field(default_factory=set)
 
 
 def _detected(backend: Backend, chips: list[Chip], settings: ReferSettings,
@@ -321,11 +325,16 @@ def refer_scene(
                                                      tiler.skipped_invalid)
                     reporter.advance(len(batch) + newly_skipped)
                 writer.count_skipped(tiler.skipped_invalid)
+                left_out = sum(len(by_chip.get(chip, ())) for chip in wanted - done - tally.chips)
+                if left_out:
+                    logger.warning("%d objects lie on chips skipped under --min-valid %g",
+                                   left_out, tiling.min_valid)
                 summary = ReferSummary(
                     output=str(output), run_id=writer.run_id, chips=len(wanted),
                     objects=tally.objects, already_done=already, unambiguous=tally.unambiguous,
                     rewrites_kept=tally.kept, rewrites_rejected=tally.rejected,
                     detect_skipped=tally.detect_skipped, skipped_invalid=tiler.skipped_invalid,
+                    objects_skipped=left_out,
                     seconds=time.perf_counter() - start, source=source.counts(),
                 )
                 reporter.finish(**summary.as_dict())
@@ -341,6 +350,7 @@ def _process(
     tally: _Tally,
 ) -> None:
     """Describe the objects of a batch of chips and write them, then the chips."""
+    tally.chips.update(chip.chip_id for chip in batch)
     if settings.source is ObjectSource.DETECT and models.vision is not None:
         by_chip = _detected(models.vision, batch, settings, tally)
     records: list[tuple[dict[str, Any], Phrase]] = []
