@@ -14,6 +14,7 @@ import click
 
 from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
+from geovlm.commands import refer as refer_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.train import train
@@ -216,6 +217,7 @@ cli.add_command(xbd_commands.xbd)
 cli.add_command(dataset_commands.dataset)
 cli.add_command(train)
 cli.add_command(evaluate)
+cli.add_command(refer_commands.refer)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from geovlm.runs import (
     upgrade_table,
 )
 
-__all__ = ["FieldType", "GeoPackageWriter", "check_output_path"]
+__all__ = ["FieldType", "GeoPackageWriter", "LayerSpec", "check_output_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,28 @@ class FieldType(Enum):
     def dtype(self) -> np.dtype:
         """The numpy dtype of a column of this type."""
         return np.dtype({"str": object, "int": np.int64, "float": np.float64}[self.value])
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """A further feature layer a `GeoPackageWriter` writes beside its main one, in the same run.
+
+    Attributes
+    ----------
+    name
+        The layer's name.
+    fields
+        Its attribute fields and their types, in order.
+    style_qml
+        Its default QGIS style.
+    id_field
+        The field identifying a record (unique in the layer; resumed runs skip what is done).
+    """
+
+    name: str
+    fields: Mapping[str, FieldType]
+    style_qml: str
+    id_field: str = "chip_id"
 
 
 @contextlib.contextmanager
@@ -181,6 +204,9 @@ class GeoPackageWriter:
         Replace an existing output, its results included, instead of resuming or refusing.
     id_field
         The field that identifies a record, so a resumed run skips what is done.
+    extra_layers
+        Further layers of the same run (e.g. ``chips`` beside ``objects``), each written with
+        ``write(..., layer=name)``; their ids already written are in `done_ids_of`.
 
     Raises
     ------
@@ -200,6 +226,7 @@ class GeoPackageWriter:
         style_qml: str,
         overwrite: bool = False,
         id_field: str = "chip_id",
+        extra_layers: Sequence[LayerSpec] = (),
     ) -> None:
         self.path = Path(path)
         self.layer = layer
@@ -209,6 +236,8 @@ class GeoPackageWriter:
         self.style_qml = style_qml
         self.overwrite = overwrite
         self.id_field = id_field
+        self.extra_layers = {spec.name: spec for spec in extra_layers}
+        self._extra_done: dict[str, set[str]] = {name: set() for name in self.extra_layers}
         self.run_id = uuid.uuid4().hex
         #: Ids of the records already in the layer (from earlier runs and this one).
         self.done_ids: set[str] = set()
@@ -252,7 +281,12 @@ class GeoPackageWriter:
             self._create()
         self._begun = True
 
-    def write(self, rows: Sequence[Mapping[str, Any]], geometries: Sequence[BaseGeometry]) -> None:
+    def write(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        geometries: Sequence[BaseGeometry],
+        layer: str | None = None,
+    ) -> None:
         """Append one batch of records in a single transaction.
 
         Parameters
@@ -262,26 +296,51 @@ class GeoPackageWriter:
             record's id for resuming (see `id_field`).
         geometries
             One geometry per record, in the layer's CRS.
+        layer
+            One of `extra_layers` to write to; default: the main layer.
         """
         if not rows:
             return
+        extra = self.extra_layers[layer] if layer is not None and layer != self.layer else None
+        fields = self.fields if extra is None else extra.fields
         field_data = [
-            np.array([row[name] for row in rows], dtype=kind.dtype)
-            for name, kind in self.fields.items()
+            # A null integer is masked; its slot in the array needs some integer.
+            np.array([0 if row[name] is None and kind is FieldType.INTEGER else row[name]
+                      for row in rows], dtype=kind.dtype)
+            for name, kind in fields.items()
         ]
         masks = [
-            np.array([row[name] is None for row in rows]) for name in self.fields
+            np.array([row[name] is None for row in rows]) for name in fields
         ]
         self._gdal_write(
             self.path,
             shapely.to_wkb(np.asarray(geometries, dtype=object)),
             field_data,
-            list(self.fields),
+            list(fields),
             field_mask=masks,
             append=True,
+            layer_name=None if extra is None else extra.name,
         )
+        if extra is not None:
+            self._extra_done[extra.name].update(str(row[extra.id_field]) for row in rows)
+            return
         self.done_ids.update(str(row[self.id_field]) for row in rows)
         self.written += len(rows)
+
+    def done_ids_of(self, layer: str) -> set[str]:
+        """Ids already in one of `extra_layers` (from earlier runs and this one).
+
+        Parameters
+        ----------
+        layer
+            The extra layer's name.
+
+        Returns
+        -------
+        set of str
+            Its records' ids.
+        """
+        return self._extra_done[layer]
 
     def count_skipped(self, n: int = 1) -> None:
         """Record chips left out (e.g. mostly nodata), for the run's summary."""
@@ -302,15 +361,18 @@ class GeoPackageWriter:
             )
         self.run_id = found
         self.done_ids = self._existing_ids()
+        for spec in self.extra_layers.values():
+            self._extra_done[spec.name] = self._existing_ids(spec.name, spec.id_field)
         self.written = len(self.done_ids)
         self._resuming = True
         logger.info("resuming run %s: %d records already written", self.run_id, self.written)
 
-    def _existing_ids(self) -> set[str]:
-        if self.layer not in {name for name, _ in pyogrio.list_layers(self.path)}:
+    def _existing_ids(self, layer: str | None = None, id_field: str | None = None) -> set[str]:
+        layer, id_field = layer or self.layer, id_field or self.id_field
+        if layer not in {name for name, _ in pyogrio.list_layers(self.path)}:
             return set()
         with _connect(self.path) as db:
-            query = f'SELECT "{self.id_field}" FROM "{self.layer}"'
+            query = f'SELECT "{id_field}" FROM "{layer}"'
             return {str(row[0]) for row in db.execute(query)}
 
     def _create(self) -> None:
@@ -333,6 +395,12 @@ class GeoPackageWriter:
             partial, np.array([], dtype=object), empty, list(self.fields),
             dataset_options=_GPKG_VERSION,
         )
+        for spec in self.extra_layers.values():
+            self._gdal_write(
+                partial, np.array([], dtype=object),
+                [np.array([], dtype=kind.dtype) for kind in spec.fields.values()],
+                list(spec.fields), append=True, layer_name=spec.name,
+            )
         with _connect(partial) as db:
             create_table(db)
             db.execute(_STYLES_DDL)
@@ -343,24 +411,31 @@ class GeoPackageWriter:
                     " (?, 'attributes', ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                     (table, table),
                 )
-            db.execute(
-                f'CREATE UNIQUE INDEX "{self.layer}_{self.id_field}" ON "{self.layer}"'
-                f' ("{self.id_field}")'
-            )
-            db.execute(
-                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
-                " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description,"
-                " owner, ui) VALUES ('', '', ?, ?, ?, ?, '', 1, 'geovlm default style', '', '')",
-                (self.layer, _GEOMETRY_COLUMN, self.layer, self.style_qml),
-            )
+            layers = [(self.layer, self.id_field, self.style_qml)] + [
+                (spec.name, spec.id_field, spec.style_qml) for spec in self.extra_layers.values()
+            ]
+            for layer, id_field, style_qml in layers:
+                db.execute(
+                    f'CREATE UNIQUE INDEX "{layer}_{id_field}" ON "{layer}" ("{id_field}")'
+                )
+                db.execute(
+                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
+                    " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault,"
+                    " description, owner, ui) VALUES"
+                    " ('', '', ?, ?, ?, ?, '', 1, 'geovlm default style', '', '')",
+                    (layer, _GEOMETRY_COLUMN, layer, style_qml),
+                )
             insert_run(db, self.run_id, self.run, self.layer)
 
-    def _gdal_write(self, path: Path, geometry: np.ndarray, *args: Any, **kwargs: Any) -> None:
+    def _gdal_write(
+        self, path: Path, geometry: np.ndarray, *args: Any, layer_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Write features through GDAL, turning its I/O failures into an `OutputError`."""
         try:
             with _gdal_config(_WRITE_CONFIG):
                 raw.write(
-                    str(path), geometry, *args, layer=self.layer, driver="GPKG",
+                    str(path), geometry, *args, layer=layer_name or self.layer, driver="GPKG",
                     geometry_type="Polygon", crs=self.crs.to_wkt(), **kwargs,
                 )
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
-__all__ = ["LABEL_COLOURS", "categorized_style", "outline_style"]
+__all__ = ["DAMAGE_COLOURS", "LABEL_COLOURS", "categorized_style", "outline_style", "with_labels"]
 
 #: Fill colour per disaster label (and ``uncertain``), as RGB.
 LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -16,6 +16,15 @@ LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
     "tsunami": (65, 182, 196),
     "volcano": (253, 141, 60),
     "uncertain": (189, 189, 189),
+}
+
+#: Fill colour per xBD damage grade, green to red, as RGB.
+DAMAGE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "no-damage": (26, 150, 65),
+    "minor-damage": (253, 174, 97),
+    "major-damage": (244, 109, 67),
+    "destroyed": (215, 25, 28),
+    "un-classified": (189, 189, 189),
 }
 
 _QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
@@ -115,3 +124,34 @@ def categorized_style(
         )
         symbols.append(_fill_symbol(str(index), _colour(rgb), _colour((35, 35, 35)), 0.6))
     return _document(renderer)
+
+
+def with_labels(qml: str, field: str) -> str:
+    """A style with each feature labelled by the text of one field, drawn over its centre.
+
+    Parameters
+    ----------
+    qml
+        A QML document from this module.
+    field
+        The field whose text labels the features.
+
+    Returns
+    -------
+    str
+        The QML document with labels enabled.
+    """
+    root = ET.fromstring(qml.removeprefix(_QML_DOCTYPE))
+    root.set("styleCategories", "Symbology|Labeling")
+    root.set("labelsEnabled", "1")
+    labeling = ET.SubElement(root, "labeling", {"type": "simple"})
+    settings = ET.SubElement(labeling, "settings", {"calloutType": "simple"})
+    ET.SubElement(settings, "text-style", {
+        "fieldName": field, "isExpression": "0", "fontSize": "8", "fontSizeUnit": "Point",
+        "textColor": "0,0,0,255", "multilineAlign": "3",
+    })
+    ET.SubElement(settings, "text-format", {"wrapChar": "", "autoWrapLength": "24"})
+    ET.SubElement(settings, "placement", {"placement": "1", "centroidInside": "1"})
+    ET.SubElement(settings, "rendering", {"drawLabels": "1", "obstacle": "1"})
+    ET.indent(root)
+    return _QML_DOCTYPE + ET.tostring(root, encoding="unicode")

@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-pytest_plugins = ["tests.model_fixtures", "tests.xbd_fixtures", "tests.training_fixtures"]
+pytest_plugins = [
+    "tests.model_fixtures",
+    "tests.xbd_fixtures",
+    "tests.training_fixtures",
+    "tests.refer_fixtures",
+]
 
 # Timing is for bench/, not tests: a loaded 2-core CI machine must not fail a property test.
 settings.register_profile("geovlm", deadline=None)

@@ -1,0 +1,1 @@
+"""Where work items come from besides the chip grid: objects (footprints) over a scene."""
