@@ -64,3 +64,23 @@ def scene() -> Path:
     if not path.is_file():
         pytest.fail(f"test data missing: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def big_scene(tmp_path_factory) -> Path:
+    """A 1200 px random UTM GeoTIFF: 5625 chips of 16 px, long enough to cancel part-way."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    path = tmp_path_factory.mktemp("big") / "scene.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 1200, 1200, 3, gdal.GDT_Byte,
+                                                   ["TILED=YES"])
+    dataset.SetGeoTransform((500000, 0.5, 0, 4000000, 0, -0.5))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32618)
+    dataset.SetProjection(srs.ExportToWkt())
+    data = np.random.default_rng(0).integers(0, 255, (1200, 1200), dtype=np.uint8)
+    for band in range(1, 4):
+        dataset.GetRasterBand(band).WriteArray(data)
+    dataset = None
+    return path

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
 import sys
+import time
 from contextlib import closing
 
 import processing
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsVectorLayer,
+)
 
-from .conftest import HEAVY
+from .conftest import HEAVY, PLUGIN_ROOT
 
 
 def _status(gpkg):
@@ -59,3 +68,40 @@ def test_an_engine_error_is_a_processing_error_with_its_sentence(plugin, engine,
 
 def test_the_plugin_never_imports_the_toolkit(plugin):
     assert not [name for name in HEAVY if name in sys.modules]
+
+
+def test_cancel_stops_the_engine_and_the_run_shows_interrupted(plugin, engine, big_scene,
+                                                               tmp_path):
+    out = tmp_path / "cancelled.gpkg"
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda percent: percent > 5 and feedback.cancel())
+    started = time.monotonic()
+    result = processing.run("geovlm:tile", {"INPUT": str(big_scene), "CHIP_SIZE": 16,
+                                            "OUTPUT": str(out)}, feedback=feedback)
+    assert time.monotonic() - started < 60
+    assert result["STATUS"] == "interrupted"
+    assert _status(out) == "interrupted"
+    with closing(sqlite3.connect(out)) as db:
+        written = db.execute("SELECT count(*) FROM chips").fetchone()[0]
+    assert 0 < written < 5625
+    # The same parameters resume the run.
+    resumed = processing.run("geovlm:tile", {"INPUT": str(big_scene), "CHIP_SIZE": 16,
+                                             "OUTPUT": str(out)})
+    assert resumed["STATUS"] == "complete" and resumed["WRITTEN"] == 5625 - written
+
+
+def test_qgis_process_runs_tile_from_the_shell(engine, scene, tmp_path):
+    """The plugin loaded by qgis_process itself, from a fresh profile."""
+    env = {**os.environ, "QGIS_PLUGINPATH": str(PLUGIN_ROOT),
+           "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile")}
+    # Debian's /usr/bin/qgis_process wrapper adds --noversioncheck, which qgis_process rejects.
+    qgis_process = shutil.which("qgis_process.bin") or "qgis_process"
+    subprocess.run([qgis_process, "plugins", "enable", "geovlm_qgis"], env=env, check=True,
+                   capture_output=True)
+    out = tmp_path / "shell.gpkg"
+    done = subprocess.run([qgis_process, "run", "geovlm:tile", "--", f"INPUT={scene}",
+                           "CHIP_SIZE=256", f"OUTPUT={out}"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "STATUS:\tcomplete" in done.stdout and "WRITTEN:\t16" in done.stdout
+    assert _status(out) == "complete"
