@@ -2,12 +2,14 @@
 
 QGIS's Python is Debian's /usr/bin/python3; the tests run in .venv-qgis (`make qgis-venv`:
 system site packages plus pytest, none of the toolkit). The engine they call is a tiny script
-that runs this checkout's geovlm with this interpreter, and the model a tiny random Qwen3-VL.
+that runs this checkout's geovlm with this interpreter, the model a tiny random Qwen3-VL, and
+the engine set-up installs this checkout's wheel.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,20 @@ def write_engine(folder: Path) -> Path:
     return engine
 
 
+def build_wheel(folder: Path) -> Path:
+    """This checkout's wheel, built offline from a copy (the checkout gets no build/)."""
+    source = folder / "source"
+    shutil.copytree(ROOT / "geovlm", source / "geovlm",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "--no-index", "-w", str(folder), str(source)],
+                   check=True, capture_output=True, timeout=120)
+    [wheel] = folder.glob("geovlm-*.whl")
+    return wheel
+
+
 def test_the_plugin_passes_its_tests_in_real_qgis(qwen3_vl_dir, tmp_path):
     if not QGIS_PYTHON.exists():
         pytest.fail(f"{QGIS_PYTHON} is missing; run `make qgis-venv` (make test does)")
@@ -34,6 +50,7 @@ def test_the_plugin_passes_its_tests_in_real_qgis(qwen3_vl_dir, tmp_path):
     env.update(
         GEOVLM_ENGINE=str(write_engine(tmp_path)),
         GEOVLM_TEST_MODEL=str(qwen3_vl_dir),
+        GEOVLM_TEST_WHEEL=str(build_wheel(tmp_path)),
         HF_HUB_OFFLINE="1",
         QT_QPA_PLATFORM="offscreen",
         XDG_RUNTIME_DIR=str(tmp_path),

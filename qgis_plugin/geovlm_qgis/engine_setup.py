@@ -64,9 +64,9 @@ def find_base_python(candidates: Sequence[str] = _CANDIDATES) -> str:
         " manager) and run Check / set up engine again.", "python_missing")
 
 
-def _stream(command: Sequence[str], log: Any, on_line: Callable[[str], None],
+def _stream(label: str, command: Sequence[str], log: Any, on_line: Callable[[str], None],
             cancelled: Callable[[], bool]) -> None:
-    """Run `command`, copying its output to `log` and `on_line`; stop it when cancelled."""
+    """Run `command` (called `label` in errors), copying its output to `log` and `on_line`."""
     log.write(f"$ {' '.join(command)}\n")
     log.flush()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -83,8 +83,7 @@ def _stream(command: Sequence[str], log: Any, on_line: Callable[[str], None],
     if cancelled():
         raise EngineError("The engine set-up was cancelled.", "cancelled")
     if status != 0:
-        raise EngineError(f"{Path(command[0]).name} {command[1] if len(command) > 1 else ''}"
-                          f" failed with status {status}; the log {log.name} says why.",
+        raise EngineError(f"{label} failed with status {status}; the set-up log is {log.name}.",
                           "setup_failed")
 
 
@@ -132,10 +131,10 @@ def create_engine(
         venv_python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
         if not venv_python.exists():
             on_line(f"Creating {venv}")
-            _stream([python or find_base_python(), "-m", "venv", str(venv)], log, on_line,
-                    cancelled)
+            _stream("Creating the venv", [python or find_base_python(), "-m", "venv", str(venv)],
+                    log, on_line, cancelled)
         on_line(f"Installing {requirement} (torch alone is about 1-3 GB)")
-        _stream([str(venv_python), "-m", "pip", "install", "--upgrade",
+        _stream("pip install", [str(venv_python), "-m", "pip", "install", "--upgrade",
                  "--disable-pip-version-check", "--progress-bar", "off", *pip_options,
                  requirement], log, on_line, cancelled)
     try:
