@@ -10,7 +10,7 @@ SCENE ?= ../shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif
 OUT ?= out.gpkg
 ARGS ?=
 
-.PHONY: install qgis qgis-venv plugin-zip tile classify test lint bench
+.PHONY: install qgis qgis-venv plugin-zip screenshots tile classify test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,13 +39,20 @@ $(QGIS_VENV)/bin/pytest: | qgis
 
 qgis-venv: $(QGIS_VENV)/bin/pytest
 
+# docs/img/qgis-dock.png and qgis-desktop.png: the plugin's tests, saving their pictures there.
+screenshots: $(STAMP) qgis-venv
+	GEOVLM_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q tests/test_qgis_plugin.py
+
 # A zip that QGIS's Plugins > Install from ZIP accepts: one top folder, the plugin package.
+PLUGIN_DIST ?= dist
 plugin-zip:
-	rm -rf dist/plugin && mkdir -p dist/plugin
-	cp -r qgis_plugin/geovlm_qgis dist/plugin/
-	find dist/plugin -name __pycache__ -prune -exec rm -rf {} +
-	cd dist/plugin && rm -f ../geovlm_qgis.zip && python3 -m zipfile -c ../geovlm_qgis.zip geovlm_qgis
-	@echo "dist/geovlm_qgis.zip"
+	rm -rf $(PLUGIN_DIST)/plugin && mkdir -p $(PLUGIN_DIST)/plugin
+	cp -r qgis_plugin/geovlm_qgis $(PLUGIN_DIST)/plugin/
+	find $(PLUGIN_DIST)/plugin -name __pycache__ -prune -exec rm -rf {} +
+	cd $(PLUGIN_DIST)/plugin && rm -f ../geovlm_qgis.zip \
+	  && python3 -m zipfile -c ../geovlm_qgis.zip geovlm_qgis
+	rm -rf $(PLUGIN_DIST)/plugin
+	@echo "$(PLUGIN_DIST)/geovlm_qgis.zip"
 
 tile: $(STAMP)
 	$(BIN)/geovlm tile $(SCENE) -o $(OUT) $(ARGS)

@@ -19,7 +19,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from qgis.testing import start_app  # noqa: E402
 
 APP = start_app()
-sys.path.append("/usr/share/qgis/python/plugins")
+# Processing and the plugin installer ship beside QGIS's Python package, not in it.
+sys.path += ["/usr/share/qgis/python/plugins", "/usr/share/qgis/python"]
 
 from processing.core.Processing import Processing  # noqa: E402
 
