@@ -45,7 +45,7 @@ try:
     report["renderer"] = layer.renderer().type()
     report["count"] = layer.featureCount()
     layer.setOpacity(0.6)
-    QgsProject.instance().layerTreeRoot().findLayer(layer.id()).setExpanded(True)
+    iface.layerTreeView().expandAll()  # the legend shows the stored style's categories
     QgsProject.instance().layerTreeRoot().findLayer(raster.id()).setExpanded(False)
     iface.mainWindow().resize(1280, 800)
     iface.mapCanvas().refresh()

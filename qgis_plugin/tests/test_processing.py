@@ -105,3 +105,34 @@ def test_qgis_process_runs_tile_from_the_shell(engine, scene, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "STATUS:\tcomplete" in done.stdout and "WRITTEN:\t16" in done.stdout
     assert _status(out) == "complete"
+
+
+def test_tile_runs_inside_a_graphical_modeler_model(plugin, engine, scene, tmp_path):
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("chips", "geovlm")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"),
+                            QgsProcessingModelParameter("scene"))
+    child = QgsProcessingModelChildAlgorithm("geovlm:tile")
+    child.setChildId("tile")
+    child.addParameterSources(
+        "INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    child.addParameterSources(
+        "CHIP_SIZE", [QgsProcessingModelChildParameterSource.fromStaticValue(256)])
+    output = QgsProcessingModelOutput("chips")
+    output.setChildId("tile")
+    output.setChildOutputName("OUTPUT")
+    child.setModelOutputs({"chips": output})
+    model.addChildAlgorithm(child)
+    out = tmp_path / "modeled.gpkg"
+    result = processing.run(model, {"scene": str(scene), "tile:chips": str(out)})
+    layer = QgsVectorLayer(result["tile:chips"], "chips", "ogr")
+    assert layer.isValid() and layer.featureCount() == 16
+    assert _status(out) == "complete"
