@@ -1,4 +1,4 @@
-"""geovlm for QGIS: Processing algorithms and a dock panel that run the geovlm engine out of process.
+"""geovlm for QGIS: Processing algorithms and a dock panel running the engine out of process.
 
 QGIS's Python never imports torch, transformers, rasterio or geovlm itself: the engine is the
 ``geovlm`` executable of its own environment (see engine.py), followed through its JSON events.

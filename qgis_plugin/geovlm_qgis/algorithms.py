@@ -1,4 +1,4 @@
-"""Processing algorithms ``geovlm:tile`` and ``geovlm:classify``: the engine's commands as algorithms.
+"""Processing algorithms ``geovlm:tile`` and ``geovlm:classify``: engine commands as algorithms.
 
 Parameter names are constants and ids fixed lowercase, so models, batch runs and
 ``qgis_process run geovlm:classify -- INPUT=... OUTPUT=...`` keep working across versions.
@@ -8,9 +8,10 @@ events into feedback.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -23,7 +24,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
-    QgsProcessing,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
@@ -44,7 +44,7 @@ def tr(text: str) -> str:
     return QCoreApplication.translate("geovlm", text)
 
 
-def raster_problem(layer: Any) -> Optional[str]:
+def raster_problem(layer: Any) -> str | None:
     """Why a raster layer cannot be chipped (one sentence), or None when it can.
 
     Parameters
@@ -95,10 +95,10 @@ class GeovlmAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return tr(self.HELP)
 
-    def createInstance(self) -> "GeovlmAlgorithm":  # noqa: N802
+    def createInstance(self) -> GeovlmAlgorithm:  # noqa: N802
         return type(self)()
 
-    def initAlgorithm(self, config: Optional[dict[str, Any]] = None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input raster")))
         self.add_task_parameters()
         size = QgsProcessingParameterNumber(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from qgis.core import (
     QgsApplication,
@@ -56,8 +56,9 @@ class GeovlmDock(QgsDockWidget):
         super().__init__(tr("geovlm"))
         self.setObjectName("GeovlmDock")
         self.iface = iface
-        self.task: Optional[BackgroundTask] = None
-        self.loaded: Optional[QgsVectorLayer] = None
+        self.task: BackgroundTask | None = None
+        self.models_task: BackgroundTask | None = None
+        self.loaded: QgsVectorLayer | None = None
         self.layer_box = QgsMapLayerComboBox()
         self.layer_box.setFilters(QgsMapLayerProxyModel.RasterLayer)
         if iface is not None and isinstance(iface.activeLayer(), QgsRasterLayer):
@@ -120,7 +121,7 @@ class GeovlmDock(QgsDockWidget):
             self.log.appendPlainText(exc.message)
             return
 
-        def done(presets: list[dict[str, Any]], error: Optional[str], kind: Any) -> None:
+        def done(presets: list[dict[str, Any]], error: str | None, kind: Any) -> None:
             if error is not None:
                 self.log.appendPlainText(error)
                 return
@@ -197,7 +198,7 @@ class GeovlmDock(QgsDockWidget):
         elif kind in ("warning", "log"):
             self.log.appendPlainText(str(event.get("message")))
 
-    def _ended(self, done: Optional[dict[str, Any]], error: Optional[str], kind: Any) -> None:
+    def _ended(self, done: dict[str, Any] | None, error: str | None, kind: Any) -> None:
         self.task = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 __all__ = [
     "ENGINE_ENV",
@@ -55,7 +55,7 @@ class EngineError(Exception):
         self.kind = kind
 
 
-def find_engine(configured: Optional[str] = None) -> str:
+def find_engine(configured: str | None = None) -> str:
     """The ``geovlm`` executable to run: $GEOVLM_ENGINE, else `configured`, else PATH's.
 
     Parameters
@@ -140,9 +140,9 @@ class EngineRun:
     engine: str
     args: Sequence[str]
     stderr_lines: list[str] = field(default_factory=list)
-    last_event: Optional[dict[str, Any]] = None
-    _process: Optional["subprocess.Popen[str]"] = None
-    _lines: "queue.Queue[tuple[str, Optional[str]]]" = field(default_factory=queue.Queue)
+    last_event: dict[str, Any] | None = None
+    _process: subprocess.Popen[str] | None = None
+    _lines: queue.Queue[tuple[str, str | None]] = field(default_factory=queue.Queue)
     _terminated: bool = False
 
     @property

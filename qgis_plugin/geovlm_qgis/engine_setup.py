@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .engine import PROTOCOL, EngineError, engine_environment, engine_json
 
@@ -36,7 +36,7 @@ def venv_engine(venv: Path) -> Path:
     return venv / ("Scripts/geovlm.exe" if os.name == "nt" else "bin/geovlm")
 
 
-def _python_version(python: str) -> Optional[tuple[int, int]]:
+def _python_version(python: str) -> tuple[int, int] | None:
     try:
         done = subprocess.run(
             [python, "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
@@ -91,7 +91,7 @@ def create_engine(
     venv: Path,
     log_path: Path,
     *,
-    python: Optional[str] = None,
+    python: str | None = None,
     requirement: str = "geovlm",
     pip_options: Sequence[str] = (),
     on_line: Callable[[str], None] = lambda line: None,
@@ -165,7 +165,7 @@ def verify_engine(engine: str) -> dict[str, Any]:
     return {**report, "engine": engine}
 
 
-def diagnostics(host: dict[str, str], engine: Optional[str]) -> str:
+def diagnostics(host: dict[str, str], engine: str | None) -> str:
     """A plain-text report for bug reports: QGIS, Python, the engine, torch, CUDA, presets.
 
     Parameters

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
@@ -26,7 +26,7 @@ class GeovlmPlugin:
 
     def __init__(self, iface: Any) -> None:
         self.iface = iface
-        self.provider: Optional[GeovlmProvider] = None
+        self.provider: GeovlmProvider | None = None
         self.dock: Any = None
         self.actions: list[QAction] = []
 

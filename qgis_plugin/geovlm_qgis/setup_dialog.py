@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import QT_VERSION_STR
@@ -45,10 +45,10 @@ class EngineDialog(QDialog):
 
     TITLE = "Check / set up engine"
 
-    def __init__(self, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(tr(self.TITLE))
-        self.task: Optional[BackgroundTask] = None
+        self.task: BackgroundTask | None = None
         self.engine_edit = QLineEdit(configured_engine())
         self.engine_edit.setPlaceholderText(tr("empty: geovlm on PATH"))
         browse = QPushButton(tr("Browse…"))
@@ -89,7 +89,7 @@ class EngineDialog(QDialog):
         if path:
             self.engine_edit.setText(path)
 
-    def _engine(self) -> Optional[str]:
+    def _engine(self) -> str | None:
         try:
             return find_engine(self.engine_edit.text().strip())
         except EngineError as exc:
@@ -105,7 +105,7 @@ class EngineDialog(QDialog):
         self.task.ended.connect(lambda result, error, kind: self._ended(on_done, result, error))
         QgsApplication.taskManager().addTask(self.task)
 
-    def _ended(self, on_done: Any, result: Any, error: Optional[str]) -> None:
+    def _ended(self, on_done: Any, result: Any, error: str | None) -> None:
         self.task = None
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if error is None else 0)
@@ -150,7 +150,7 @@ class EngineDialog(QDialog):
     def report(self) -> None:
         """Write the diagnostics report into the log, ready to copy."""
         try:
-            engine: Optional[str] = find_engine(self.engine_edit.text().strip())
+            engine: str | None = find_engine(self.engine_edit.text().strip())
         except EngineError:
             engine = None
         self._start(tr("geovlm diagnostics"), lambda report, cancelled:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
@@ -39,7 +39,7 @@ class BackgroundTask(QgsTask):
         super().__init__(description, QgsTask.CanCancel)
         self._work = work
         self._result: Any = None
-        self._error: Optional[EngineError] = None
+        self._error: EngineError | None = None
 
     def run(self) -> bool:
         try:

@@ -9,7 +9,7 @@ import os
 import sys
 
 import processing
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import active_plugins, iface, plugins
 

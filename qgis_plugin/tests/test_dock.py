@@ -62,9 +62,8 @@ def test_the_panel_classifies_loads_styled_and_zooms(scene, tiny_model, engine, 
 
 
 def test_a_raster_without_crs_gets_a_message_not_a_run(tmp_path):
-    from osgeo import gdal
-
     from geovlm_qgis.dock import GeovlmDock
+    from osgeo import gdal
 
     path = tmp_path / "plain.tif"
     gdal.GetDriverByName("GTiff").Create(str(path), 64, 64, 3, gdal.GDT_Byte)

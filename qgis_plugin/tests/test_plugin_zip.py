@@ -23,7 +23,8 @@ from qgis.core import QgsApplication
 assert geovlm_qgis.__file__.startswith(sys.argv[1]), geovlm_qgis.__file__
 plugin = geovlm_qgis.classFactory(None)
 plugin.initProcessing()
-print(sorted(a.id() for a in QgsApplication.processingRegistry().providerById('geovlm').algorithms()))
+provider = QgsApplication.processingRegistry().providerById('geovlm')
+print(sorted(a.id() for a in provider.algorithms()))
 """
 
 
