@@ -69,13 +69,15 @@ class EngineDialog(QDialog):
         self.check_button = QPushButton(tr("Check"))
         self.install_button = QPushButton(tr("Install / update engine"))
         self.report_button = QPushButton(tr("Diagnostics"))
-        copy = QPushButton(tr("Copy log"))
+        self.copy_button = QPushButton(tr("Copy log"))
         self.check_button.clicked.connect(self.check)
         self.install_button.clicked.connect(self.install)
         self.report_button.clicked.connect(self.report)
-        copy.clicked.connect(lambda: QApplication.clipboard().setText(self.log.toPlainText()))
+        self.copy_button.clicked.connect(
+            lambda: QApplication.clipboard().setText(self.log.toPlainText()))
         buttons = QHBoxLayout()
-        for button in (self.check_button, self.install_button, self.report_button, copy):
+        for button in (self.check_button, self.install_button, self.report_button,
+                       self.copy_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)

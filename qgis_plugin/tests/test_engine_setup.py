@@ -1,4 +1,4 @@
-"""Checking and setting up the engine: version check, diagnostics, venv + pip install + check."""
+"""Checking and setting up the engine: the dialog's check and diagnostics, venv + pip + check."""
 
 from __future__ import annotations
 
@@ -8,28 +8,10 @@ from pathlib import Path
 import pytest
 
 
-def test_check_reports_the_engine(engine):
-    from geovlm_qgis.engine_setup import verify_engine
-
-    report = verify_engine(engine)
-    assert report["engine"] == engine and report["protocol"] == 1
-    assert report["libraries"]["torch"] and isinstance(report["cuda"]["available"], bool)
-
-
-def test_diagnostics_for_a_bug_report(engine):
-    from geovlm_qgis.engine_setup import diagnostics
-    from geovlm_qgis.setup_dialog import host_facts
-
-    text = diagnostics(host_facts(), engine)
-    assert text.splitlines()[1].startswith("QGIS: 3.")
-    for fact in (f"engine: {engine}", "geovlm: ", "event protocol 1", "torch: ",
-                 "transformers: ", "CUDA: ", "xview2-qwen3vl (default): "):
-        assert fact in text, text
-    assert "engine: none found" in diagnostics(host_facts(), None)
-
-
 def test_a_missing_engine_says_how_to_get_one(monkeypatch, tmp_path):
     from geovlm_qgis.engine import EngineError, find_engine
+    from geovlm_qgis.engine_setup import diagnostics
+    from geovlm_qgis.setup_dialog import host_facts
 
     monkeypatch.delenv("GEOVLM_ENGINE")
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -38,6 +20,7 @@ def test_a_missing_engine_says_how_to_get_one(monkeypatch, tmp_path):
     assert missing.value.kind == "engine_missing"
     with pytest.raises(EngineError, match="not an executable file"):
         find_engine(str(tmp_path / "nowhere" / "geovlm"))
+    assert "engine: none found" in diagnostics(host_facts(), None)
 
 
 def test_set_up_creates_a_venv_installs_with_pip_and_checks(tmp_path):
@@ -61,3 +44,31 @@ def test_set_up_creates_a_venv_installs_with_pip_and_checks(tmp_path):
     assert "-m venv" in kept and "Successfully installed geovlm" in kept
     assert any("Successfully installed geovlm" in line for line in lines)
     assert Path(find_base_python()).name.startswith("python")
+
+
+def test_the_dialog_checks_saves_and_reports_in_the_background(engine):
+    from geovlm_qgis.settings import configured_engine, set_engine_path
+    from geovlm_qgis.setup_dialog import EngineDialog
+    from qgis.core import QgsApplication
+
+    from .test_dock import _wait
+
+    set_engine_path("")
+    dialog = EngineDialog()
+    dialog.engine_edit.setText(engine)
+    dialog.check()
+    assert not dialog.check_button.isEnabled()
+    _wait(lambda: dialog.task is None)
+    assert "Engine OK: geovlm " in dialog.log.toPlainText(), dialog.log.toPlainText()
+    assert configured_engine() == engine
+    dialog.log.clear()
+    dialog.report()
+    _wait(lambda: dialog.task is None)
+    text = dialog.log.toPlainText()
+    assert text.splitlines()[1].startswith("QGIS: 3.")
+    for fact in (f"engine: {engine}", "geovlm: ", "event protocol 1", "torch: ",
+                 "transformers: ", "CUDA: ", "xview2-qwen3vl (default): "):
+        assert fact in text, text
+    dialog.copy_button.click()
+    assert "geovlm QGIS plugin diagnostics" in QgsApplication.clipboard().text()
+    set_engine_path("")
