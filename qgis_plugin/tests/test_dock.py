@@ -74,3 +74,23 @@ def test_a_raster_without_crs_gets_a_message_not_a_run(tmp_path):
     dock.run()
     assert dock.task is None
     assert "plain has no coordinate reference system" in dock.log.toPlainText()
+
+
+def test_a_geographic_raster_runs_with_a_note_and_engine_errors_reach_the_log(scene, engine,
+                                                                               tmp_path):
+    from geovlm_qgis.dock import GeovlmDock
+    from osgeo import gdal
+
+    path = tmp_path / "wgs84.tif"
+    gdal.Warp(str(path), str(scene), dstSRS="EPSG:4326")
+    raster = QgsRasterLayer(str(path), "wgs84")
+    QgsProject.instance().addMapLayer(raster)
+    dock = GeovlmDock(None)
+    dock.layer_box.setLayer(raster)
+    dock.model_box.setCurrentText("no-such-preset")
+    dock.run()
+    _wait(lambda: dock.task is None)
+    log = dock.log.toPlainText()
+    assert "wgs84 is in a geographic CRS (EPSG:4326)" in log
+    assert "Error: " in log and "no-such-preset" in log.split("Error: ")[-1]
+    assert dock.run_button.isEnabled() and dock.loaded is None
