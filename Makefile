@@ -10,7 +10,7 @@ SCENE ?= ../shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif
 OUT ?= out.gpkg
 ARGS ?=
 
-.PHONY: install qgis tile classify test lint bench
+.PHONY: install qgis qgis-venv plugin-zip screenshots tile classify test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,36 @@ install: $(STAMP)
 
 # Debian's QGIS and GDAL's Python utilities (importable from /usr/bin/python3 only) for the tests
 # that open outputs in QGIS and check them with GDAL's GeoPackage validator (validate_gpkg.py).
+# `qgis` brings qgis_process and the desktop (the plugin's tests and screenshots), xvfb runs it.
 qgis:
-	@/usr/bin/python3 -c 'import qgis.core, osgeo_utils.samples.validate_gpkg' 2>/dev/null || { \
+	@/usr/bin/python3 -c 'import qgis.core, osgeo_utils.samples.validate_gpkg' 2>/dev/null \
+	  && command -v qgis_process >/dev/null && command -v xvfb-run >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends python3-qgis python3-gdal python3-mock >/dev/null; }
+	    --no-install-recommends python3-qgis python3-gdal python3-mock qgis xvfb xauth >/dev/null; }
+
+# The QGIS plugin's tests run in Debian's Python (the only one that imports qgis) with pytest
+# added and none of the toolkit: its numpy 2 and bundled GDAL/PROJ would break QGIS's.
+QGIS_VENV = .venv-qgis
+$(QGIS_VENV)/bin/pytest: | qgis
+	/usr/bin/python3 -m venv --system-site-packages $(QGIS_VENV)
+	$(QGIS_VENV)/bin/pip install -q pytest
+
+qgis-venv: $(QGIS_VENV)/bin/pytest
+
+# docs/img/qgis-dock.png and qgis-desktop.png: the plugin's tests, saving their pictures there.
+screenshots: $(STAMP) qgis-venv
+	GEOVLM_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q tests/test_qgis_plugin.py
+
+# A zip that QGIS's Plugins > Install from ZIP accepts: one top folder, the plugin package.
+PLUGIN_DIST ?= dist
+plugin-zip:
+	rm -rf $(PLUGIN_DIST)/plugin && mkdir -p $(PLUGIN_DIST)/plugin
+	cp -r qgis_plugin/geovlm_qgis $(PLUGIN_DIST)/plugin/
+	find $(PLUGIN_DIST)/plugin -name __pycache__ -prune -exec rm -rf {} +
+	cd $(PLUGIN_DIST)/plugin && rm -f ../geovlm_qgis.zip \
+	  && python3 -m zipfile -c ../geovlm_qgis.zip geovlm_qgis
+	rm -rf $(PLUGIN_DIST)/plugin
+	@echo "$(PLUGIN_DIST)/geovlm_qgis.zip"
 
 tile: $(STAMP)
 	$(BIN)/geovlm tile $(SCENE) -o $(OUT) $(ARGS)
@@ -38,7 +64,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint qgis
+test: lint qgis qgis-venv
 	$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$status
 

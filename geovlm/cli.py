@@ -6,6 +6,7 @@ Ctrl-C stop a run cleanly (marked ``interrupted``, resumable) with status 143 or
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -15,13 +16,15 @@ import click
 from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
 from geovlm.commands import refer as refer_commands
+from geovlm.commands import version as version_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.train import train
-from geovlm.errors import GeovlmError
+from geovlm.errors import GeovlmError, first_line
+from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import model_options, output_options, tiling_options
+from geovlm.options import JSON_EVENTS, model_options, output_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.signals import Interrupted, stop_on_signals
@@ -39,10 +42,27 @@ class _Group(click.Group):
     """Turns `GeovlmError` raised anywhere in a command into a one-line error."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        events = stdout_events()
+        events.ended = False
         try:
             return super().invoke(ctx)
         except GeovlmError as exc:
+            if ctx.meta.get(JSON_EVENTS):
+                events.emit(EventKind.ERROR, message=str(exc), kind=error_kind(exc))
             raise _UserError(str(exc)) from exc
+        except Interrupted:
+            if ctx.meta.get(JSON_EVENTS) and not events.ended:  # stopped before the first chip
+                events.emit(EventKind.DONE, status=RunStatus.INTERRUPTED.value)
+            raise
+        except click.ClickException as exc:
+            if ctx.meta.get(JSON_EVENTS):
+                events.emit(EventKind.ERROR, message=exc.format_message(), kind="usage")
+            raise
+        except Exception as exc:  # a bug: reported, then its traceback
+            if ctx.meta.get(JSON_EVENTS):
+                events.emit(EventKind.ERROR, message=f"{type(exc).__name__}: {first_line(exc)}",
+                            kind="internal")
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -186,7 +206,9 @@ def classify(
 
 
 @cli.command()
-def models() -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per preset, in a list (for the QGIS plugin).")
+def models(as_json: bool) -> None:
     """List the model presets, the file each comes from, and what is available offline.
 
     Site presets (in GEOVLM_PRESETS, else the platform config folder) replace shipped ones of
@@ -195,22 +217,45 @@ def models() -> None:
     from geovlm.models import ModelPreset, availability
     from geovlm.preset_files import find_preset_files
 
+    listed: list[dict[str, Any]] = []
     for found in find_preset_files():
         preset = ModelPreset.from_yaml(found.path)
-        marks = [f"model {'ok' if availability(preset.model_id) else 'missing'}"]
-        if preset.adapter_id:
-            marks.append(f"adapter {'ok' if availability(preset.adapter_id) else 'missing'}")
-        star = " (default)" if preset.name == DEFAULT_MODEL else ""
-        click.echo(f"{preset.name}{star}: {preset.description}")
-        click.echo(f"    model    {preset.model_id}")
-        if preset.adapter_id:
-            click.echo(f"    adapter  {preset.adapter_id}")
-        kind = "images" if preset.supports_images else "text only"
-        gsd = f"{preset.gsd} m" if preset.gsd else "native"
-        click.echo(f"    {kind}, chip {preset.chip_size} px, gsd {gsd}")
+        listed.append({
+            "name": preset.name,
+            "default": preset.name == DEFAULT_MODEL,
+            "description": preset.description,
+            "model": preset.model_id,
+            "adapter": preset.adapter_id,
+            "images": preset.supports_images,
+            "chip_size": preset.chip_size,
+            "gsd": preset.gsd,
+            "offline": {
+                "model": availability(preset.model_id),
+                "adapter": availability(preset.adapter_id) if preset.adapter_id else None,
+            },
+            "file": str(found.path),
+            "origin": found.origin.value,
+            "replaces": [str(path) for path in found.replaces],
+        })
+    if as_json:
+        click.echo(json.dumps(listed, indent=1))
+        return
+    for entry in listed:
+        offline = entry["offline"]
+        marks = [f"model {'ok' if offline['model'] else 'missing'}"]
+        if entry["adapter"]:
+            marks.append(f"adapter {'ok' if offline['adapter'] else 'missing'}")
+        star = " (default)" if entry["default"] else ""
+        click.echo(f"{entry['name']}{star}: {entry['description']}")
+        click.echo(f"    model    {entry['model']}")
+        if entry["adapter"]:
+            click.echo(f"    adapter  {entry['adapter']}")
+        kind = "images" if entry["images"] else "text only"
+        gsd = f"{entry['gsd']} m" if entry["gsd"] else "native"
+        click.echo(f"    {kind}, chip {entry['chip_size']} px, gsd {gsd}")
         click.echo(f"    offline: {', '.join(marks)}")
-        replaces = f", replaces {', '.join(map(str, found.replaces))}" if found.replaces else ""
-        click.echo(f"    file     {found.path} ({found.origin.value}{replaces})")
+        replaces = f", replaces {', '.join(entry['replaces'])}" if entry["replaces"] else ""
+        click.echo(f"    file     {entry['file']} ({entry['origin']}{replaces})")
 
 
 cli.add_command(xbd_commands.xbd)
@@ -218,6 +263,7 @@ cli.add_command(dataset_commands.dataset)
 cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(refer_commands.refer)
+cli.add_command(version_commands.version)
 
 
 def main() -> None:

@@ -7,10 +7,21 @@ from typing import Any, TypeVar
 
 import click
 
+from geovlm.events import stdout_events, warnings_as_events
 from geovlm.models import DEFAULT_MODEL
 from geovlm.progress import ProgressMode
 
-__all__ = ["model_options", "output_options", "parse_bands", "run_options", "tiling_options"]
+__all__ = [
+    "JSON_EVENTS",
+    "model_options",
+    "output_options",
+    "parse_bands",
+    "run_options",
+    "tiling_options",
+]
+
+#: Key of ``click.Context.meta`` set when a command reports in JSON lines (``--progress json``).
+JSON_EVENTS = "geovlm.json_events"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,6 +44,14 @@ def parse_bands(
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of band numbers, e.g. 3,2,1."
         ) from None
+
+
+def _progress_mode(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """With ``--progress json``, logged warnings become events and errors will too (cli.py)."""
+    if ProgressMode(value) is ProgressMode.JSON:
+        ctx.meta[JSON_EVENTS] = True
+        ctx.with_resource(warnings_as_events(stdout_events()))
+    return value
 
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -83,7 +102,9 @@ def run_options(overwrite_help: str) -> Callable[[F], F]:
         click.option("--overwrite", is_flag=True, help=overwrite_help),
         click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
                      default=ProgressMode.AUTO.value, show_default=True,
-                     help="Progress display: a bar on a terminal, JSON lines on stdout, or none."),
+                     callback=_progress_mode,
+                     help="Progress display: a bar on a terminal, JSON lines on stdout"
+                          " (docs/events.md), or none."),
         click.option("-q", "--quiet", is_flag=True,
                      help="Print nothing but errors."),
     )

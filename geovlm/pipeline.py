@@ -286,7 +286,8 @@ def run_over_chips(
             _warn_about_scale(tiler.info, tiling)
             writer.begin()
             with (
-                ProgressReporter(progress, len(tiler), "chips") as reporter,
+                ProgressReporter(progress, len(tiler), "chips", output=str(output),
+                                 run_id=writer.run_id, layers=[layer]) as reporter,
                 _OrderedWrites(writer) as writes,
                 # Closed first, in reverse order: the prepare thread, then the reads ahead.
                 contextlib.closing(tiler.chips(skip=writer.done_ids)) as chips,

@@ -1,10 +1,13 @@
-"""Progress reporting for long runs: a rich bar for people, JSON lines for the QGIS plugin."""
+"""Progress reporting for long runs: a rich bar for people, JSON lines for the QGIS plugin.
+
+The JSON lines follow the versioned protocol of `geovlm.events` (docs/events.md).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from types import TracebackType
 from typing import IO, Any
 
 from rich.console import Console
@@ -19,6 +22,8 @@ from rich.progress import (
 )
 
 from geovlm.enums import CheckedEnum
+from geovlm.events import EventKind, EventWriter, RunStatus, stdout_events
+from geovlm.signals import Interrupted
 
 __all__ = ["ProgressMode", "ProgressReporter"]
 
@@ -51,17 +56,27 @@ class ProgressReporter:
         What is being counted, e.g. ``"chips"``.
     stream
         Where JSON lines go (stdout by default).
+    **context
+        What the ``start`` and ``done`` events also carry, e.g. ``output``, ``run_id`` and
+        ``layers``.
     """
 
     def __init__(
-        self, mode: ProgressMode, total: int, description: str, stream: IO[str] | None = None
+        self,
+        mode: ProgressMode,
+        total: int,
+        description: str,
+        stream: IO[str] | None = None,
+        **context: Any,
     ) -> None:
         self.mode = mode.resolved()
         self.total = total
         self.description = description
         self.done = 0
         self._resumed = 0
-        self._stream = stream or sys.stdout
+        self._context = context
+        self._events = stdout_events() if stream is None else EventWriter(stream)
+        self._events.ended = False
         self._start = time.perf_counter()
         self._bar: Progress | None = None
         self._task: TaskID | None = None
@@ -84,12 +99,21 @@ class ProgressReporter:
             self._task = self._bar.add_task(
                 self.description, total=self.total, rate="", note=""
             )
-        self._emit("start", total=self.total)
+        self._emit(EventKind.START, total=self.total, **self._context)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         if self._bar is not None:
             self._bar.stop()
+        if isinstance(exc, Interrupted | KeyboardInterrupt):
+            # The output's run is marked interrupted next, before the process exits.
+            self._emit(EventKind.DONE, status=RunStatus.INTERRUPTED.value, **self._context,
+                       total=self.total, done=self.done)
 
     @property
     def rate(self) -> float:
@@ -113,7 +137,7 @@ class ProgressReporter:
         remaining = self.total - self.done
         eta = remaining / self.rate if self.rate > 0 else None
         self._emit(
-            "progress",
+            EventKind.PROGRESS,
             done=self.done,
             total=self.total,
             rate=round(self.rate, 3),
@@ -122,11 +146,11 @@ class ProgressReporter:
         )
 
     def finish(self, **summary: Any) -> None:
-        """Report the end of the run with a summary of what it did."""
+        """Report the end of the run (status ``complete``) with a summary of what it did."""
         summary.setdefault("seconds", round(time.perf_counter() - self._start, 3))
-        self._emit("done", **summary)
+        self._emit(EventKind.DONE, status=RunStatus.COMPLETE.value,
+                   **{**self._context, **summary})
 
-    def _emit(self, event: str, **fields: Any) -> None:
+    def _emit(self, event: EventKind, **fields: Any) -> None:
         if self.mode is ProgressMode.JSON:
-            self._stream.write(json.dumps({"event": event, **fields}) + "\n")
-            self._stream.flush()
+            self._events.emit(event, **fields)

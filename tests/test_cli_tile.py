@@ -81,7 +81,8 @@ def test_progress_json_lines_and_quiet(geotiff_dir, tmp_path):
     result = CliRunner().invoke(cli, ["tile", str(geotiff_dir / RGB), "-o", str(out),
                                       "--size", "256", "--progress", "json"])
     events = [json.loads(line) for line in result.output.splitlines()]
-    assert events[0] == {"event": "start", "total": 12}
+    assert events[0] == {"protocol": 1, "event": "start", "total": 12, "output": str(out),
+                         "run_id": events[-1]["run_id"], "layers": ["chips"]}
     assert events[-1]["event"] == "done" and events[-1]["written"] == 10
     assert events[-2]["done"] == 12
     quiet = CliRunner().invoke(cli, ["tile", str(geotiff_dir / RGB), "-o",

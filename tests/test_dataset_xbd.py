@@ -138,7 +138,8 @@ def test_cli_from_xbd(real_xbd, tmp_path):
                                  "guatemala-volcano", "--progress", "json"])
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events[0] == {"event": "start", "total": 6} and events[-1]["event"] == "done"
+    assert events[0] == {"protocol": 1, "event": "start", "total": 6}
+    assert events[-1]["event"] == "done"
     assert result.stderr.strip() == (
         f"Wrote 12 samples to {out}: train 8 (4 tiles), test 4 (2 tiles); events held out:"
         " guatemala-volcano."

@@ -1,0 +1,32 @@
+"""The Processing provider ``geovlm``."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+
+from .algorithms import ClassifyAlgorithm, TileAlgorithm
+
+__all__ = ["GeovlmProvider"]
+
+
+class GeovlmProvider(QgsProcessingProvider):
+    """Provider id ``geovlm``: ``geovlm:tile`` and ``geovlm:classify``; outputs are GeoPackages."""
+
+    def id(self) -> str:
+        return "geovlm"
+
+    def name(self) -> str:
+        return "geovlm"
+
+    def longName(self) -> str:  # noqa: N802
+        return self.tr("geovlm: vision-language models over rasters")
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        for algorithm in (TileAlgorithm(), ClassifyAlgorithm()):
+            self.addAlgorithm(algorithm)
+
+    def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802
+        return ["gpkg"]
+
+    def defaultVectorFileExtension(self, hasGeometry: bool = True) -> str:  # noqa: N802,N803
+        return "gpkg"

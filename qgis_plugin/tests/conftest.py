@@ -1,0 +1,87 @@
+"""One QGIS application for the session (qgis.testing.start_app), Processing and the plugin.
+
+The engine is the executable in $GEOVLM_ENGINE (tests/test_qgis_plugin.py makes one that runs
+the checkout's geovlm in the toolkit's venv) and $GEOVLM_TEST_MODEL a tiny offline model folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PLUGIN_ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.testing import start_app  # noqa: E402
+
+APP = start_app()
+# Processing and the plugin installer ship beside QGIS's Python package, not in it.
+sys.path += ["/usr/share/qgis/python/plugins", "/usr/share/qgis/python"]
+
+from processing.core.Processing import Processing  # noqa: E402
+
+Processing.initialize()
+
+#: Modules the plugin's process must never import.
+HEAVY = ("torch", "transformers", "rasterio", "geovlm")
+
+
+@pytest.fixture(scope="session")
+def plugin():
+    """The plugin loaded as qgis_process loads it (no iface): its provider registered."""
+    import geovlm_qgis
+
+    loaded = geovlm_qgis.classFactory(None)
+    loaded.initProcessing()
+    yield loaded
+    loaded.unload()
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    path = os.environ.get("GEOVLM_ENGINE")
+    if not path:
+        pytest.fail("GEOVLM_ENGINE must name a geovlm executable (tests/test_qgis_plugin.py"
+                    " sets it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    path = os.environ.get("GEOVLM_TEST_MODEL")
+    if not path:
+        pytest.fail("GEOVLM_TEST_MODEL must name a tiny model folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def scene() -> Path:
+    """A real 1024 px GeoTIFF in UTM (../shared/data)."""
+    path = PLUGIN_ROOT.parents[1] / "shared/data/geotiff/rasterio/cogeo.tif"
+    if not path.is_file():
+        pytest.fail(f"test data missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def big_scene(tmp_path_factory) -> Path:
+    """A 1200 px random UTM GeoTIFF: 5625 chips of 16 px, long enough to cancel part-way."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    path = tmp_path_factory.mktemp("big") / "scene.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 1200, 1200, 3, gdal.GDT_Byte,
+                                                   ["TILED=YES"])
+    dataset.SetGeoTransform((500000, 0.5, 0, 4000000, 0, -0.5))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32618)
+    dataset.SetProjection(srs.ExportToWkt())
+    data = np.random.default_rng(0).integers(0, 255, (1200, 1200), dtype=np.uint8)
+    for band in range(1, 4):
+        dataset.GetRasterBand(band).WriteArray(data)
+    dataset = None
+    return path
