@@ -172,6 +172,9 @@ def probe_hub(
                     outcome.append(f"it answers HTTP {status}")
                     return
                 answers[repo_id] = answer
+        except httpx.TimeoutException:  # the request's own timeout beat the join below
+            outcome.append(f"no answer within {timeout:g} s")
+            return
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:  # OSError: HF_HUB_OFFLINE too
             outcome.append(" ".join(str(exc).split()) or type(exc).__name__)
             return
