@@ -133,6 +133,6 @@ def model_options(function: F) -> F:
                      default=None,
                      help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA,"
                           " none on CPU."),
-        click.option("--device", default=None,
+        click.option("--device", default=None, metavar="DEVICE",
                      help="A torch device such as cuda:0 or cpu; default: CUDA when present."),
     )(function)

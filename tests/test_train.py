@@ -1,16 +1,19 @@
-"""`geovlm train` on CPU: a tiny random Qwen3-VL learns the colour-coded disaster types.
+"""`geovlm train` on CPU: a tiny random Qwen3-VL learns the disaster types of synthetic xBD.
 
-One full fine-tuning run (`trained_qwen3_vl`, session-scoped) serves the learning proof, the
-output layout, classify and resume; a few-step LoRA run checks the adapter output.
+The proof runs the user's path (`tests.training_fixtures`): synthetic xBD, ``geovlm dataset
+from-xbd --split event``, ``geovlm train --config tiny-cpu`` once per session
+(`trained_qwen3_vl`), then ``geovlm eval`` on the held-out events, ``--fit-calibration`` and
+``geovlm classify`` with the calibrated folder. The same run serves the output layout and
+resume; a few-step LoRA run checks the adapter output.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pyogrio
 import pytest
 import torch
@@ -19,73 +22,99 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
+from geovlm.calibration import Calibration
 from geovlm.cli import cli
 from geovlm.datasets import read_dataset
-from geovlm.models import FOLDER_PRESET, resolve_model
+from geovlm.models import FOLDER_PRESET, ModelPreset, resolve_model
 from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.verbalizer import label_probabilities
+from tests.training_fixtures import HELD_OUT_EVENTS, invoke, one_torch_thread
 
-LABELS = list(DisasterLabel)
+#: Steps of the tiny-cpu recipe on `disaster_dataset`: 10 epochs of 72 samples in batches of 4.
+STEPS = 180
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
 
 
 def _train(*args: str):
     return CliRunner().invoke(cli, ["train", "--device", "cpu", "--progress", "none", *args])
 
 
-def held_out_accuracy(backend, preset, dataset: Path) -> dict[str, float]:
-    """Share of test samples whose likeliest label (over all its forms) is right, per language."""
-    data = read_dataset(dataset)
-    scores = {}
-    for language in Language:
-        samples = [s for s in data.test if s.language is language]
-        images = [Image.open(data.image_path(s)).convert("RGB") for s in samples]
-        forms = preset.answers.forms(language)
-        probs = backend.score(images, question(language), [f.text for f in forms])
-        best = label_probabilities(probs, forms).argmax(axis=1)
-        scores[language.value] = float(np.mean(
-            [LABELS[i].value == s.label for i, s in zip(best, samples, strict=True)]
-        ))
-    return scores
+def _eval_report(data: Path, model: Path, out: Path, *extra: str) -> dict:
+    """``geovlm eval`` of the test split of ``data``: the report.json it writes."""
+    invoke("eval", "--data", str(data), "--model", str(model), "--device", "cpu",
+           "-o", str(out), "--progress", "none", *extra)
+    return json.loads((out / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def trained_backend(trained_qwen3_vl):
-    from geovlm.backends.hf import HFBackend
-
-    preset = resolve_model(str(trained_qwen3_vl))
-    backend = HFBackend.load(preset.model_id, adapter=preset.adapter_id, quantize="none",
-                             device="cpu", template=preset.template,
-                             image_max_pixels=preset.image_max_pixels)
-    return preset, backend
+def calibrated(trained_qwen3_vl, disaster_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """A copy of the trained folder calibrated by ``geovlm eval --fit-calibration`` on the
+    held-out events, and that evaluation's report."""
+    root = tmp_path_factory.mktemp("calibrated")
+    model = shutil.copytree(trained_qwen3_vl, root / "model")
+    return model, _eval_report(disaster_dataset, model, root / "report", "--fit-calibration")
 
 
 def test_training_learns_what_the_untrained_model_cannot(
-    trained_backend, qwen3_vl_backend, disaster_dataset
+    calibrated, qwen3_vl_dir, disaster_dataset, tmp_path
 ):
-    preset, backend = trained_backend
-    before = held_out_accuracy(qwen3_vl_backend, preset, disaster_dataset)
-    after = held_out_accuracy(backend, preset, disaster_dataset)
-    assert all(score >= 0.95 for score in after.values()), after
-    assert np.mean(list(before.values())) <= 0.4, before  # chance is 1/6
+    _, after = calibrated
+    held_out = read_dataset(disaster_dataset).manifest["test"]["events"]
+    assert sorted(held_out) == sorted(HELD_OUT_EVENTS)
+    assert after["samples"] == 72 and after["context"]["split"] == "test"
+    assert after["classification"]["accuracy"] >= 0.95, after["classification"]
+    by_language = {row["language"]: row["accuracy"] for row in after["per_language"]}
+    assert set(by_language) == {language.value for language in Language}
+    assert min(by_language.values()) >= 0.9, by_language
+    before = _eval_report(disaster_dataset, qwen3_vl_dir, tmp_path / "untrained")
+    assert before["samples"] == after["samples"]
+    assert before["classification"]["accuracy"] <= 0.45, before["classification"]  # chance: 1/6
+
+
+def test_fit_calibration_lands_in_the_preset_and_classify_applies_it(
+    calibrated, geotiff_dir, tmp_path
+):
+    model, report = calibrated
+    fitted = report["fitted_calibration"]
+    assert fitted["folds"] >= 2 and 0 <= fitted["held_out"]["ece"] <= 1
+    calibration = ModelPreset.from_yaml(model / FOLDER_PRESET).calibration
+    assert calibration is not None
+    assert calibration == Calibration.from_mapping(fitted["calibration"])
+    assert calibration.temperature != 1.0
+    out = tmp_path / "classified.gpkg"
+    invoke("classify", str(geotiff_dir / "rasterio/RGB.byte.tif"), "-o", str(out),
+           "--model", str(model), "--size", "64", "--device", "cpu", "-q")
+    frame = pyogrio.read_dataframe(out, layer="chips")
+    assert len(frame) > 10
+    assert set(frame["label"]) <= {label.value for label in DisasterLabel}
+    with sqlite3.connect(out) as db:
+        parameters = json.loads(db.execute("SELECT parameters FROM runs").fetchone()[0])
+    assert parameters["calibration"] == calibration.to_mapping()
 
 
 def test_output_folder_layout_and_preset(trained_qwen3_vl, qwen3_vl_dir, disaster_dataset):
     out = trained_qwen3_vl
     for name in ("geovlm-train.json", "trainer_log.jsonl", "loss.png", "train_results.json",
                  FOLDER_PRESET, "config.json", "model.safetensors", "tokenizer.json",
-                 "checkpoint-100", "checkpoint-210"):
+                 "checkpoint-100", f"checkpoint-{STEPS}"):
         assert (out / name).exists(), name
     assert not list(out.glob(".*partial*"))
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == list(range(1, 211))
+    assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
     assert set(rows[0]) == {"step", "epoch", "loss", "lr", "elapsed", "eta", "samples_per_s"}
     assert rows[-1]["loss"] < rows[0]["loss"] / 20
     assert rows[-1]["eta"] == 0 and rows[-1]["epoch"] == pytest.approx(10)
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((out / "train_results.json").read_text())
-    assert results["steps"] == 210 and results["finetuning"] == "full"
+    assert results["steps"] == STEPS and results["finetuning"] == "full"
     raw = yaml.safe_load((out / FOLDER_PRESET).read_text())
-    assert (raw["model_id"], raw["adapter_id"], raw["chip_size"]) == (".", None, 64)
+    # An xBD set names no chip size: the base's stays.
+    base_chip = resolve_model(str(qwen3_vl_dir)).chip_size
+    assert (raw["model_id"], raw["adapter_id"], raw["chip_size"]) == (".", None, base_chip)
     assert raw["answers"]["en"]["fire"][0] == "A fire disaster occurred in this image."
     preset = resolve_model(str(out))
     assert preset.model_id == str(out.resolve()) and preset.adapter_id is None
@@ -100,26 +129,13 @@ def test_output_folder_layout_and_preset(trained_qwen3_vl, qwen3_vl_dir, disaste
                            tuned["model.language_model.layers.0.mlp.up_proj.weight"])
 
 
-def test_classify_uses_the_trained_folder(trained_qwen3_vl, geotiff_dir, tmp_path):
-    out = tmp_path / "classified.gpkg"
-    result = CliRunner().invoke(cli, [
-        "classify", str(geotiff_dir / "rasterio/RGB.byte.tif"), "-o", str(out),
-        "--model", str(trained_qwen3_vl), "--size", "64", "--device", "cpu", "-q",
-    ])
-    assert result.exit_code == 0, result.output
-    frame = pyogrio.read_dataframe(out, layer="chips")
-    assert len(frame) > 10
-    assert set(frame["label"]) <= {label.value for label in DisasterLabel}
-
-
 def test_resume_continues_from_the_last_checkpoint(
     trained_qwen3_vl, disaster_dataset, qwen3_vl_dir, tmp_path
 ):
     """A run killed after checkpoint-100 resumes there and ends where the whole run ended."""
     out = tmp_path / "killed"
     shutil.copytree(trained_qwen3_vl, out)
-    for late in ("checkpoint-200", "checkpoint-210"):
-        shutil.rmtree(out / late)
+    shutil.rmtree(out / f"checkpoint-{STEPS}")
     for name in (FOLDER_PRESET, "model.safetensors", "train_results.json", "loss.png"):
         (out / name).unlink()
     args = ["--config", "tiny-cpu", "--data", str(disaster_dataset), "--model", str(qwen3_vl_dir),
@@ -128,7 +144,7 @@ def test_resume_continues_from_the_last_checkpoint(
     result = _train(*args, "--resume")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == list(range(1, 211))
+    assert [row["step"] for row in rows] == list(range(1, STEPS + 1))
     whole = [json.loads(line) for line in
              (trained_qwen3_vl / "trainer_log.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] == pytest.approx(whole[-1]["loss"], rel=1e-5)

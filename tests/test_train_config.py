@@ -57,8 +57,9 @@ def test_overrides_are_typed_by_their_field():
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [
-        ("learning_rat=1", "KEY=VALUE with KEY one of"),
-        ("learning_rate", "KEY=VALUE"),
+        ("learning_rat=1", "names no recipe setting: did you mean learning_rate?"),
+        ("colour=red", "names no recipe setting: KEY is one of model_name_or_path,"),
+        ("learning_rate", "must be KEY=VALUE, e.g."),
         ("lora_rank=2.5", "lora_rank must be int"),
         ("bf16=maybe", "bf16 must be bool"),
         ("finetuning_type=qlora", "unknown finetuning type 'qlora'"),

@@ -94,7 +94,7 @@ def no_weights(monkeypatch):
     ("extra", "message"),
     [
         (["--config", "nope"], "no training config nope"),
-        (["--set", "lora_rnak=2"], "KEY=VALUE"),
+        (["--set", "lora_rnak=2"], "did you mean lora_rank?"),
         (["--set", "cutoff_len=8"], "raise cutoff_len"),
         (["--set", "template=llama3"], "unknown chat template"),
         (["--device", "tpu"], "--device tpu"),

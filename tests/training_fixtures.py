@@ -1,87 +1,81 @@
-"""Session fixtures for training: a synthetic disaster dataset and ONE tiny training run.
+"""Session fixtures for training: a held-out-event dataset from synthetic xBD and ONE training run.
 
-The dataset gives every `DisasterLabel` its own colour (plus noise), so a tiny random Qwen3-VL
-can learn the label from the picture. `trained_qwen3_vl` runs ``geovlm train --config tiny-cpu``
-once per session; tests of eval, from-map and classify reuse its output folder.
+Both are made the way a user makes them: `tests.synthetic_xbd.write_synthetic_xbd` writes an
+xBD-format folder in which each disaster type has its own visual signature, ``geovlm dataset
+from-xbd --split event --holdout ...`` holds one whole event of every type out (the honest test
+of a new region), and ``geovlm train --config tiny-cpu`` trains the tiny random Qwen3-VL on the
+rest, once per session; tests of eval, from-map and classify reuse its output folder.
 Registered as a plugin by ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from click.testing import CliRunner
 
-from geovlm.datasets import DatasetWriter, Sample, SplitRule, Task
-from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.verbalizer import Verbalizer
+from geovlm.cli import cli
+from tests.synthetic_xbd import DEFAULT_EVENTS, write_synthetic_xbd
 
-#: The colour that tells each label apart.
-COLOURS = {
-    DisasterLabel.FIRE: (220, 50, 30),
-    DisasterLabel.FLOOD: (30, 70, 200),
-    DisasterLabel.WIND: (210, 210, 210),
-    DisasterLabel.EARTHQUAKE: (130, 90, 40),
-    DisasterLabel.TSUNAMI: (20, 180, 170),
-    DisasterLabel.VOLCANO: (40, 40, 40),
-}
+#: Tiles per synthetic event: 6 training events x 4 tiles x 3 languages = 72 training samples,
+#: and as many held out.
+TILES_PER_EVENT = 4
+#: The events held out for test: the second event of every disaster type.
+HELD_OUT_EVENTS = tuple(event for event in DEFAULT_EVENTS if event.endswith("-b"))
 
 
-def colour_chip(label: DisasterLabel, rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """A ``size`` square RGB image of the label's colour with mild noise."""
-    pixels = np.asarray(COLOURS[label], float) + rng.normal(0, 18, (size, size, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block, then restore the thread count.
 
-
-def build_disaster_dataset(
-    root: Path,
-    *,
-    tiles_per_label: int = 6,
-    languages: tuple[Language, ...] = (Language.EN, Language.JA, Language.ZH),
-    size: int = 64,
-    seed: int = 0,
-) -> Path:
-    """Write a dataset: per label, tiles of its colour, each asked in every language.
-
-    Answers are each label's first answer form (`Verbalizer.default`), questions
-    `geovlm.prompts.question`; tiles are split 75/25 between train and test.
+    The tiny model's operations are so small that torch's threads mostly wait for each other:
+    on a busy 2-core machine its default two threads trained the tiny recipe 7 to 12 times
+    slower than one (to the same weights).
     """
-    rng = np.random.default_rng(seed)
-    verbalizer = Verbalizer.default()
-    with DatasetWriter(root, "synthetic", SplitRule(test_fraction=0.25, seed=seed),
-                       parameters={"chip_size": size}) as writer:
-        for label in DisasterLabel:
-            for t in range(tiles_per_label):
-                tile = f"{label.value}-{t}"
-                image = writer.add_image(tile, colour_chip(label, rng, size))
-                for language in languages:
-                    answer = next(f.text for f in verbalizer.forms(language) if f.label is label)
-                    writer.add(Sample(image, question(language), answer, label.value, language,
-                                      Task.DISASTER, tile, f"{label.value}-event"))
-    return root
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def invoke(*args: str) -> str:
+    """Run ``geovlm ARGS`` through click's test runner on one torch thread; return its output."""
+    with one_torch_thread():
+        result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 @pytest.fixture(scope="session")
 def disaster_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic colour-coded disaster dataset (36 tiles, EN/JA/ZH)."""
-    return build_disaster_dataset(tmp_path_factory.mktemp("datasets") / "colours")
+    """``geovlm dataset from-xbd`` of a synthetic xBD folder, the ``-b`` events held out.
+
+    12 events (two per disaster type) of `TILES_PER_EVENT` 64-pixel post tiles, each asked in
+    English, Japanese and Chinese; test holds the six `HELD_OUT_EVENTS` whole.
+    """
+    root = tmp_path_factory.mktemp("datasets")
+    xbd = write_synthetic_xbd(root / "synthetic-xbd", tiles_per_event=TILES_PER_EVENT)
+    invoke("dataset", "from-xbd", str(xbd), "-o", str(root / "held-out-events"),
+           "--split", "event", "--holdout", ",".join(HELD_OUT_EVENTS), "--progress", "none")
+    return root / "held-out-events"
 
 
 @pytest.fixture(scope="session")
 def trained_qwen3_vl(qwen3_vl_dir: Path, disaster_dataset: Path,
                      tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Output folder of ``geovlm train --config tiny-cpu`` on the tiny Qwen3-VL (CPU, once)."""
-    from click.testing import CliRunner
+    """Output folder of ``geovlm train --config tiny-cpu`` on the tiny Qwen3-VL (CPU, once).
 
-    from geovlm.cli import cli
-
+    Read-only: tests that change it work on a copy.
+    """
     output = tmp_path_factory.mktemp("training") / "tiny-run"
-    result = CliRunner().invoke(cli, [
-        "train", "--config", "tiny-cpu", "--data", str(disaster_dataset),
-        "--model", str(qwen3_vl_dir), "--output", str(output), "--device", "cpu",
-        "--progress", "none",
-    ])
-    assert result.exit_code == 0, result.output
+    invoke("train", "--config", "tiny-cpu", "--data", str(disaster_dataset),
+           "--model", str(qwen3_vl_dir), "--output", str(output), "--device", "cpu",
+           "--progress", "none")
     return output

@@ -28,7 +28,7 @@ __all__ = ["train"]
 @click.option("--resume", is_flag=True,
               help="Continue the run in --output from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a training run already in --output.")
-@click.option("--device", default=None,
+@click.option("--device", default=None, metavar="DEVICE",
               help="A torch device such as cuda:0 or cpu; default: CUDA when present.")
 @click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
               default=ProgressMode.AUTO.value, show_default=True,

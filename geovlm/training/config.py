@@ -10,6 +10,7 @@ torch.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 from dataclasses import dataclass
@@ -221,9 +222,16 @@ class TrainConfig:
         for assignment in assignments:
             key, equals, text = assignment.partition("=")
             key = key.strip()
-            if not equals or key not in fields:
+            if not equals:
                 raise ParameterError(
-                    f"--set {assignment!r} must be KEY=VALUE with KEY one of: {', '.join(fields)}."
+                    f"--set {assignment!r} must be KEY=VALUE, e.g. --set learning_rate=2e-4."
+                )
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                raise ParameterError(
+                    f"--set {assignment!r} names no recipe setting: "
+                    + (f"did you mean {close[0]}?" if close
+                       else f"KEY is one of {', '.join(fields)}.")
                 )
             changes[key] = _coerce(key, _parse_text(text.strip()), fields[key], "--set")
         return dataclasses.replace(self, **changes)
