@@ -130,6 +130,13 @@ def test_bad_data_model_and_output_are_refused(
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 
+def test_a_recipe_without_a_model_asks_for_one(no_weights, disaster_dataset, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--config", "tiny-cpu", "--data",
+                                      str(disaster_dataset), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "names no base model: pass --model" in result.output
+
+
 def test_help():
     result = CliRunner().invoke(cli, ["train", "--help"])
     assert result.exit_code == 0 and "--resume" in result.output and "--set" in result.output

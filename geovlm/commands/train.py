@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from geovlm.errors import ParameterError
 from geovlm.progress import ProgressMode
 
 __all__ = ["train"]
@@ -60,9 +61,18 @@ def train(
     config = TrainConfig.from_yaml(config_name).with_overrides(assignments)
     if model is not None:
         config = dataclasses.replace(config, model_name_or_path=model)
+    if config.model_name_or_path is None:
+        raise ParameterError(
+            f"the recipe {config_name} names no base model: pass --model ID|DIR|PRESET."
+        )
     dataset = read_dataset(data)
     if device is not None:
         check_device_name(device)
+    from geovlm.hub import HubWeights, check_downloads
+    from geovlm.models import resolve_model
+
+    # Before torch and transformers are imported: missing weights without a hub fail in seconds.
+    check_downloads(HubWeights(resolve_model(config.model_name_or_path).model_id, "--model"))
     default = f"{find_config(config_name).stem}-{dataset.root.name}"
     folder = Path(output or default)
 

@@ -79,8 +79,9 @@ class TrainConfig:
     0.0002
     """
 
-    #: Base model: a hub id, a local folder or a preset name (its base model is used).
-    model_name_or_path: str
+    #: Base model: a hub id, a local folder or a preset name (its base model is used); None:
+    #: the recipe names none and ``geovlm train --model`` must.
+    model_name_or_path: str | None
     #: Named chat format of training and inference (e.g. ``qwen3_vl_nothink``); None: the model's.
     template: str | None = None
     finetuning_type: FinetuningType = FinetuningType.LORA
@@ -196,7 +197,9 @@ class TrainConfig:
                 f"{where} has unknown keys {unknown}: remove them (known: {', '.join(fields)})."
             )
         if "model_name_or_path" not in data:
-            raise ParameterError(f"{where} lacks model_name_or_path: name the base model.")
+            raise ParameterError(
+                f"{where} lacks model_name_or_path: name the base model (null: --model names it)."
+            )
         values = {key: _coerce(key, value, fields[key], where) for key, value in data.items()}
         return cls(**values)
 

@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from geovlm.backends.preflight import ModelPlan
 from geovlm.datasets.format import TrainingSet
+from geovlm.errors import ParameterError
 from geovlm.models import ModelPreset, resolve_model
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.training.config import FinetuningType, TrainConfig
@@ -107,6 +108,8 @@ def prepare_training(
 
     from geovlm.training.model import base_model_name, plan_training
 
+    if config.model_name_or_path is None:
+        raise ParameterError("the recipe names no base model: pass --model ID|DIR|PRESET.")
     base = resolve_model(config.model_name_or_path)
     if base.adapter_id is not None:
         logger.warning(
