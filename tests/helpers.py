@@ -51,6 +51,23 @@ def assert_valid_geopackage(path: Path) -> None:
         pytest.fail(f"{path} is not a valid GeoPackage:\n{done.stdout}{done.stderr}")
 
 
+def edit_geopackage(source: Path, copy: Path, *sql: str) -> Path:
+    """Copy `source` to `copy` and run `sql` on the copy with GDAL, as an edit in QGIS would.
+
+    Debian's GDAL Python does it, as QGIS does: plain sqlite3 lacks the functions the
+    GeoPackage's R-tree triggers call.
+    """
+    shutil.copyfile(source, copy)
+    script = (
+        "import sys; from osgeo import ogr; ogr.UseExceptions(); ds = ogr.Open(sys.argv[1], 1)\n"
+        "for statement in sys.argv[2:]: ds.ExecuteSQL(statement)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([SYSTEM_PYTHON, "-c", script, str(copy), *sql], check=True,
+                   capture_output=True, env=env)
+    return copy
+
+
 #: Files of a complete (if fake) model and adapter, for `cache_snapshot`.
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

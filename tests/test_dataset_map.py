@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from geovlm.errors import InputError
 from geovlm.prompts import Language
 from geovlm.tiling import SceneTiler
 from geovlm.verbalizer import Verbalizer
+from tests.helpers import edit_geopackage
 
 SCENE = "rasterio/RGB.byte.tif"
 
@@ -44,15 +44,7 @@ def classified(qwen3_vl_dir: Path, geotiff_dir: Path, tmp_path_factory: pytest.T
 
 def _edited(classified: tuple[Path, Path], tmp_path: Path, *sql: str) -> Path:
     """A copy of the classify output changed with GDAL's SQL, as an edit in QGIS would."""
-    copy = Path(shutil.copyfile(classified[1], tmp_path / "edited.gpkg"))
-    # Debian's GDAL Python, as QGIS edits: plain sqlite3 lacks the R-tree triggers' functions.
-    script = (
-        "import sys; from osgeo import ogr; ogr.UseExceptions(); ds = ogr.Open(sys.argv[1], 1)\n"
-        "for statement in sys.argv[2:]: ds.ExecuteSQL(statement)\n"
-    )
-    subprocess.run(["/usr/bin/python3", "-c", script, str(copy), *sql], check=True,
-                   capture_output=True)
-    return copy
+    return edit_geopackage(classified[1], tmp_path / "edited.gpkg", *sql)
 
 
 def _labels(path: Path) -> dict[str, str]:
