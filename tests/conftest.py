@@ -21,6 +21,19 @@ GEOTIFF = SHARED_DATA / "geotiff"
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """Run torch on one thread: the tiny models' operations are too small to share out.
+
+    On a busy 2-core machine torch's default two threads mostly wait for each other: they trained
+    the tiny recipe 7 to 12 times slower than one thread (to the same weights), and left no core
+    for the pipeline's reading and encoding threads.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _no_site_presets(tmp_path_factory: pytest.TempPathFactory):
     """Only the shipped presets, whatever the developer keeps in ~/.config/geovlm/presets."""
     with pytest.MonkeyPatch.context() as patch:

@@ -27,16 +27,10 @@ from geovlm.cli import cli
 from geovlm.datasets import read_dataset
 from geovlm.models import FOLDER_PRESET, ModelPreset, resolve_model
 from geovlm.prompts import DisasterLabel, Language, question
-from tests.training_fixtures import HELD_OUT_EVENTS, invoke, one_torch_thread
+from tests.training_fixtures import HELD_OUT_EVENTS, invoke
 
 #: Steps of the tiny-cpu recipe on `disaster_dataset`: 10 epochs of 72 samples in batches of 4.
 STEPS = 180
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 def _train(*args: str):

@@ -10,8 +10,6 @@ Registered as a plugin by ``tests/conftest.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,28 +25,9 @@ TILES_PER_EVENT = 4
 HELD_OUT_EVENTS = tuple(event for event in DEFAULT_EVENTS if event.endswith("-b"))
 
 
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block, then restore the thread count.
-
-    The tiny model's operations are so small that torch's threads mostly wait for each other:
-    on a busy 2-core machine its default two threads trained the tiny recipe 7 to 12 times
-    slower than one (to the same weights).
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def invoke(*args: str) -> str:
-    """Run ``geovlm ARGS`` through click's test runner on one torch thread; return its output."""
-    with one_torch_thread():
-        result = CliRunner().invoke(cli, list(args))
+    """Run ``geovlm ARGS`` through click's test runner; return its output."""
+    result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, result.output
     return result.output
 
