@@ -25,6 +25,8 @@ DETECT_MODEL = "vqwen3-4b"
 @click.option("--footprints", type=click.Path(dir_okay=False), default=None, metavar="VECTOR",
               help="Objects from any vector layer GDAL reads, in any CRS (a 'damage' field is"
                    " read as xBD damage grades).")
+@click.option("--footprints-layer", default=None, metavar="NAME",
+              help="The layer of --footprints; default: its first polygon layer.")
 @click.option("--xbd-labels", type=click.Path(dir_okay=False), default=None, metavar="JSON",
               help="Objects from the xBD label of SCENE (its georeferenced tile).")
 @click.option("--detect", is_flag=True,
@@ -51,6 +53,7 @@ def refer(
     progress: str,
     quiet: bool,
     footprints: str | None,
+    footprints_layer: str | None,
     xbd_labels: str | None,
     detect: bool,
     rewrite_model: str | None,
@@ -87,6 +90,8 @@ def refer(
             "give exactly one of --footprints, --xbd-labels and --detect"
             f"{' (got ' + ', '.join(chosen) + ')' if chosen else ''}."
         )
+    if footprints_layer is not None and footprints is None:
+        raise click.UsageError("--footprints-layer names a layer of --footprints; give both.")
     source = (ObjectSource.FOOTPRINTS if footprints else
               ObjectSource.XBD if xbd_labels else ObjectSource.DETECT)
     rewrite = (ModelChoice.resolve(rewrite_model, quantize=quantize, device=device,
@@ -107,7 +112,7 @@ def refer(
     summary = refer_scene(
         scene, output,
         settings=ReferSettings(source, footprints or xbd_labels, Language(language),
-                               rewrite_batch_size=rewrite_batch_size),
+                               footprints_layer, rewrite_batch_size=rewrite_batch_size),
         tiling=TilingOptions(size, overlap, bands, min_valid, nodata, gsd),
         load_models=load_models,
         run_parameters={

@@ -95,9 +95,11 @@ class ReferSettings:
     """What objects are described, how, and in which language."""
 
     source: ObjectSource
-    #: The vector layer (footprints) or label file (xbd); None for detect.
+    #: The vector dataset (footprints) or label file (xbd); None for detect.
     path: str | None = None
     language: Language = Language.EN
+    #: The layer of a vector dataset; None for its first polygon layer.
+    layer: str | None = None
     #: The most new tokens of a rewrite (each batch gets `geovlm.rewriting.token_budget`).
     rewrite_tokens: int = 48
     caption_tokens: int = 48
@@ -108,7 +110,7 @@ class ReferSettings:
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, for the run record."""
         path = None if self.path is None else str(Path(self.path).resolve())
-        return {"source": self.source.value, "objects_path": path,
+        return {"source": self.source.value, "objects_path": path, "objects_layer": self.layer,
                 "language": self.language.value, "rewrite_tokens": self.rewrite_tokens,
                 "caption_tokens": self.caption_tokens, "detect_tokens": self.detect_tokens}
 
@@ -222,7 +224,7 @@ def _read_objects(tiler: SceneTiler, settings: ReferSettings) -> SceneObjects:
         return SceneObjects((), "detect", 0, 0, 0, 0)
     if settings.source is ObjectSource.XBD:
         return read_xbd_objects(settings.path, tiler)
-    return read_vector_objects(settings.path, tiler)
+    return read_vector_objects(settings.path, tiler, settings.layer)
 
 
 def refer_scene(
