@@ -26,11 +26,10 @@ from geovlm.expression_text import render
 from geovlm.expressions import Frame, Phrase, Target, refer_chip
 from geovlm.gpkg import FieldType, GeoPackageWriter, LayerSpec
 from geovlm.grounding import grounding_prompt, parse_boxes
-from geovlm.pipeline import batched
+from geovlm.pipeline import batched, chip_run_record
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.prompts import Language
 from geovlm.rewriting import rewrite_expressions
-from geovlm.runs import RunRecord
 from geovlm.sources.footprints import (
     SceneObject,
     SceneObjects,
@@ -40,7 +39,7 @@ from geovlm.sources.footprints import (
 from geovlm.styles import DAMAGE_COLOURS, categorized_style, outline_style, with_labels
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
-from geovlm.versions import library_versions
+from geovlm.versions import ML_PACKAGES, library_versions
 
 __all__ = [
     "CHIPS_LAYER",
@@ -79,7 +78,6 @@ _CAPTION = {
     Language.JA: "この航空画像を一文で説明してください。",
     Language.ZH: "用一句话描述这张航拍图像。",
 }
-_ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
 class ObjectSource(CheckedEnum):
@@ -280,14 +278,8 @@ def refer_scene(
     tally = _Tally()
     with SceneTiler(scene, tiling) as tiler:
         source = _read_objects(tiler, settings)
-        run = RunRecord(
-            command="refer",
-            parameters={
-                "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
-                "tiling": tiling.as_dict(), **settings.as_dict(), **run_parameters,
-            },
-            versions={**library_versions(), **library_versions(_ML_PACKAGES)},
-        )
+        run = chip_run_record("refer", scene, tiler, {**settings.as_dict(), **run_parameters},
+                              library_versions(ML_PACKAGES))
         style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
                             "expression")
         writer = GeoPackageWriter(
