@@ -1,9 +1,9 @@
 """The model a command runs (preset, adapter, quantization, device) and loading it, shared.
 
-Every command that runs a model (``classify``, ``eval``) resolves its options the same way and
-loads the backend the same way: the device name and the weights' availability are checked
-before torch and transformers are imported, so a typo or missing weights without a hub fail
-in seconds.
+Every command that runs a model (``classify``, ``eval``, ``refer``) resolves its options the
+same way and loads the backend the same way: the device name and the weights' availability
+are checked before torch and transformers are imported, so a typo or missing weights without
+a hub fail in seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class ModelChoice:
         Prompts per model call.
     use_calibration
         False when ``--no-calibration`` refuses the preset's calibration.
+    model_option, adapter_option
+        The options that named the model and the adapter, for messages about missing weights
+        (``refer`` names both ``--rewrite-model`` or ``--caption-model``).
     """
 
     preset: ModelPreset
@@ -50,6 +53,8 @@ class ModelChoice:
     device: str | None
     batch_size: int
     use_calibration: bool = True
+    model_option: str = "--model"
+    adapter_option: str = "--adapter"
 
     @classmethod
     def resolve(
@@ -62,6 +67,7 @@ class ModelChoice:
         device: str | None = None,
         batch_size: int = 8,
         use_calibration: bool = True,
+        option: str | None = None,
     ) -> ModelChoice:
         """Resolve ``--model`` and apply the other options, without loading anything.
 
@@ -81,6 +87,9 @@ class ModelChoice:
             ``--batch-size``.
         use_calibration
             False for ``--no-calibration``.
+        option
+            The one option that names the model and so its preset's adapter (e.g.
+            ``--rewrite-model``); None for ``--model`` and ``--adapter``.
 
         Returns
         -------
@@ -99,6 +108,7 @@ class ModelChoice:
             device=device,
             batch_size=batch_size,
             use_calibration=use_calibration,
+            **({"model_option": option, "adapter_option": option} if option else {}),
         )
 
     @property
@@ -142,9 +152,9 @@ class ModelChoice:
         # seconds, not after half a minute of retries.
         if self.device is not None:  # a typo in --device is cheaper to report than weights
             check_device_name(self.device)
-        weights = [HubWeights(self.preset.model_id, "--model")]
+        weights = [HubWeights(self.preset.model_id, self.model_option)]
         if self.adapter:
-            weights.append(HubWeights(self.adapter, "--adapter"))
+            weights.append(HubWeights(self.adapter, self.adapter_option))
         downloads = check_downloads(*weights)
 
         from transformers.utils import logging as transformers_logging

@@ -13,6 +13,7 @@ from geovlm.progress import ProgressMode
 
 __all__ = [
     "JSON_EVENTS",
+    "device_options",
     "model_options",
     "output_options",
     "parse_bands",
@@ -119,6 +120,18 @@ def output_options(function: F) -> F:
     )(function)
 
 
+def device_options(function: F) -> F:
+    """Options that say how and where models run: ``--quantize`` and ``--device``."""
+    return _compose(
+        click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]),
+                     default=None,
+                     help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA,"
+                          " none on CPU."),
+        click.option("--device", default=None, metavar="DEVICE",
+                     help="A torch device such as cuda:0 or cpu; default: CUDA when present."),
+    )(function)
+
+
 def model_options(function: F) -> F:
     """Options that choose the model and where it runs (see `geovlm.model_choice`)."""
     return _compose(
@@ -129,10 +142,5 @@ def model_options(function: F) -> F:
                      help="A LoRA adapter on top of the model; default: the preset's."),
         click.option("--no-adapter", is_flag=True,
                      help="Use the base model without the preset's adapter."),
-        click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]),
-                     default=None,
-                     help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA,"
-                          " none on CPU."),
-        click.option("--device", default=None, metavar="DEVICE",
-                     help="A torch device such as cuda:0 or cpu; default: CUDA when present."),
+        device_options,
     )(function)

@@ -34,7 +34,8 @@ from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
 
 __all__ = [
-    "ChipPreparer", "ChipProcessor", "ChipSteps", "RunSummary", "batched", "run_over_chips",
+    "ChipPreparer", "ChipProcessor", "ChipSteps", "RunSummary", "batched", "chip_run_record",
+    "run_over_chips",
 ]
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,47 @@ def _warn_about_scale(info: SceneInfo, tiling: TilingOptions) -> None:
         )
 
 
+def chip_run_record(
+    command: str,
+    scene: str | Path,
+    tiler: SceneTiler,
+    parameters: Mapping[str, Any],
+    extra_versions: Mapping[str, str] | None = None,
+) -> RunRecord:
+    """The ``runs`` record of a per-chip command: scene, tiling, scale, parameters, versions.
+
+    Parameters
+    ----------
+    command
+        The command's name.
+    scene
+        The input raster as given.
+    tiler
+        Its open chip grid.
+    parameters
+        The command's other parameters.
+    extra_versions
+        Versions of the libraries the command relies on beyond the base ones.
+
+    Returns
+    -------
+    RunRecord
+        Whose signature decides whether an existing output is resumed.
+    """
+    return RunRecord(
+        command=command,
+        parameters={
+            "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
+            "tiling": tiler.options.as_dict(),
+            # Chips are cut by ground distance: a scene whose measured scale changed (e.g. an
+            # output of a version that took Web Mercator units for metres) has another grid.
+            "scene_resolution_m": [round(r, 6) for r in tiler.info.resolution_m],
+            **parameters,
+        },
+        versions={**library_versions(), **(extra_versions or {})},
+    )
+
+
 def run_over_chips(
     scene: str | Path,
     output: str | Path,
@@ -264,18 +306,7 @@ def run_over_chips(
     """
     start = time.perf_counter()
     with SceneTiler(scene, tiling) as tiler:
-        run = RunRecord(
-            command=command,
-            parameters={
-                "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
-                "tiling": tiling.as_dict(),
-                # Chips are cut by ground distance: a scene whose measured scale changed (e.g. an
-                # output of a version that took Web Mercator units for metres) has another grid.
-                "scene_resolution_m": [round(r, 6) for r in tiler.info.resolution_m],
-                **parameters,
-            },
-            versions={**library_versions(), **(extra_versions or {})},
-        )
+        run = chip_run_record(command, scene, tiler, parameters, extra_versions)
         writer = GeoPackageWriter(
             output, layer=layer, fields=fields, crs=tiler.info.crs, run=run,
             style_qml=style_qml, overwrite=overwrite,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from importlib import metadata
 
-__all__ = ["library_versions"]
+__all__ = ["ML_PACKAGES", "library_versions"]
 
 _CORE = ("geovlm", "rasterio", "pyogrio", "numpy", "shapely")
+#: The libraries a command that runs a model also relies on.
+ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
 def library_versions(packages: tuple[str, ...] = _CORE) -> dict[str, str]:

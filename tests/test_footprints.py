@@ -111,6 +111,18 @@ def test_refusals_name_the_fix(spacenet, tmp_path):
         read_vector_objects(shp, spacenet)
 
 
+def test_a_dataset_of_several_layers_reads_its_first_polygon_layer(spacenet, tmp_path):
+    inside, other = box(733700, 3725000, 733710, 3725010), box(733750, 3725000, 733760, 3725010)
+    path = tmp_path / "layers.gpkg"
+    for layer, geometries in (("points", [shapely.Point(733700, 3725000)]),
+                              ("houses", [inside]), ("more", [inside, other])):
+        gpd.GeoDataFrame(geometry=geometries, crs="EPSG:32616").to_file(path, layer=layer)
+    assert len(read_vector_objects(path, spacenet).objects) == 1  # "houses", not "points"
+    assert len(read_vector_objects(path, spacenet, layer="more").objects) == 2
+    with pytest.raises(InputError, match="has no layer 'nope'; choose one of points, houses"):
+        read_vector_objects(path, spacenet, layer="nope")
+
+
 def test_xbd_label_objects_on_the_georeferenced_tile(real_xbd, real_xbd_georef):
     stem = "santa-rosa-wildfire_00000242_post_disaster"
     with SceneTiler(real_xbd_georef / "images" / f"{stem}.tif", TilingOptions(512)) as tiler:

@@ -132,11 +132,20 @@ def test_empty_footprints_and_refusals(geotiff_dir, tmp_path):
         ((scene, "--footprints", empty, "-o", tmp_path / "a.gpkg", "--language", "fr"),
          "Invalid value for '--language'"),
         ((scene, "--xbd-labels", far, "-o", tmp_path / "a.gpkg"), "not named"),
+        ((scene, "--footprints", far, "--footprints-layer", "nope", "-o", tmp_path / "a.gpkg"),
+         "has no layer 'nope'; choose one of far."),
+        ((scene, "--detect", "--footprints-layer", "far", "-o", tmp_path / "a.gpkg"),
+         "--footprints-layer names a layer of --footprints"),
+        ((scene, "--footprints", far, "--rewrite-model", tmp_path / "nomodel", "-o",
+          tmp_path / "a.gpkg"), "nomodel is not a folder"),
+        ((scene, "--footprints", far, "--caption-model", "gemma-aerial", "-o",
+          tmp_path / "a.gpkg"), "reads text only"),
     ]
     for args, message in cases:
         result = _refer(*args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
+        assert result.output.count("Error:") == 1
         assert not (tmp_path / "a.gpkg").exists()
 
 

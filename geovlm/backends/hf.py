@@ -335,7 +335,7 @@ class HFBackend:
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=self.model.generation_config.eos_token_id,
+            eos_token_id=self._stop_ids(),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         with torch.inference_mode():
@@ -344,6 +344,18 @@ class HFBackend:
         with self._tokenizer_lock:
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [t.strip() for t in texts]
+
+    def _stop_ids(self) -> list[int]:
+        """The tokens that end an answer: the model's EOS ids and the chat's end of turn.
+
+        Fine-tuned checkpoints often save a generation config whose EOS is the tokenizer's
+        alone; without the end-of-turn token their answers would run to ``max_new_tokens``.
+        """
+        configured = self.model.generation_config.eos_token_id
+        ids = [configured] if isinstance(configured, int) else list(configured or [])
+        if self._end_of_turn is not None and self._end_of_turn not in ids:
+            ids.append(self._end_of_turn)
+        return ids
 
     def answer_ids(self, answer: str) -> list[int]:
         """The tokens scored for one answer: its text, then the end-of-turn token.

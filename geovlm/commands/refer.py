@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import click
 
-from geovlm.options import output_options
+from geovlm.options import device_options, output_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
 if TYPE_CHECKING:
-    from geovlm.backends.base import Backend
-    from geovlm.models import ModelPreset
     from geovlm.tasks.refer import ReferModels
 
 __all__ = ["refer"]
@@ -22,40 +19,14 @@ __all__ = ["refer"]
 DETECT_MODEL = "vqwen3-4b"
 
 
-def _loader(
-    preset: ModelPreset, quantize: str | None, device: str | None, batch_size: int, option: str
-) -> Backend:
-    """Load one preset's model (after checking its weights are there), quietly."""
-    from geovlm.backends.devices import check_device_name
-    from geovlm.hub import HubWeights, check_downloads
-
-    if device is not None:
-        check_device_name(device)
-    weights = [HubWeights(preset.model_id, option)]
-    if preset.adapter_id:
-        weights.append(HubWeights(preset.adapter_id, option))
-    check_downloads(*weights)
-
-    from transformers.utils import logging as transformers_logging
-
-    from geovlm.backends.hf import HFBackend
-
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
-    return HFBackend.load(
-        preset.model_id, adapter=preset.adapter_id, quantize=quantize or preset.quantize.value,
-        template=preset.template, image_max_pixels=preset.image_max_pixels, device=device,
-        batch_size=batch_size,
-    )
-
-
 @click.command()
 @click.argument("scene", type=str)
 @output_options
 @click.option("--footprints", type=click.Path(dir_okay=False), default=None, metavar="VECTOR",
               help="Objects from any vector layer GDAL reads, in any CRS (a 'damage' field is"
                    " read as xBD damage grades).")
+@click.option("--footprints-layer", default=None, metavar="NAME",
+              help="The layer of --footprints; default: its first polygon layer.")
 @click.option("--xbd-labels", type=click.Path(dir_okay=False), default=None, metavar="JSON",
               help="Objects from the xBD label of SCENE (its georeferenced tile).")
 @click.option("--detect", is_flag=True,
@@ -69,17 +40,12 @@ def _loader(
                    " --detect).")
 @click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
               show_default=True, help="Language of the expressions and captions.")
-@click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]), default=None,
-              help="Weights of the models; default: each preset's.")
-@click.option("--device", default=None, help="A torch device such as cuda:0 or cpu.")
-@click.option("--size", type=click.IntRange(min=16), default=512, show_default=True,
-              help="Chip edge in pixels: the frame of each expression.")
-@click.option("--overlap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Pixels shared by neighbouring chips.")
-@click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Skip chips (and their objects) whose share of valid pixels is lower.")
+@device_options
+@tiling_options(default_size=512)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Chips per model call.")
+              help="Chips per call of the vision model, and per round of rewrites.")
+@click.option("--rewrite-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rule texts per call of the rewrite model (short text prompts batch well).")
 def refer(
     scene: str,
     output: str,
@@ -87,6 +53,7 @@ def refer(
     progress: str,
     quiet: bool,
     footprints: str | None,
+    footprints_layer: str | None,
     xbd_labels: str | None,
     detect: bool,
     rewrite_model: str | None,
@@ -96,17 +63,22 @@ def refer(
     device: str | None,
     size: int,
     overlap: int,
+    bands: tuple[int, ...] | None,
     min_valid: float,
+    nodata: float | None,
+    gsd: float | None,
     batch_size: int,
+    rewrite_batch_size: int,
 ) -> None:
     """Describe every object of SCENE with a referring expression, into layer ``objects``.
 
     Each object belongs to the chip holding its centroid; its expression ("the destroyed
     building in the north-west corner") picks it out among that chip's objects, in map
     directions, or the object is flagged ambiguous. Give exactly one of --footprints,
-    --xbd-labels and --detect.
+    --xbd-labels and --detect. A chip (--size pixels, after any --gsd) is the frame of its
+    objects' expressions; objects on chips skipped under --min-valid are left out.
     """
-    from geovlm.models import resolve_model
+    from geovlm.model_choice import ModelChoice
     from geovlm.tasks.refer import ObjectSource, ReferModels, ReferSettings, refer_scene
     from geovlm.tiling import TilingOptions
 
@@ -118,34 +90,34 @@ def refer(
             "give exactly one of --footprints, --xbd-labels and --detect"
             f"{' (got ' + ', '.join(chosen) + ')' if chosen else ''}."
         )
+    if footprints_layer is not None and footprints is None:
+        raise click.UsageError("--footprints-layer names a layer of --footprints; give both.")
     source = (ObjectSource.FOOTPRINTS if footprints else
               ObjectSource.XBD if xbd_labels else ObjectSource.DETECT)
-    rewrite = resolve_model(rewrite_model) if rewrite_model else None
+    rewrite = (ModelChoice.resolve(rewrite_model, quantize=quantize, device=device,
+                                   batch_size=rewrite_batch_size, option="--rewrite-model")
+               if rewrite_model else None)
     vision_name = caption_model or (DETECT_MODEL if detect else None)
-    vision = resolve_model(vision_name) if vision_name else None
-    if vision is not None and not vision.supports_images:
-        raise click.BadParameter(f"{vision.name} reads text only; give a vision-language model.",
-                                 param_hint="--caption-model")
+    vision = (ModelChoice.resolve(vision_name, quantize=quantize, device=device,
+                                  batch_size=batch_size, option="--caption-model")
+              if vision_name else None)
+    if vision is not None and not vision.preset.supports_images:
+        raise click.BadParameter(f"{vision.preset.name} reads text only; give a vision-language"
+                                 " model.", param_hint="--caption-model")
 
     def load_models() -> ReferModels:
-        return ReferModels(
-            rewrite=_loader(rewrite, quantize, device, batch_size, "--rewrite-model")
-            if rewrite else None,
-            vision=_loader(vision, quantize, device, batch_size, "--caption-model")
-            if vision else None,
-        )
+        return ReferModels(rewrite=rewrite.load_backend() if rewrite else None,
+                           vision=vision.load_backend() if vision else None)
 
     summary = refer_scene(
         scene, output,
-        settings=ReferSettings(source, footprints or xbd_labels, Language(language)),
-        tiling=TilingOptions(size, overlap, None, min_valid),
+        settings=ReferSettings(source, footprints or xbd_labels, Language(language),
+                               footprints_layer, rewrite_batch_size=rewrite_batch_size),
+        tiling=TilingOptions(size, overlap, bands, min_valid, nodata, gsd),
         load_models=load_models,
         run_parameters={
-            "rewrite_model": rewrite.model_id if rewrite else None,
-            "rewrite_adapter": rewrite.adapter_id if rewrite else None,
-            "caption_model": vision.model_id if vision else None,
-            "caption_adapter": vision.adapter_id if vision else None,
-            "quantize": quantize,
+            "rewrite_model": rewrite.run_parameters() if rewrite else None,
+            "caption_model": vision.run_parameters() if vision else None,
         },
         batch_size=batch_size,
         progress=ProgressMode.NONE if quiet else ProgressMode(progress),

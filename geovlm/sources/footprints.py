@@ -189,6 +189,11 @@ def objects_from_polygons(
     )
     outside = len(parts) - len(objects) + off_crs
     found = SceneObjects(objects, source, len(ids), repaired, not_polygonal, outside)
+    if ids and not objects:
+        raise InputError(
+            f"none of the {len(ids)} features of {source} lies on {tiler.info.path}; check that"
+            " the footprints cover the scene (and that their CRS is declared correctly)."
+        )
     if repaired:
         logger.warning("%s: repaired %d invalid outline(s) with make_valid", source, repaired)
     if not_polygonal:
@@ -196,32 +201,44 @@ def objects_from_polygons(
     if outside:
         logger.warning("%s: left out %d object(s) whose centre lies outside %s", source, outside,
                        tiler.info.path)
-    if ids and not objects:
-        raise InputError(
-            f"none of the {len(ids)} features of {source} lies on {tiler.info.path}; check that"
-            " the footprints cover the scene (and that their CRS is declared correctly)."
-        )
     return found
 
 
-def check_vector(path: str | os.PathLike[str], layer: str | None = None) -> None:
-    """Check that a vector dataset opens and declares a CRS, before any work.
+def check_vector(path: str | os.PathLike[str], layer: str | None = None) -> str:
+    """Check that a vector layer opens and declares a CRS, before any work; name the layer.
 
     Parameters
     ----------
     path
         Any vector dataset GDAL reads.
     layer
-        The layer; default: the first.
+        The layer; default: the first polygon layer (else the first layer).
+
+    Returns
+    -------
+    str
+        The layer's name.
 
     Raises
     ------
     InputError
-        The file is missing, no vector dataset GDAL reads, or has no CRS.
+        The file is missing, no vector dataset GDAL reads, lacks the layer, or has no CRS.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
+    try:
+        layers = [(str(name), str(kind)) for name, kind in pyogrio.list_layers(path)]
+    except DataSourceError as exc:
+        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
+    names = [name for name, _ in layers]
+    if layer is None and layers:
+        polygonal = [name for name, kind in layers if "Polygon" in kind]
+        layer = (polygonal or names)[0]
+        if len(layers) > 1:
+            logger.info("%s: reading layer %r of %s", path, layer, ", ".join(names))
+    elif layer not in names:
+        raise InputError(f"{path} has no layer {layer!r}; choose one of {', '.join(names)}.")
     try:
         info = pyogrio.read_info(path, layer=layer)
     except (DataSourceError, DataLayerError) as exc:
@@ -231,6 +248,7 @@ def check_vector(path: str | os.PathLike[str], layer: str | None = None) -> None
             f"{path} has no coordinate reference system; assign one, e.g. with"
             " `ogr2ogr -a_srs EPSG:4326 OUT IN` or in QGIS (Layer Properties > Source)."
         )
+    return str(layer)
 
 
 def _damage(value: object) -> Damage | None:
@@ -258,7 +276,7 @@ def read_vector_objects(
     tiler
         The scene's chip grid.
     layer
-        The layer; default: the first.
+        The layer; default: the first polygon layer (see `check_vector`).
 
     Returns
     -------
@@ -270,7 +288,7 @@ def read_vector_objects(
     InputError
         As `check_vector`, or no feature lies on the scene.
     """
-    check_vector(path, layer)
+    layer = check_vector(path, layer)
     info = pyogrio.read_info(path, layer=layer)
     columns = [DAMAGE_FIELD] if DAMAGE_FIELD in list(info["fields"]) else []
     frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, fid_as_index=True)

@@ -33,7 +33,7 @@ from geovlm.styles import categorized_style
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, TilingOptions
 from geovlm.verbalizer import Verbalizer, label_probabilities
-from geovlm.versions import library_versions
+from geovlm.versions import ML_PACKAGES, library_versions
 
 __all__ = [
     "CLASSIFY_FIELDS",
@@ -63,7 +63,6 @@ CLASSIFY_FIELDS: dict[str, FieldType] = {
     "language": FieldType.STRING,
     "run_id": FieldType.STRING,
 }
-_ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
 class ClassifyMode(CheckedEnum):
@@ -326,6 +325,6 @@ def classify_scene(
         batch_size=batch_size,
         progress=progress,
         overwrite=overwrite,
-        extra_versions=library_versions(_ML_PACKAGES),
+        extra_versions=library_versions(ML_PACKAGES),
     )
 

@@ -3,7 +3,7 @@
 Objects come from footprints (any GDAL vector layer, an xBD label) or from a vision-language
 model asked to locate buildings (``detect``). Each chip's objects get rule-based expressions
 (`geovlm.expressions`); an optional text model rewrites them, and a rewrite is kept only where
-it keeps every fact of the rule text (`geovlm.expression_text.keeps_facts`). An optional vision
+it keeps every fact of the rule text (`geovlm.rewriting`). An optional vision
 model captions each chip. Objects go to layer ``objects``, chips to layer ``chips`` of the same
 run; a re-run resumes chip by chip.
 """
@@ -22,14 +22,14 @@ import shapely
 
 from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
-from geovlm.expression_text import keeps_facts, render
+from geovlm.expression_text import render
 from geovlm.expressions import Frame, Phrase, Target, refer_chip
 from geovlm.gpkg import FieldType, GeoPackageWriter, LayerSpec
 from geovlm.grounding import grounding_prompt, parse_boxes
-from geovlm.pipeline import batched
+from geovlm.pipeline import batched, chip_run_record
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.prompts import Language
-from geovlm.runs import RunRecord
+from geovlm.rewriting import rewrite_expressions
 from geovlm.sources.footprints import (
     SceneObject,
     SceneObjects,
@@ -39,7 +39,7 @@ from geovlm.sources.footprints import (
 from geovlm.styles import DAMAGE_COLOURS, categorized_style, outline_style, with_labels
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
-from geovlm.versions import library_versions
+from geovlm.versions import ML_PACKAGES, library_versions
 
 __all__ = [
     "CHIPS_LAYER",
@@ -49,7 +49,6 @@ __all__ = [
     "ReferSettings",
     "ReferSummary",
     "refer_scene",
-    "rewrite_prompt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,25 +73,11 @@ CHIPS_LAYER = LayerSpec(
      "run_id": FieldType.STRING},
     outline_style(),
 )
-_REWRITE = {
-    Language.EN: "Rewrite this description of a building seen from above as one natural"
-                 " referring expression. Keep every direction, size and damage word.\n{text}",
-    Language.JA: "上空から見た建物についての次の説明を、自然な指示表現1つに書き換えてください。"
-                 "方角・大きさ・被害の語はすべて残してください。\n{text}",
-    Language.ZH: "把下面这段对俯视建筑的描述改写成一个自然的指称表达。"
-                 "保留所有方位、大小和受损的词语。\n{text}",
-}
 _CAPTION = {
     Language.EN: "Describe this aerial image in one sentence.",
     Language.JA: "この航空画像を一文で説明してください。",
     Language.ZH: "用一句话描述这张航拍图像。",
 }
-_ML_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
-
-
-def rewrite_prompt(text: str, language: Language) -> str:
-    """The request to rewrite one rule-based expression, in its language."""
-    return _REWRITE[language].format(text=text)
 
 
 class ObjectSource(CheckedEnum):
@@ -108,17 +93,22 @@ class ReferSettings:
     """What objects are described, how, and in which language."""
 
     source: ObjectSource
-    #: The vector layer (footprints) or label file (xbd); None for detect.
+    #: The vector dataset (footprints) or label file (xbd); None for detect.
     path: str | None = None
     language: Language = Language.EN
+    #: The layer of a vector dataset; None for its first polygon layer.
+    layer: str | None = None
+    #: The most new tokens of a rewrite (each batch gets `geovlm.rewriting.token_budget`).
     rewrite_tokens: int = 48
     caption_tokens: int = 48
     detect_tokens: int = 512
+    #: Rule texts per call of the rewrite model (not recorded: it changes no result).
+    rewrite_batch_size: int = 64
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, for the run record."""
         path = None if self.path is None else str(Path(self.path).resolve())
-        return {"source": self.source.value, "objects_path": path,
+        return {"source": self.source.value, "objects_path": path, "objects_layer": self.layer,
                 "language": self.language.value, "rewrite_tokens": self.rewrite_tokens,
                 "caption_tokens": self.caption_tokens, "detect_tokens": self.detect_tokens}
 
@@ -215,17 +205,16 @@ def _rule_records(
 def _rewrite(backend: Backend, records: list[tuple[dict[str, Any], Phrase]],
              settings: ReferSettings, tally: _Tally) -> None:
     """Replace each rule text by the model's rewrite where the rewrite keeps every fact."""
-    if not records:
-        return
-    prompts = [rewrite_prompt(r["expression_rule"], settings.language) for r, _ in records]
-    answers = backend.generate(None, prompts, settings.rewrite_tokens)
-    for (record, phrase), answer in zip(records, answers, strict=True):
-        text = " ".join(answer.split())
-        kept = bool(text) and keeps_facts(text, phrase, settings.language)
-        record["expression"] = text if kept else record["expression_rule"]
-        record["rewrite_rejected"] = int(not kept)
-        tally.kept += kept
-        tally.rejected += not kept
+    rewrites = rewrite_expressions(
+        backend, [r["expression_rule"] for r, _ in records], [p for _, p in records],
+        settings.language, batch_size=settings.rewrite_batch_size,
+        max_new_tokens=settings.rewrite_tokens,
+    )
+    for (record, _), rewrite in zip(records, rewrites, strict=True):
+        record["expression"] = rewrite or record["expression_rule"]
+        record["rewrite_rejected"] = int(rewrite is None)
+        tally.kept += rewrite is not None
+        tally.rejected += rewrite is None
 
 
 def _read_objects(tiler: SceneTiler, settings: ReferSettings) -> SceneObjects:
@@ -233,7 +222,7 @@ def _read_objects(tiler: SceneTiler, settings: ReferSettings) -> SceneObjects:
         return SceneObjects((), "detect", 0, 0, 0, 0)
     if settings.source is ObjectSource.XBD:
         return read_xbd_objects(settings.path, tiler)
-    return read_vector_objects(settings.path, tiler)
+    return read_vector_objects(settings.path, tiler, settings.layer)
 
 
 def refer_scene(
@@ -289,14 +278,8 @@ def refer_scene(
     tally = _Tally()
     with SceneTiler(scene, tiling) as tiler:
         source = _read_objects(tiler, settings)
-        run = RunRecord(
-            command="refer",
-            parameters={
-                "scene": str(Path(scene).resolve()) if Path(scene).exists() else str(scene),
-                "tiling": tiling.as_dict(), **settings.as_dict(), **run_parameters,
-            },
-            versions={**library_versions(), **library_versions(_ML_PACKAGES)},
-        )
+        run = chip_run_record("refer", scene, tiler, {**settings.as_dict(), **run_parameters},
+                              library_versions(ML_PACKAGES))
         style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
                             "expression")
         writer = GeoPackageWriter(
