@@ -22,7 +22,7 @@ from geovlm.prompts import Language
 
 if TYPE_CHECKING:
     from geovlm.datasets import SplitRule, TrainingSet
-    from geovlm.verbalizer import Verbalizer
+    from geovlm.models import ModelPreset
 
 __all__ = ["dataset"]
 
@@ -99,10 +99,25 @@ def _rule(split: str, test_fraction: float, holdout: str | None, seed: int) -> S
     return SplitRule(SplitBy(split), test_fraction, seed, _names(holdout))
 
 
-def _answers(model: str) -> Verbalizer:
-    from geovlm.models import resolve_model
+def _preset(model: str) -> ModelPreset:
+    """The preset `model` names, refusing a name that is no preset, hub id or folder.
 
-    return resolve_model(model).answers
+    The builders load no model, so a mistyped preset name would otherwise pass silently and
+    the set would take the default answer forms and chip size.
+    """
+    from pathlib import Path
+
+    from geovlm.errors import ParameterError
+    from geovlm.models import resolve_model
+    from geovlm.preset_files import find_preset_files
+
+    known = sorted(found.name for found in find_preset_files())
+    if model not in known and "/" not in model and not Path(model).expanduser().is_dir():
+        raise ParameterError(
+            f"--model {model} names no preset: choose one of {', '.join(known)} (see `geovlm"
+            " models`), a model folder written by `geovlm train`, or a hub id."
+        )
+    return resolve_model(model)
 
 
 def _progress(progress: str, quiet: bool) -> ProgressMode:
@@ -160,7 +175,7 @@ def from_xbd(xbd_dir: str, output: str, languages: tuple[Language, ...], model: 
     from geovlm.datasets.from_xbd import build_from_xbd
 
     data = build_from_xbd(
-        xbd_dir, output, verbalizer=_answers(model), languages=languages,
+        xbd_dir, output, verbalizer=_preset(model).answers, languages=languages,
         tasks=tuple(Task(task) for task in tasks),
         split_rule=_rule(split, test_fraction, holdout, seed), damage_chip=damage_chip,
         overwrite=overwrite, progress=_progress(progress, quiet),
@@ -186,7 +201,7 @@ def from_map(classified: str, scene: str | None, output: str, languages: tuple[L
     from geovlm.datasets.from_map import build_from_map
 
     data = build_from_map(
-        classified, output, scene=scene, verbalizer=_answers(model), languages=languages,
+        classified, output, scene=scene, verbalizer=_preset(model).answers, languages=languages,
         split_rule=_rule(split, test_fraction, holdout, seed), block=block, event=event,
         overwrite=overwrite, progress=_progress(progress, quiet),
     )
@@ -220,10 +235,9 @@ def from_vector(scene: str, labels_path: str, field: str, layer: str | None, min
     and GSD default to the preset's), so the set trains on what classify will see.
     """
     from geovlm.datasets.from_vector import build_from_vector
-    from geovlm.models import resolve_model
     from geovlm.tiling import TilingOptions
 
-    preset = resolve_model(model)
+    preset = _preset(model)
     chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
     data = build_from_vector(
