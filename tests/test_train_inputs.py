@@ -99,6 +99,8 @@ def no_weights(monkeypatch):
         (["--set", "template=llama3"], "unknown chat template"),
         (["--device", "tpu"], "--device tpu"),
         (["--resume"], "no training run to resume"),
+        (["--resume", "--overwrite"], "pass one"),
+        (["--model", "nobody/no-such-model"], "not in the Hugging Face cache"),
     ],
 )
 def test_wrong_arguments_exit_2_before_loading(

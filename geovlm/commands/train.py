@@ -55,14 +55,24 @@ def train(
     """
     from geovlm.backends.devices import check_device_name
     from geovlm.datasets.format import read_dataset
+    from geovlm.errors import ParameterError
+    from geovlm.hub import HubWeights, check_downloads
+    from geovlm.models import resolve_model
     from geovlm.training.config import TrainConfig, find_config
 
+    if resume and overwrite:
+        raise ParameterError(
+            "--resume continues the run in --output and --overwrite replaces it: pass one."
+        )
     config = TrainConfig.from_yaml(config_name).with_overrides(assignments)
     if model is not None:
         config = dataclasses.replace(config, model_name_or_path=model)
     dataset = read_dataset(data)
     if device is not None:
         check_device_name(device)
+    # Before torch and transformers are imported, as classify does: a base model neither local
+    # nor reachable fails in one sentence, not after retries and library warnings.
+    check_downloads(HubWeights(resolve_model(config.model_name_or_path).model_id, "--model"))
     default = f"{find_config(config_name).stem}-{dataset.root.name}"
     folder = Path(output or default)
 
