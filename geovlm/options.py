@@ -102,8 +102,9 @@ def model_options(function: F) -> F:
     """Options that choose the model and where it runs (see `geovlm.model_choice`)."""
     return _compose(
         click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
+                     metavar="PRESET|ID|DIR",
                      help="A preset name (see `geovlm models`), a Hugging Face id or a local"
-                          " folder."),
+                          " folder (e.g. one written by `geovlm train`)."),
         click.option("--adapter", default=None, metavar="ID|PATH",
                      help="A LoRA adapter on top of the model; default: the preset's."),
         click.option("--no-adapter", is_flag=True,

@@ -71,8 +71,9 @@ _set_options = _options(
     click.option("--languages", default="en,ja,zh", show_default=True,
                  callback=_parse_languages, metavar="LANG[,LANG]",
                  help="Question languages: one sample per image and language."),
-    click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True, metavar="PRESET",
-                 help="The preset whose answer forms (its answers: table) the answers take."),
+    click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True, metavar="PRESET|DIR",
+                 help="The preset (or `geovlm train` output folder) whose answer forms the"
+                      " answers take."),
     click.option("--split", type=click.Choice([by.value for by in SplitBy]), default="tile",
                  show_default=True,
                  help="Keep whole tiles (or chip blocks) or whole events on one side."),

@@ -18,7 +18,7 @@ __all__ = ["train"]
               help="Training recipe: a shipped one (qwen3vl_8b_xview2_4bit, tiny-cpu) or a file.")
 @click.option("-d", "--data", required=True, type=click.Path(file_okay=False), metavar="DS",
               help="Dataset folder built by `geovlm dataset`; its train split is learned.")
-@click.option("-m", "--model", default=None, metavar="ID|DIR|PRESET",
+@click.option("-m", "--model", default=None, metavar="PRESET|ID|DIR",
               help="Base model; default: the recipe's model_name_or_path.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=True, file_okay=False),
               metavar="DIR",
