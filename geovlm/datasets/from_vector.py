@@ -72,7 +72,10 @@ def check_label_field(labels_path: str | os.PathLike[str], field: str,
                 logger.info("reading layer %s of %s (pass --layer for another)", layer, path)
         info = pyogrio.read_info(path, layer=layer)
     except (DataSourceError, DataLayerError) as exc:
-        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
+        raise InputError(
+            f"{path} is no vector layer GDAL can read ({exc}): give a GeoPackage, Shapefile or"
+            " GeoJSON (and --layer one of its layers)."
+        ) from None
     fields = [str(name) for name in info["fields"]]
     if field not in fields:
         raise ParameterError(
