@@ -20,7 +20,7 @@ from geovlm.commands.train import train
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import model_options, output_options, tiling_options
+from geovlm.options import choose_gsd, model_options, output_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.signals import Interrupted, stop_on_signals
@@ -165,8 +165,8 @@ def classify(
         batch_size=batch_size, use_calibration=not no_calibration,
     )
     preset = choice.preset
-    chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
-    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
+    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
+                           choose_gsd(gsd, native_gsd, preset.gsd))
 
     summary = classify_scene(
         scene,

@@ -115,6 +115,7 @@ def test_cli_from_vector(tmp_path):
         (["--languages", "fr"], "unknown language 'fr'"),
         (["--split", "event", "--overwrite"], "two events or more"),
         (["--test-fraction", "1"], "--test-fraction"),
+        (["--gsd", "2"], "--native-gsd keeps the scene's resolution: pass one"),
         ([], "exists"),
     ]:
         result = runner.invoke(cli, [*args, "-o", str(out), *extra])

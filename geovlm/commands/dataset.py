@@ -7,16 +7,14 @@ options are declared once here and shared by the three sources.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from geovlm.datasets.splits import SplitBy
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import run_options, tiling_options
+from geovlm.options import choose_gsd, compose_options, run_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
@@ -26,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["dataset"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 def _names(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
@@ -58,14 +55,8 @@ def _parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     return tasks
 
 
-def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
-    """One decorator that applies `options` in the order listed (as stacked decorators)."""
-    return lambda function: functools.reduce(lambda f, option: option(f), reversed(options),
-                                             function)
-
-
 #: Options every builder shares: output, languages, answer forms, split, progress.
-_set_options = _options(
+_set_options = compose_options(
     click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
                  metavar="DS", help="Dataset folder to write (refused if it exists)."),
     click.option("--languages", default="en,ja,zh", show_default=True,
@@ -86,7 +77,7 @@ _set_options = _options(
 )
 
 #: Options of the sources that cut a scene into chips: the split unit and the event name.
-_scene_options = _options(
+_scene_options = compose_options(
     click.option("--block", type=click.IntRange(min=1), default=4, show_default=True,
                  help="Chips per side of a split unit: a tile split holds whole blocks out."),
     click.option("--event", default=None, metavar="NAME",
@@ -239,8 +230,8 @@ def from_vector(scene: str, labels_path: str, field: str, layer: str | None, min
     from geovlm.tiling import TilingOptions
 
     preset = _preset(model)
-    chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
-    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
+    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
+                           choose_gsd(gsd, native_gsd, preset.gsd))
     data = build_from_vector(
         scene, labels_path, field, output, verbalizer=preset.answers, tiling=tiling,
         min_cover=min_cover, layer=layer, languages=languages,
