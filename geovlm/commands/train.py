@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from geovlm.options import run_options
 from geovlm.progress import ProgressMode
 
 __all__ = ["train"]
@@ -27,13 +28,9 @@ __all__ = ["train"]
               help="Override one recipe setting, e.g. --set learning_rate=2e-4 (repeatable).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --output from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace a training run already in --output.")
 @click.option("--device", default=None,
               help="A torch device such as cuda:0 or cpu; default: CUDA when present.")
-@click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
-              default=ProgressMode.AUTO.value, show_default=True,
-              help="Progress display: a bar on a terminal, JSON lines on stdout, or none.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@run_options("Replace a training run already in --output (not with --resume).")
 def train(
     config_name: str,
     data: str,
