@@ -24,7 +24,7 @@ from geovlm.errors import GeovlmError, first_line
 from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import JSON_EVENTS, model_options, output_options, tiling_options
+from geovlm.options import JSON_EVENTS, choose_gsd, model_options, output_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.signals import Interrupted, stop_on_signals
@@ -186,8 +186,8 @@ def classify(
         batch_size=batch_size, use_calibration=not no_calibration,
     )
     preset = choice.preset
-    chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
-    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
+    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
+                           choose_gsd(gsd, native_gsd, preset.gsd))
 
     summary = classify_scene(
         scene,

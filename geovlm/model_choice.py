@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geovlm.calibration import Calibration
+from geovlm.errors import ParameterError
 from geovlm.models import ModelPreset, resolve_model
 
 if TYPE_CHECKING:
@@ -97,9 +98,15 @@ class ModelChoice:
 
         Raises
         ------
+        ParameterError
+            If both `adapter` and `no_adapter` are given.
         PresetError, ModelNotFoundError
             As `geovlm.models.resolve_model`.
         """
+        if adapter is not None and no_adapter:
+            raise ParameterError(
+                f"--adapter {adapter} and --no-adapter contradict each other: pass one."
+            )
         preset = resolve_model(model)
         return cls(
             preset=preset,

@@ -13,6 +13,8 @@ from geovlm.progress import ProgressMode
 
 __all__ = [
     "JSON_EVENTS",
+    "choose_gsd",
+    "compose_options",
     "device_options",
     "model_options",
     "output_options",
@@ -55,7 +57,58 @@ def _progress_mode(ctx: click.Context, param: click.Parameter, value: str) -> st
     return value
 
 
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+def choose_gsd(gsd: float | None, native_gsd: bool, preset_gsd: float | None) -> float | None:
+    """Return the GSD chips are resampled to: `--gsd`, none with `--native-gsd`, else the preset's.
+
+    Parameters
+    ----------
+    gsd
+        ``--gsd`` (metres per pixel), or None.
+    native_gsd
+        ``--native-gsd``: keep the scene's resolution.
+    preset_gsd
+        The preset's training GSD, or None.
+
+    Returns
+    -------
+    float or None
+        None keeps the scene's resolution.
+
+    Raises
+    ------
+    ParameterError
+        If both ``--gsd`` and ``--native-gsd`` are given.
+
+    Examples
+    --------
+    >>> choose_gsd(None, False, 3.5), choose_gsd(0.5, False, 3.5), choose_gsd(None, True, 3.5)
+    (3.5, 0.5, None)
+    """
+    if native_gsd and gsd is not None:
+        from geovlm.errors import ParameterError
+
+        raise ParameterError(
+            f"--gsd {gsd} resamples the chips and --native-gsd keeps the scene's resolution:"
+            " pass one."
+        )
+    if native_gsd:
+        return None
+    return gsd if gsd is not None else preset_gsd
+
+
+def compose_options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Return one decorator that applies `decorators` as if stacked in the order listed.
+
+    Parameters
+    ----------
+    *decorators
+        Click options (or other decorators), top first.
+
+    Returns
+    -------
+    Callable
+    """
+
     def apply(function: F) -> F:
         for decorator in reversed(decorators):
             function = decorator(function)
@@ -72,7 +125,7 @@ def tiling_options(default_size: int | None = 512) -> Callable[[F], F]:
     default_size
         Default chip size; None leaves it to the command (e.g. the model preset's).
     """
-    return _compose(
+    return compose_options(
         click.option("--size", type=click.IntRange(min=1), default=default_size,
                      show_default=default_size is not None,
                      help="Chip edge in pixels (after any --gsd resampling)."),
@@ -99,7 +152,7 @@ def run_options(overwrite_help: str) -> Callable[[F], F]:
     overwrite_help
         What ``--overwrite`` does for this command's output.
     """
-    return _compose(
+    return compose_options(
         click.option("--overwrite", is_flag=True, help=overwrite_help),
         click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
                      default=ProgressMode.AUTO.value, show_default=True,
@@ -113,7 +166,7 @@ def run_options(overwrite_help: str) -> Callable[[F], F]:
 
 def output_options(function: F) -> F:
     """Options every command that writes a GeoPackage shares."""
-    return _compose(
+    return compose_options(
         click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
                      help="Output GeoPackage (.gpkg); an unfinished run in it is resumed."),
         run_options("Start afresh: replace an existing output instead of resuming it."),
@@ -122,7 +175,7 @@ def output_options(function: F) -> F:
 
 def device_options(function: F) -> F:
     """Options that say how and where models run: ``--quantize`` and ``--device``."""
-    return _compose(
+    return compose_options(
         click.option("--quantize", type=click.Choice(["auto", "4bit", "8bit", "none"]),
                      default=None,
                      help="4-bit NF4, 8-bit or full-precision weights; auto = 4bit on CUDA,"
@@ -134,10 +187,11 @@ def device_options(function: F) -> F:
 
 def model_options(function: F) -> F:
     """Options that choose the model and where it runs (see `geovlm.model_choice`)."""
-    return _compose(
+    return compose_options(
         click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True,
+                     metavar="PRESET|ID|DIR",
                      help="A preset name (see `geovlm models`), a Hugging Face id or a local"
-                          " folder."),
+                          " folder (e.g. one written by `geovlm train`)."),
         click.option("--adapter", default=None, metavar="ID|PATH",
                      help="A LoRA adapter on top of the model; default: the preset's."),
         click.option("--no-adapter", is_flag=True,

@@ -49,7 +49,8 @@ def calibration_folder(model: str, adapter: str | None) -> Path:
     given = adapter if adapter is not None else model
     option = "--adapter" if adapter is not None else "--model"
     folder = Path(given).expanduser()
-    if not (looks_like_path(given) and folder.is_dir()):
+    # A bare name is a folder when it holds a preset file, as `resolve_model` reads it.
+    if not (folder.is_dir() and (looks_like_path(given) or (folder / FOLDER_PRESET).is_file())):
         raise ParameterError(
             f"--fit-calibration writes into a model folder's {FOLDER_PRESET}, and {option} {given}"
             " is no local folder: pass the trained output folder with --model (or a local"

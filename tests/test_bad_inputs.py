@@ -194,6 +194,10 @@ CASES = {
         lambda qwen, *_: (qwen, None), ["--device", "meta"], "does not run on meta", True),
     "absent CUDA device": (
         lambda qwen, *_: (qwen, None), ["--device", _no_cuda_device()], "GPU", True),
+    "adapter and no adapter": (
+        lambda qwen, adapter, *_: (qwen, adapter), ["--no-adapter"], "pass one", False),
+    "gsd and native gsd": (
+        lambda qwen, *_: (qwen, None), ["--gsd", "2", "--native-gsd"], "pass one", False),
 }
 
 

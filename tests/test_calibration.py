@@ -121,3 +121,18 @@ def test_a_calibration_applies_only_with_the_presets_own_adapter(tmp_path):
     assert ModelChoice(preset, "other/adapter", "none", "cpu", 8).calibration is None
     assert ModelChoice(preset, None, "none", "cpu", 8).calibration is None
     assert ModelChoice(preset, "org/adapter", "none", "cpu", 8, False).calibration is None
+
+
+def test_a_bare_folder_name_with_a_preset_receives_the_calibration(tmp_path, monkeypatch):
+    from geovlm.errors import ParameterError
+    from geovlm.preset_calibration import calibration_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "geovlm-preset.yaml").write_text("name: run1\n")
+    (tmp_path / "plain").mkdir()
+    assert calibration_folder("run1", None) == tmp_path.joinpath("run1").relative_to(tmp_path)
+    # A bare name without a preset file may be a hub id: refused, as a preset name is.
+    for name in ("plain", "xview2-qwen3vl"):
+        with pytest.raises(ParameterError, match="no local folder"):
+            calibration_folder(name, None)

@@ -115,6 +115,7 @@ def test_cli_from_vector(tmp_path):
         (["--languages", "fr"], "unknown language 'fr'"),
         (["--split", "event", "--overwrite"], "two events or more"),
         (["--test-fraction", "1"], "--test-fraction"),
+        (["--gsd", "2"], "--native-gsd keeps the scene's resolution: pass one"),
         ([], "exists"),
     ]:
         result = runner.invoke(cli, [*args, "-o", str(out), *extra])
@@ -133,3 +134,21 @@ def test_info_refuses_a_folder_that_is_no_dataset(tmp_path):
     result = CliRunner().invoke(cli, ["dataset", "info", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ") and "no geovlm dataset" in result.stderr
+
+
+def test_the_first_of_several_layers_is_read_without_a_gdal_warning(tmp_path, recwarn):
+    labels = _labelled(SAMPLE_LABELS, tmp_path / "labels.gpkg", lambda i, row: "volcano")
+    other = pyogrio.read_dataframe(labels)
+    other["label"] = "fire"
+    pyogrio.write_dataframe(other, labels, layer="second")
+    data = _build(SAMPLE, labels, tmp_path / "ds", TilingOptions(size=64), min_cover=0.2)
+    assert {s.label for s in data.samples()} == {"volcano"}
+    assert data.manifest["parameters"]["layer"] == "labels"
+    assert not [w for w in recwarn if "More than one layer" in str(w.message)]
+
+
+def test_a_scene_smaller_than_a_chip_at_the_gsd_is_refused_in_one_sentence(tmp_path):
+    labels = _labelled(SAMPLE_LABELS, tmp_path / "labels.gpkg", lambda i, row: "volcano")
+    with pytest.raises(InputError, match="--native-gsd or a smaller --size"):
+        _build(SAMPLE, labels, tmp_path / "ds", TilingOptions(size=512, gsd=5.0), min_cover=0.01)
+    assert not (tmp_path / "ds").exists()

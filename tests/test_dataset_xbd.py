@@ -152,6 +152,7 @@ def test_cli_from_xbd(real_xbd, tmp_path):
         ([str(real_xbd), "--holdout", "nowhere"], "nowhere"),
         ([str(real_xbd), "--damage-chip", "8"], "--damage-chip"),
         ([str(real_xbd), "--model", str(tmp_path / "no-model")], "is not a folder"),
+        ([str(real_xbd), "--model", "xview2-qwen3"], "names no preset"),
     ]:
         result = runner.invoke(cli, ["dataset", "from-xbd", *args, "-o", str(tmp_path / "new")])
         assert result.exit_code == 2, result.output

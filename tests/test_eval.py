@@ -129,6 +129,7 @@ def test_fit_calibration_writes_the_model_folders_preset(qwen3_vl_dir, dataset, 
         (["--language", "fr"], "Invalid value for '--language'"),
         (["--batch-size", "0"], "Invalid value for '--batch-size'"),
         (["--fit-calibration"], "no local folder"),
+        (["--adapter", "some/adapter", "--no-adapter"], "pass one"),
         (["--language", "zh"], "no disaster samples"),
     ],
 )

@@ -99,6 +99,8 @@ def no_weights(monkeypatch):
         (["--set", "template=llama3"], "unknown chat template"),
         (["--device", "tpu"], "--device tpu"),
         (["--resume"], "no training run to resume"),
+        (["--resume", "--overwrite"], "pass one"),
+        (["--model", "nobody/no-such-model"], "not in the Hugging Face cache"),
     ],
 )
 def test_wrong_arguments_exit_2_before_loading(
@@ -156,3 +158,16 @@ def test_answers_that_name_two_labels_are_refused(no_weights, qwen3_vl_dir, tmp_
                                       "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and "cannot be told apart" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_is_not_resumed(tmp_path):
+    """Trainer would run one step past the end of a finished run: --resume refuses it."""
+    from geovlm.errors import OutputError
+    from geovlm.training.outputs import RESULTS_FILE, OutputFolder
+
+    run = {"config": {"seed": 1}, "model": "m", "data": "d"}
+    folder = OutputFolder.claim(tmp_path / "out", run, resume=False, overwrite=False)
+    assert OutputFolder.claim(folder.path, run, resume=True, overwrite=False) == folder
+    (folder.path / RESULTS_FILE).write_text("{}")
+    with pytest.raises(OutputError, match="finished run"):
+        OutputFolder.claim(folder.path, run, resume=True, overwrite=False)

@@ -192,7 +192,7 @@ def test_tiles_without_buildings_are_skipped_with_a_warning(tmp_path, caplog):
     result = _georef(folder, "-o", tmp_path / "none")
     assert result.exit_code == 2
     assert result.stderr.splitlines()[-1].startswith(
-        f"Error: No tile of {folder} can be georeferenced (e.g. "
+        f"Error: no tile of {folder} can be georeferenced, the first because "
     )
     assert not (tmp_path / "none").exists()
 

@@ -7,26 +7,23 @@ options are declared once here and shared by the three sources.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from geovlm.datasets.splits import SplitBy
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import run_options, tiling_options
+from geovlm.options import choose_gsd, compose_options, run_options, tiling_options
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
 if TYPE_CHECKING:
     from geovlm.datasets import SplitRule, TrainingSet
-    from geovlm.verbalizer import Verbalizer
+    from geovlm.models import ModelPreset
 
 __all__ = ["dataset"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 def _names(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
@@ -58,21 +55,16 @@ def _parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     return tasks
 
 
-def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
-    """One decorator that applies `options` in the order listed (as stacked decorators)."""
-    return lambda function: functools.reduce(lambda f, option: option(f), reversed(options),
-                                             function)
-
-
 #: Options every builder shares: output, languages, answer forms, split, progress.
-_set_options = _options(
+_set_options = compose_options(
     click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
                  metavar="DS", help="Dataset folder to write (refused if it exists)."),
     click.option("--languages", default="en,ja,zh", show_default=True,
                  callback=_parse_languages, metavar="LANG[,LANG]",
                  help="Question languages: one sample per image and language."),
-    click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True, metavar="PRESET",
-                 help="The preset whose answer forms (its answers: table) the answers take."),
+    click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True, metavar="PRESET|DIR",
+                 help="The preset (or `geovlm train` output folder) whose answer forms the"
+                      " answers take."),
     click.option("--split", type=click.Choice([by.value for by in SplitBy]), default="tile",
                  show_default=True,
                  help="Keep whole tiles (or chip blocks) or whole events on one side."),
@@ -85,7 +77,7 @@ _set_options = _options(
 )
 
 #: Options of the sources that cut a scene into chips: the split unit and the event name.
-_scene_options = _options(
+_scene_options = compose_options(
     click.option("--block", type=click.IntRange(min=1), default=4, show_default=True,
                  help="Chips per side of a split unit: a tile split holds whole blocks out."),
     click.option("--event", default=None, metavar="NAME",
@@ -99,10 +91,25 @@ def _rule(split: str, test_fraction: float, holdout: str | None, seed: int) -> S
     return SplitRule(SplitBy(split), test_fraction, seed, _names(holdout))
 
 
-def _answers(model: str) -> Verbalizer:
-    from geovlm.models import resolve_model
+def _preset(model: str) -> ModelPreset:
+    """The preset `model` names, refusing a name that is no preset, hub id or folder.
 
-    return resolve_model(model).answers
+    The builders load no model, so a mistyped preset name would otherwise pass silently and
+    the set would take the default answer forms and chip size.
+    """
+    from pathlib import Path
+
+    from geovlm.errors import ParameterError
+    from geovlm.models import resolve_model
+    from geovlm.preset_files import find_preset_files
+
+    known = sorted(found.name for found in find_preset_files())
+    if model not in known and "/" not in model and not Path(model).expanduser().is_dir():
+        raise ParameterError(
+            f"--model {model} names no preset: choose one of {', '.join(known)} (see `geovlm"
+            " models`), a model folder written by `geovlm train`, or a hub id."
+        )
+    return resolve_model(model)
 
 
 def _progress(progress: str, quiet: bool) -> ProgressMode:
@@ -160,7 +167,7 @@ def from_xbd(xbd_dir: str, output: str, languages: tuple[Language, ...], model: 
     from geovlm.datasets.from_xbd import build_from_xbd
 
     data = build_from_xbd(
-        xbd_dir, output, verbalizer=_answers(model), languages=languages,
+        xbd_dir, output, verbalizer=_preset(model).answers, languages=languages,
         tasks=tuple(Task(task) for task in tasks),
         split_rule=_rule(split, test_fraction, holdout, seed), damage_chip=damage_chip,
         overwrite=overwrite, progress=_progress(progress, quiet),
@@ -186,7 +193,7 @@ def from_map(classified: str, scene: str | None, output: str, languages: tuple[L
     from geovlm.datasets.from_map import build_from_map
 
     data = build_from_map(
-        classified, output, scene=scene, verbalizer=_answers(model), languages=languages,
+        classified, output, scene=scene, verbalizer=_preset(model).answers, languages=languages,
         split_rule=_rule(split, test_fraction, holdout, seed), block=block, event=event,
         overwrite=overwrite, progress=_progress(progress, quiet),
     )
@@ -220,12 +227,11 @@ def from_vector(scene: str, labels_path: str, field: str, layer: str | None, min
     and GSD default to the preset's), so the set trains on what classify will see.
     """
     from geovlm.datasets.from_vector import build_from_vector
-    from geovlm.models import resolve_model
     from geovlm.tiling import TilingOptions
 
-    preset = resolve_model(model)
-    chosen_gsd = None if native_gsd else (gsd if gsd is not None else preset.gsd)
-    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata, chosen_gsd)
+    preset = _preset(model)
+    tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
+                           choose_gsd(gsd, native_gsd, preset.gsd))
     data = build_from_vector(
         scene, labels_path, field, output, verbalizer=preset.answers, tiling=tiling,
         min_cover=min_cover, layer=layer, languages=languages,

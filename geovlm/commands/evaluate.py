@@ -35,7 +35,7 @@ _ALL = "all"
 @click.option("--fit-calibration", is_flag=True,
               help="Fit a temperature and label-prior correction and write it into the model"
                    " folder's geovlm-preset.yaml (classify applies it).")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Report folder: report.json, report.html, plots, predictions.")
 @run_options("Replace an existing report folder.")
 def evaluate(

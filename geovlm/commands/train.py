@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from geovlm.errors import ParameterError
+from geovlm.options import run_options
 from geovlm.progress import ProgressMode
 
 __all__ = ["train"]
@@ -19,7 +19,7 @@ __all__ = ["train"]
               help="Training recipe: a shipped one (qwen3vl_8b_xview2_4bit, tiny-cpu) or a file.")
 @click.option("-d", "--data", required=True, type=click.Path(file_okay=False), metavar="DS",
               help="Dataset folder built by `geovlm dataset`; its train split is learned.")
-@click.option("-m", "--model", default=None, metavar="ID|DIR|PRESET",
+@click.option("-m", "--model", default=None, metavar="PRESET|ID|DIR",
               help="Base model; default: the recipe's model_name_or_path.")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=True, file_okay=False),
               metavar="DIR",
@@ -28,13 +28,9 @@ __all__ = ["train"]
               help="Override one recipe setting, e.g. --set learning_rate=2e-4 (repeatable).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --output from its last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace a training run already in --output.")
 @click.option("--device", default=None, metavar="DEVICE",
               help="A torch device such as cuda:0 or cpu; default: CUDA when present.")
-@click.option("--progress", type=click.Choice([m.value for m in ProgressMode]),
-              default=ProgressMode.AUTO.value, show_default=True,
-              help="Progress display: a bar on a terminal, JSON lines on stdout, or none.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@run_options("Replace a training run already in --output (not with --resume).")
 def train(
     config_name: str,
     data: str,
@@ -56,8 +52,15 @@ def train(
     """
     from geovlm.backends.devices import check_device_name
     from geovlm.datasets.format import read_dataset
+    from geovlm.errors import ParameterError
+    from geovlm.hub import HubWeights, check_downloads
+    from geovlm.models import resolve_model
     from geovlm.training.config import TrainConfig, find_config
 
+    if resume and overwrite:
+        raise ParameterError(
+            "--resume continues the run in --output and --overwrite replaces it: pass one."
+        )
     config = TrainConfig.from_yaml(config_name).with_overrides(assignments)
     if model is not None:
         config = dataclasses.replace(config, model_name_or_path=model)
@@ -68,10 +71,8 @@ def train(
     dataset = read_dataset(data)
     if device is not None:
         check_device_name(device)
-    from geovlm.hub import HubWeights, check_downloads
-    from geovlm.models import resolve_model
-
-    # Before torch and transformers are imported: missing weights without a hub fail in seconds.
+    # Before torch and transformers are imported, as classify does: a base model neither local
+    # nor reachable fails in one sentence, not after retries and library warnings.
     check_downloads(HubWeights(resolve_model(config.model_name_or_path).model_id, "--model"))
     default = f"{find_config(config_name).stem}-{dataset.root.name}"
     folder = Path(output or default)

@@ -288,7 +288,10 @@ class DatasetWriter:
         assert self._staging is not None
         if not self._samples:
             shutil.rmtree(self._staging, ignore_errors=True)
-            raise DatasetError(f"no samples for {self.root}: the source holds nothing to learn.")
+            raise DatasetError(
+                f"no samples for {self.root}: the source holds nothing to learn; check that it"
+                " holds labelled images (or chips) for the chosen --tasks."
+            )
         splits = assign_splits(self._samples, self.split_rule)
         parts: dict[Split, list[Sample]] = {Split.TRAIN: [], Split.TEST: []}
         for sample, split in zip(self._samples, splits, strict=True):

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def check_label_field(labels_path: str | os.PathLike[str], field: str,
-                      layer: str | None = None) -> None:
+                      layer: str | None = None) -> str:
     """Check that a vector file opens and has the label field, before any work.
 
     Parameters
@@ -46,6 +46,11 @@ def check_label_field(labels_path: str | os.PathLike[str], field: str,
         The label field.
     layer
         The layer to read; default: the first.
+
+    Returns
+    -------
+    str
+        The layer's name (the first one when `layer` is None).
 
     Raises
     ------
@@ -58,15 +63,26 @@ def check_label_field(labels_path: str | os.PathLike[str], field: str,
     if not path.exists():
         raise InputError(f"{path} does not exist; check the path.")
     try:
+        if layer is None:
+            layers = pyogrio.list_layers(path)
+            if not len(layers):
+                raise InputError(f"{path} holds no layer: give a polygon layer.")
+            layer = str(layers[0][0])
+            if len(layers) > 1:
+                logger.info("reading layer %s of %s (pass --layer for another)", layer, path)
         info = pyogrio.read_info(path, layer=layer)
     except (DataSourceError, DataLayerError) as exc:
-        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
+        raise InputError(
+            f"{path} is no vector layer GDAL can read ({exc}): give a GeoPackage, Shapefile or"
+            " GeoJSON (and --layer one of its layers)."
+        ) from None
     fields = [str(name) for name in info["fields"]]
     if field not in fields:
         raise ParameterError(
             f"--field {field} is not a field of {path} ({info['layer_name']}); its fields are:"
             f" {', '.join(fields) or 'none'}."
         )
+    return layer
 
 
 def _label_shapes(
@@ -192,7 +208,7 @@ def build_from_vector(
     if not 0 < min_cover <= 1:
         raise ParameterError(f"--min-cover {min_cover} must lie in (0, 1], e.g. 0.5.")
     labels_file = Path(labels_path)
-    check_label_field(labels_file, field, layer)
+    layer = check_label_field(labels_file, field, layer)
     name = Path(scene).stem
     blocks = ChipBlocks(name, block, event or name)
     blocks.check_split(split_rule)

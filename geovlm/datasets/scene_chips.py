@@ -136,7 +136,8 @@ def write_scene_chips(
     Raises
     ------
     InputError
-        A labelled chip is not in the scene's grid, or lies elsewhere than `expected` says.
+        A labelled chip is not in the scene's grid, or lies elsewhere than `expected` says, or
+        no labelled chip holds enough valid pixels.
     """
     cells = {cell.chip_id for cell in tiler.cells}
     if unknown := sorted(labels.keys() - cells):
@@ -163,6 +164,12 @@ def write_scene_chips(
             reporter.advance()
         reporter.advance(len(labels) - len(written))
         reporter.finish(written=len(written))
+    if labels and not written:
+        raise InputError(
+            f"none of the {len(labels)} labelled chips of {tiler.info.path} holds enough valid"
+            " pixels (--min-valid): for a scene smaller than a chip at the preset's GSD, pass"
+            " --native-gsd or a smaller --size."
+        )
     if len(labels) > len(written):
         logger.warning("%d labelled chips hold too little valid data (--min-valid) and are left"
                        " out", len(labels) - len(written))

@@ -92,9 +92,12 @@ class SplitRule:
         names = sorted(set(units))
         if self.holdout:
             if unknown := sorted(set(self.holdout) - set(names)):
+                other = SplitBy.TILE if self.by is SplitBy.EVENT else SplitBy.EVENT
                 raise DatasetError(
                     f"--holdout names {', '.join(unknown)}, not among the {self.by.value}s of"
-                    f" this source ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})."
+                    f" this source ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}):"
+                    f" name {self.by.value}s, or pass --split {other.value} to hold out"
+                    f" {other.value}s."
                 )
             return set(self.holdout)
         if self.by is SplitBy.EVENT and len(names) < 2 and self.test_fraction > 0:

@@ -169,7 +169,7 @@ def georeference_xbd(
     fitted, skipped = _fit_all(read_xbd(folder, phase))
     if not fitted:
         raise GeoreferenceError(
-            f"No tile of {folder} can be georeferenced (e.g. {skipped[0][1]})"
+            f"no tile of {folder} can be georeferenced, the first because {skipped[0][1]}"
         )
     for tile, _ in fitted:
         _check_image_size(tile)

@@ -110,7 +110,8 @@ class OutputFolder:
         ------
         OutputError
             If ``path`` is a file or a foreign folder, holds a run and neither ``resume`` nor
-            ``overwrite`` is given, or holds another run than the one to resume.
+            ``overwrite`` is given, or holds another run than the one to resume, or a finished
+            one.
         """
         folder = cls(path)
         recorded = folder._recorded()
@@ -127,6 +128,11 @@ class OutputFolder:
                 raise OutputError(
                     f"{path} was trained with other {', '.join(changed)}: resume with the same"
                     " settings and data, or train into another --output."
+                )
+            if (path / RESULTS_FILE).is_file():  # Trainer would run one step past the end
+                raise OutputError(
+                    f"{path} holds a finished run, with nothing left to resume: train into"
+                    " another --output, or pass --overwrite instead of --resume to start afresh."
                 )
             return folder
         if recorded is not None and not overwrite:
