@@ -12,6 +12,7 @@ from geovlm.gpkg import GeoPackageWriter
 from geovlm.pipeline import ChipRecords, ChipSteps, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
+from geovlm.tasks.refer import ObjectSource, ReferModels, ReferSettings, refer_scene
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import TilingOptions
 from tests.helpers import assert_valid_geopackage
@@ -87,3 +88,27 @@ def test_an_error_still_writes_the_batches_held_back(geotiff_dir, tmp_path, monk
     assert [row[1] for row in _table(out)] == [chip.chip_id for batch in seen[:3] for chip in batch]
     with closing(sqlite3.connect(out)) as db:
         assert db.execute("SELECT status, written FROM runs").fetchone() == ("interrupted", 12)
+
+
+def test_objects_are_written_before_their_chips_in_the_same_group(geotiff_dir, tmp_path,
+                                                                  monkeypatch):
+    layers = []
+    real = GeoPackageWriter.write
+
+    def write(self, rows, geometries, layer=None):
+        layers.append((layer, len(rows)))
+        real(self, rows, geometries, layer)
+
+    monkeypatch.setattr(GeoPackageWriter, "write", write)
+    monkeypatch.setattr(grouped_writes, "_GROUP_SECONDS", 3600.0)  # one group: the end's
+    summary = refer_scene(
+        geotiff_dir / "solaris/sample_geotiff.tif", tmp_path / "o.gpkg",
+        settings=ReferSettings(ObjectSource.FOOTPRINTS,
+                               str(geotiff_dir.parent / "vector/solaris/geotiff_labels.geojson")),
+        tiling=TilingOptions(256), load_models=ReferModels, run_parameters={},
+        progress=ProgressMode.NONE,
+    )
+    assert summary.written == 43 and summary.counts["objects_skipped"] == 0
+    # The first batch at once, the rest at the end; each group's objects before its chips.
+    assert [layer for layer, _ in layers] == ["objects", "chips"] * 2
+    assert sum(n for layer, n in layers if layer == "chips") == summary.total

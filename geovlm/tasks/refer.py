@@ -3,9 +3,10 @@
 Objects come from footprints (any GDAL vector layer, an xBD label) or from a vision-language
 model asked to locate buildings (``detect``). Each chip's objects get rule-based expressions
 (`geovlm.expressions`); an optional text model rewrites them, and a rewrite is kept only where
-it keeps every fact of the rule text (`geovlm.rewriting`). An optional vision
-model captions each chip. Objects go to layer ``objects``, chips to layer ``chips`` of the same
-run; a re-run resumes chip by chip.
+it keeps every fact of the rule text (`geovlm.rewriting`). An optional vision model captions
+each chip. Runs in the chip loop every per-chip command shares (`geovlm.pipeline`): objects go
+to layer ``objects``, then their chips to layer ``chips`` of the same run, and a re-run resumes
+chip by chip.
 """
 
 from __future__ import annotations
