@@ -328,19 +328,25 @@ class GeoPackageWriter:
         self.written += len(rows)
 
     def done_ids_of(self, layer: str) -> set[str]:
-        """Ids already in one of `extra_layers` (from earlier runs and this one).
+        """Ids already in the main layer or one of `extra_layers` (earlier runs' and this one's).
 
         Parameters
         ----------
         layer
-            The extra layer's name.
+            The layer's name.
 
         Returns
         -------
         set of str
-            Its records' ids.
+            Its records' ids (`done_ids` for the main layer).
         """
-        return self._extra_done[layer]
+        return self.done_ids if layer == self.layer else self._extra_done[layer]
+
+    def layer_spec(self, layer: str) -> LayerSpec:
+        """The name, fields, style and id field of the main layer or one of `extra_layers`."""
+        if layer == self.layer:
+            return LayerSpec(self.layer, self.fields, self.style_qml, self.id_field)
+        return self.extra_layers[layer]
 
     def count_skipped(self, n: int = 1) -> None:
         """Record chips left out (e.g. mostly nodata), for the run's summary."""

@@ -1,13 +1,18 @@
 """The loop every per-chip command shares: tile, skip what is done, process in batches, write.
 
-Three stages overlap: a background thread reads and prepares batch k+1 (e.g. encodes its images)
-while the model works on batch k, and another writes the batches before. The input and then the
-output are checked (and the output locked) before the task's costly setup, such as loading a
-model, so a refused output costs no load. Batches are written in transactions of at most half a
-second's work (see `_OrderedWrites`), so a killed run loses at most that and a re-run picks up
-where it stopped. On any exception, including an interrupt, the background threads are joined,
-in order, before the output and the scene close: what was processed is written and the run is
-marked ``interrupted``.
+A run writes one record per chip to its chip layer and, for tasks about the objects within
+chips (``refer``), their records to a further layer, always before their chip's record: a chip
+is done once its record is written, so a re-run resumes chip by chip and leaves out the objects
+of an unfinished chip that are already written. Three stages overlap: a background thread
+reads and prepares batch k+1 (e.g. encodes its images) while the model works on batch k, and
+another writes the batches before. The input and then the output are checked (and the output
+locked) before the task's costly setup, such as loading a model, so a refused output costs no
+load. Batches are written in transactions of at most half a second's work (see
+`geovlm.grouped_writes`), so a killed run loses at most that and a re-run picks up where it
+stopped.
+On any exception, including an interrupt, the background threads are joined, in order, before
+the output and the scene close: what was processed is written and the run is marked
+``interrupted``.
 """
 
 from __future__ import annotations
@@ -15,17 +20,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shapely.geometry.base import BaseGeometry
-
-from geovlm.gpkg import FieldType, GeoPackageWriter
+from geovlm.gpkg import FieldType, GeoPackageWriter, LayerSpec
+from geovlm.grouped_writes import LayerRows, OrderedWrites, new_rows
 from geovlm.prefetch import prepared_ahead
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.runs import RunRecord
@@ -34,8 +36,8 @@ from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
 
 __all__ = [
-    "ChipPreparer", "ChipProcessor", "ChipSteps", "RunSummary", "batched", "chip_run_record",
-    "run_over_chips",
+    "ChipPreparer", "ChipProcessor", "ChipRecords", "ChipSteps", "LayerRows", "RunSummary",
+    "batched", "chip_run_record", "run_over_chips",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,24 +45,54 @@ logger = logging.getLogger(__name__)
 #: The CPU-side work on a batch (e.g. encoding images for the model); runs in a background
 #: thread one batch ahead of `ChipProcessor`, together with reading the batch's chips.
 ChipPreparer = Callable[[list[Chip]], Any]
-#: Turns a batch of chips and what `ChipPreparer` made of it into one record per chip, in order.
-ChipProcessor = Callable[[list[Chip], Any], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChipRecords:
+    """What processing a batch of chips gives.
+
+    Attributes
+    ----------
+    chips
+        One record of the chip layer per chip, in order (its geometry is the chip's footprint).
+    others
+        Records of the run's further layer (e.g. the chips' objects), written before their
+        chips; any whose id is already in the layer (a resumed chip's) are left out.
+    """
+
+    chips: list[dict[str, Any]]
+    others: tuple[LayerRows, ...] = ()
+
+
+#: Turns a batch of chips and what `ChipPreparer` made of it into its records.
+ChipProcessor = Callable[[list[Chip], Any], ChipRecords]
 
 
 @dataclass(frozen=True, slots=True)
 class ChipSteps:
-    """A task's two steps on a batch, made by its setup once the output has been accepted.
+    """A task's steps on a batch, made by its setup once the output has been accepted.
 
     Attributes
     ----------
     prepare
         CPU-side work on a batch, done one batch ahead on a background thread.
     process
-        Turns a batch of chips and its prepared form into records, one per chip, in order.
+        Turns a batch of chips and its prepared form into records.
+    wanted
+        The ids of the chips to process (the progress total); None for every chip.
+    kept
+        Told of the records of `ChipRecords.others` that are written (without those already
+        in the output), e.g. to count them.
+    counts
+        The task's own counts for the summary, called once at the end with the ids of every
+        chip in the chip layer (done by this run or an earlier one).
     """
 
     prepare: ChipPreparer
     process: ChipProcessor
+    wanted: frozenset[str] | None = None
+    kept: Callable[[LayerRows], None] | None = None
+    counts: Callable[[Set[str]], Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,8 @@ class RunSummary:
     already_done: int
     skipped_invalid: int
     seconds: float
+    #: The task's own counts (`ChipSteps.counts`), JSON-ready.
+    counts: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready values."""
@@ -85,90 +119,12 @@ class RunSummary:
             "already_done": self.already_done,
             "skipped_invalid": self.skipped_invalid,
             "seconds": round(self.seconds, 3),
+            **self.counts,
         }
 
 
-#: A write is queued once this long has passed since the previous one (or `_GROUP_ROWS` records
-#: wait): each GDAL write reopens the GeoPackage and holds the GIL for about 10-15 ms whatever its
-#: size, which stalls every other stage, so fast runs write a few large transactions a second.
-_GROUP_SECONDS = 0.5
-#: Most records held back for one write.
-_GROUP_ROWS = 512
 #: Beyond this many times the scene's own resolution, --gsd upsampling only shows a model blur.
 _MAX_UPSAMPLING = 4.0
-
-
-class _OrderedWrites:
-    """Writes batches on one background thread while the next batches are being processed.
-
-    Batches are grouped: one write takes every batch submitted since the previous write was
-    queued, at most `_GROUP_SECONDS` (or `_GROUP_ROWS` records) later, so a slow run still writes
-    each batch at once and a fast one no longer pays a GDAL write, and its hold on the GIL, per
-    batch. At most one write is in flight, so batches land in order and a failure surfaces at
-    the next write or at the end; leaving the block, even on an error, writes what is held back
-    (unless the write in flight failed) and waits for it.
-    """
-
-    def __init__(self, writer: GeoPackageWriter) -> None:
-        self._writer = writer
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="geovlm-write")
-        self._pending: Future[None] | None = None
-        self._pending_size = 0
-        self._rows: list[dict[str, Any]] = []
-        self._geometries: list[BaseGeometry] = []
-        self._queued_at = -math.inf
-        self._failed = False
-
-    def __enter__(self) -> _OrderedWrites:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self._pending is not None and self._pending.exception() is not None:
-                return
-            if self._rows and not self._failed:
-                self._queue().exception()
-        finally:
-            self._pool.shutdown(wait=True)
-
-    def submit(self, rows: list[dict[str, Any]], geometries: list[BaseGeometry]) -> int:
-        """Hold a batch for the next write; returns how many records writes finished since."""
-        self._rows.extend(rows)
-        self._geometries.extend(geometries)
-        due = time.perf_counter() - self._queued_at >= _GROUP_SECONDS
-        if due or len(self._rows) >= _GROUP_ROWS:
-            finished = self._wait()
-            self._queue()
-            return finished
-        if self._pending is not None and self._pending.done():
-            return self._wait()
-        return 0
-
-    def drain(self) -> int:
-        """Write what is held back and wait (raising a write's error); returns records written."""
-        finished = self._wait()
-        if self._rows:
-            self._queue()
-        return finished + self._wait()
-
-    def _queue(self) -> Future[None]:
-        """Start writing the held-back records (no write may be in flight)."""
-        rows, geometries = self._rows, self._geometries
-        self._rows, self._geometries = [], []
-        self._pending = self._pool.submit(self._writer.write, rows, geometries)
-        self._pending_size = len(rows)
-        self._queued_at = time.perf_counter()
-        return self._pending
-
-    def _wait(self) -> int:
-        """Wait for the write in flight (raising its error); returns how many records it wrote."""
-        if self._pending is None:
-            return 0
-        pending, self._pending = self._pending, None
-        if pending.exception() is not None:
-            self._failed = True
-        pending.result()
-        return self._pending_size
 
 
 def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
@@ -261,8 +217,11 @@ def run_over_chips(
     progress: ProgressMode = ProgressMode.AUTO,
     overwrite: bool = False,
     extra_versions: Mapping[str, str] | None = None,
+    id_field: str = "chip_id",
+    chip_layer: LayerSpec | None = None,
+    check: Callable[[SceneTiler], None] | None = None,
 ) -> RunSummary:
-    """Run `process` over every valid chip of a scene and stream its records to a GeoPackage.
+    """Run a task's steps over the chips of a scene and stream its records to a GeoPackage.
 
     Parameters
     ----------
@@ -277,27 +236,32 @@ def run_over_chips(
     parameters
         The command's other parameters; with `command`, `scene` and `tiling` they decide
         whether an existing output is resumed.
-    layer, fields, style_qml
-        The layer written and its schema and style; every record also gets ``chip_id``,
-        ``row``, ``col`` and ``valid_fraction``, which `fields` must list, and ``run_id``
-        where `fields` lists it.
+    layer, fields, style_qml, id_field
+        The layer named in the ``runs`` table, its schema, style and id field: the chip layer,
+        unless `chip_layer` is given. A chip layer's records also need ``chip_id``, ``row``,
+        ``col`` and ``valid_fraction`` in its fields; a layer listing ``run_id`` gets it filled.
     setup
         Makes the task's steps (e.g. loads the model); called once the scene has been opened
         and the output checked, locked and found new or resumable, so a refusal never waits
         for it.
     batch_size
-        Chips per call of `process`; a write takes one or more batches (`_OrderedWrites`).
+        Chips per call of `process`; a write takes one or more batches (`geovlm.grouped_writes`).
     progress
         How progress is reported.
     overwrite
         Start afresh, replacing an existing output instead of resuming it.
     extra_versions
         Versions of the libraries `process` relies on, recorded with the run.
+    chip_layer
+        The chip layer when `layer` holds the chips' objects (`ChipRecords.others`).
+    check
+        Reads and checks the task's other inputs against the open scene (e.g. footprints),
+        before the output is touched.
 
     Returns
     -------
     RunSummary
-        Counts and timing.
+        Counts and timing; `RunSummary.written` counts records of `layer`.
 
     Raises
     ------
@@ -306,33 +270,44 @@ def run_over_chips(
     """
     start = time.perf_counter()
     with SceneTiler(scene, tiling) as tiler:
+        if check is not None:
+            check(tiler)
         run = chip_run_record(command, scene, tiler, parameters, extra_versions)
         writer = GeoPackageWriter(
             output, layer=layer, fields=fields, crs=tiler.info.crs, run=run,
-            style_qml=style_qml, overwrite=overwrite,
+            style_qml=style_qml, overwrite=overwrite, id_field=id_field,
+            extra_layers=[chip_layer] if chip_layer else [],
         )
+        layers = [layer] + ([chip_layer.name] if chip_layer else [])
         with writer:
             steps = setup()
             # After setup, so that a refusal or a missing model stays the only line printed.
             _warn_about_scale(tiler.info, tiling)
             writer.begin()
+            done_chips = writer.done_ids_of(layers[-1])
+            cells = {cell.chip_id for cell in tiler.cells}
+            wanted = cells if steps.wanted is None else cells & steps.wanted
+            already_done = len(writer.done_ids)
             with (
-                ProgressReporter(progress, len(tiler), "chips", output=str(output),
-                                 run_id=writer.run_id, layers=[layer]) as reporter,
-                _OrderedWrites(writer) as writes,
+                ProgressReporter(progress, len(wanted), "chips", output=str(output),
+                                 run_id=writer.run_id, layers=layers) as reporter,
+                OrderedWrites(writer, layers) as writes,
                 # Closed first, in reverse order: the prepare thread, then the reads ahead.
-                contextlib.closing(tiler.chips(skip=writer.done_ids)) as chips,
+                contextlib.closing(tiler.chips(skip=done_chips | (cells - wanted))) as chips,
                 contextlib.closing(prepared_ahead(batched(chips, batch_size), steps.prepare))
                 as prepared_batches,
             ):
-                already_done = len(writer.done_ids)
-                reporter.resume(already_done)
+                reporter.resume(len(done_chips & wanted))
                 skipped_before = 0
                 for batch, prepared in prepared_batches:
                     records = steps.process(batch, prepared)
-                    if "run_id" in fields:
-                        records = [{**record, "run_id": writer.run_id} for record in records]
-                    finished = writes.submit(records, [chip.footprint for chip in batch])
+                    others = [new_rows(writer, part) for part in records.others]
+                    for part in others:
+                        if steps.kept is not None:
+                            steps.kept(part)
+                    chips_part = LayerRows(layers[-1], records.chips,
+                                           [chip.footprint for chip in batch])
+                    finished = writes.submit([*others, new_rows(writer, chips_part)])
                     newly_skipped = tiler.skipped_invalid - skipped_before
                     skipped_before = tiler.skipped_invalid
                     reporter.advance(finished + newly_skipped)
@@ -341,11 +316,13 @@ def run_over_chips(
                 summary = RunSummary(
                     output=str(output),
                     run_id=writer.run_id,
-                    total=len(tiler),
+                    total=len(wanted),
                     written=writer.written - already_done,
                     already_done=already_done,
                     skipped_invalid=tiler.skipped_invalid,
                     seconds=time.perf_counter() - start,
+                    counts=steps.counts(done_chips) if steps.counts else {},
                 )
                 reporter.finish(**summary.as_dict())
     return summary
+

@@ -25,7 +25,7 @@ from geovlm.cli import cli
 from geovlm.errors import OutputError
 from geovlm.locking import OutputLock
 from geovlm.models import ModelPreset
-from geovlm.pipeline import ChipSteps, run_over_chips
+from geovlm.pipeline import ChipRecords, ChipSteps, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
 from geovlm.tasks.classify import ClassifySettings, classify_scene
@@ -209,7 +209,7 @@ def test_an_error_in_the_model_step_joins_every_thread_and_marks_the_run(
             batches.append(batch)
             if len(batches) == 2:
                 raise RuntimeError("the model step failed")
-            return [chip_record(chip) for chip in batch]
+            return ChipRecords([chip_record(chip) for chip in batch])
 
         with pytest.raises(RuntimeError, match="the model step failed"):
             run_over_chips(

@@ -204,10 +204,18 @@ def test_a_run_killed_inside_a_chip_resumes_with_the_same_expressions(geotiff_di
     with closing(sqlite3.connect(out)) as db, db:
         # As if killed after some of the chip's objects were written, before the chip's row.
         db.execute("DELETE FROM chips WHERE chip_id = ?", (chip,))
-        db.execute("DELETE FROM objects WHERE fid IN (SELECT fid FROM objects WHERE chip_id = ?"
-                   " LIMIT 2)", (chip,))
-    resumed = _refer(*args)
-    assert resumed.exit_code == 0 and "Wrote 2 objects" in resumed.output
+        gone = db.execute("SELECT fid, ambiguous FROM objects WHERE chip_id = ? LIMIT 2",
+                          (chip,)).fetchall()
+        db.executemany("DELETE FROM objects WHERE fid = ?", [(fid,) for fid, _ in gone])
+    resumed = _refer(*args, "--progress", "json")
+    assert resumed.exit_code == 0, resumed.output
+    events = [json.loads(line) for line in resumed.output.strip().splitlines()]
+    start, done = events[0], events[-1]
+    assert start["layers"] == ["objects", "chips"] and start["total"] == done["total"]
+    assert done["written"] == 2 and done["already_done"] == 41
+    # Counts cover the objects written, not the chip's others described again.
+    assert done["unambiguous"] == sum(not ambiguous for _, ambiguous in gone)
+    assert events[-2]["done"] == done["total"] == len(pyogrio.read_dataframe(out, layer="chips"))
     after = _objects(out).set_index("object_id")["expression"]
     assert after.sort_index().equals(before.sort_index())
     assert_valid_geopackage(out)
@@ -221,3 +229,16 @@ def test_objects_on_chips_under_min_valid_are_counted(geotiff_dir, tmp_path):
     assert result.exit_code == 0, result.output
     done = json.loads(result.output.strip().splitlines()[-1])
     assert done["written"] == 0 and done["objects_skipped"] == 84 and done["skipped_invalid"] == 1
+
+
+def test_detect_defaults_to_qwen3_vl_without_an_adapter(geotiff_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    result = _refer(geotiff_dir / SPACENET, "--detect", "-o", tmp_path / "d.gpkg")
+    assert result.exit_code == 2 and result.output.count("Error:") == 1
+    # The base model, which answers Qwen3-VL's 0-1000 grounding boxes; no disaster adapter.
+    assert "Qwen/Qwen3-VL-8B-Instruct" in result.output and "QLora" not in result.output
+    assert "--caption-model PATH" in result.output
+    assert not (tmp_path / "d.gpkg").exists()

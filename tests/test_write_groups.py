@@ -7,11 +7,12 @@ from contextlib import closing
 
 import pytest
 
-from geovlm import pipeline
+from geovlm import grouped_writes
 from geovlm.gpkg import GeoPackageWriter
-from geovlm.pipeline import ChipSteps, run_over_chips
+from geovlm.pipeline import ChipRecords, ChipSteps, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
+from geovlm.tasks.refer import ObjectSource, ReferModels, ReferSettings, refer_scene
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import TilingOptions
 from tests.helpers import assert_valid_geopackage
@@ -21,7 +22,7 @@ SCENE = "rasterio/RGB.byte.tif"
 
 def _run(scene, out, process=None):
     def default(batch, prepared):
-        return [chip_record(chip) for chip in batch]
+        return ChipRecords([chip_record(chip) for chip in batch])
 
     return run_over_chips(
         scene, out, command="test", tiling=TilingOptions(64), parameters={},
@@ -41,9 +42,9 @@ def _count_writes(monkeypatch):
     calls = []
     real = GeoPackageWriter.write
 
-    def write(self, rows, geometries):
+    def write(self, rows, geometries, layer=None):
         calls.append(len(rows))
-        real(self, rows, geometries)
+        real(self, rows, geometries, layer)
 
     monkeypatch.setattr(GeoPackageWriter, "write", write)
     return calls
@@ -51,17 +52,19 @@ def _count_writes(monkeypatch):
 
 def test_grouped_writes_give_the_same_table_in_fewer_writes(geotiff_dir, tmp_path, monkeypatch):
     calls = _count_writes(monkeypatch)
-    monkeypatch.setattr(pipeline, "_GROUP_SECONDS", 0.0)  # every batch on its own
+    monkeypatch.setattr(grouped_writes, "_GROUP_SECONDS", 0.0)  # every batch on its own
     each = _run(geotiff_dir / SCENE, tmp_path / "each.gpkg")
     per_batch = list(calls)
     calls.clear()
-    monkeypatch.setattr(pipeline, "_GROUP_SECONDS", 3600.0)  # only the row cap or the end writes
+    # Only the row cap or the end writes.
+    monkeypatch.setattr(grouped_writes, "_GROUP_SECONDS", 3600.0)
     grouped = _run(geotiff_dir / SCENE, tmp_path / "grouped.gpkg")
 
     assert per_batch == [4] * (each.written // 4) + ([each.written % 4] if each.written % 4 else [])
     # The first batch is written at once, the rest in groups of at most _GROUP_ROWS records.
-    assert calls[0] == 4 and max(calls) <= pipeline._GROUP_ROWS
-    assert len(calls) == 1 + -(-(grouped.written - 4) // pipeline._GROUP_ROWS) < len(per_batch)
+    cap = grouped_writes._GROUP_ROWS
+    assert calls[0] == 4 and max(calls) <= cap
+    assert len(calls) == 1 + -(-(grouped.written - 4) // cap) < len(per_batch)
     assert grouped.written == each.written == sum(calls) > 8
     assert _table(tmp_path / "grouped.gpkg") == _table(tmp_path / "each.gpkg")
     assert_valid_geopackage(tmp_path / "grouped.gpkg")
@@ -69,14 +72,14 @@ def test_grouped_writes_give_the_same_table_in_fewer_writes(geotiff_dir, tmp_pat
 
 def test_an_error_still_writes_the_batches_held_back(geotiff_dir, tmp_path, monkeypatch):
     calls = _count_writes(monkeypatch)
-    monkeypatch.setattr(pipeline, "_GROUP_SECONDS", 3600.0)
+    monkeypatch.setattr(grouped_writes, "_GROUP_SECONDS", 3600.0)
     seen = []
 
     def process(batch, prepared):
         seen.append(batch)
         if len(seen) == 4:
             raise RuntimeError("the model step failed")
-        return [chip_record(chip) for chip in batch]
+        return ChipRecords([chip_record(chip) for chip in batch])
 
     out = tmp_path / "o.gpkg"
     with pytest.raises(RuntimeError, match="the model step failed"):
@@ -85,3 +88,27 @@ def test_an_error_still_writes_the_batches_held_back(geotiff_dir, tmp_path, monk
     assert [row[1] for row in _table(out)] == [chip.chip_id for batch in seen[:3] for chip in batch]
     with closing(sqlite3.connect(out)) as db:
         assert db.execute("SELECT status, written FROM runs").fetchone() == ("interrupted", 12)
+
+
+def test_objects_are_written_before_their_chips_in_the_same_group(geotiff_dir, tmp_path,
+                                                                  monkeypatch):
+    layers = []
+    real = GeoPackageWriter.write
+
+    def write(self, rows, geometries, layer=None):
+        layers.append((layer, len(rows)))
+        real(self, rows, geometries, layer)
+
+    monkeypatch.setattr(GeoPackageWriter, "write", write)
+    monkeypatch.setattr(grouped_writes, "_GROUP_SECONDS", 3600.0)  # one group: the end's
+    summary = refer_scene(
+        geotiff_dir / "solaris/sample_geotiff.tif", tmp_path / "o.gpkg",
+        settings=ReferSettings(ObjectSource.FOOTPRINTS,
+                               str(geotiff_dir.parent / "vector/solaris/geotiff_labels.geojson")),
+        tiling=TilingOptions(256), load_models=ReferModels, run_parameters={},
+        progress=ProgressMode.NONE,
+    )
+    assert summary.written == 43 and summary.counts["objects_skipped"] == 0
+    # The first batch at once, the rest at the end; each group's objects before its chips.
+    assert [layer for layer, _ in layers] == ["objects", "chips"] * 2
+    assert sum(n for layer, n in layers if layer == "chips") == summary.total

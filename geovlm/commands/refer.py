@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 __all__ = ["refer"]
 
-#: The vision-language model --detect uses when --caption-model is not given.
-DETECT_MODEL = "vqwen3-4b"
+#: The vision-language model --detect uses when --caption-model is not given: the base model of
+#: this preset without its adapter, Qwen3-VL-8B-Instruct, which answers grounding prompts with
+#: boxes in Qwen3-VL's 0-1000 coordinates (`geovlm.grounding`).
+DETECT_PRESET = "xview2-qwen3vl"
 
 
 @click.command()
@@ -30,14 +32,16 @@ DETECT_MODEL = "vqwen3-4b"
 @click.option("--xbd-labels", type=click.Path(dir_okay=False), default=None, metavar="JSON",
               help="Objects from the xBD label of SCENE (its georeferenced tile).")
 @click.option("--detect", is_flag=True,
-              help="Objects located by the vision-language model (--caption-model, default"
-                   f" {DETECT_MODEL}).")
+              help="Objects located by the vision-language model: --caption-model, by default"
+                   " Qwen/Qwen3-VL-8B-Instruct (a model that answers Qwen3-VL's grounding"
+                   " boxes).")
 @click.option("--rewrite-model", default=None, metavar="PRESET|PATH",
               help="A text model that rewrites each rule-based expression (e.g. gemma-aerial);"
                    " a rewrite that drops a fact is rejected.")
 @click.option("--caption-model", default=None, metavar="PRESET|PATH",
-              help="A vision-language model that captions each chip (and locates objects for"
-                   " --detect).")
+              help="A vision-language model that captions each chip; with --detect it also"
+                   " locates the objects, so it must answer Qwen3-VL's grounding boxes. Default:"
+                   " none (no captions), or Qwen/Qwen3-VL-8B-Instruct with --detect.")
 @click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
               show_default=True, help="Language of the expressions and captions.")
 @device_options
@@ -97,9 +101,10 @@ def refer(
     rewrite = (ModelChoice.resolve(rewrite_model, quantize=quantize, device=device,
                                    batch_size=rewrite_batch_size, option="--rewrite-model")
                if rewrite_model else None)
-    vision_name = caption_model or (DETECT_MODEL if detect else None)
-    vision = (ModelChoice.resolve(vision_name, quantize=quantize, device=device,
-                                  batch_size=batch_size, option="--caption-model")
+    vision_name = caption_model or (DETECT_PRESET if detect else None)
+    vision = (ModelChoice.resolve(vision_name, no_adapter=caption_model is None,
+                                  quantize=quantize, device=device, batch_size=batch_size,
+                                  option="--caption-model")
               if vision_name else None)
     if vision is not None and not vision.preset.supports_images:
         raise click.BadParameter(f"{vision.preset.name} reads text only; give a vision-language"
@@ -130,7 +135,7 @@ def refer(
                 if rewrite else "")
     click.echo(
         f"Wrote {facts['written']} objects ({facts['unambiguous']} unambiguous{rewrites}) of"
-        f" {facts['chips']} chips to {facts['output']} ({facts['already_done']} already done,"
+        f" {facts['total']} chips to {facts['output']} ({facts['already_done']} already done,"
         f" {facts['source'].get('outside', 0)} outside the scene, {facts['objects_skipped']} on"
         f" chips under --min-valid, {facts['seconds']:.1f} s).",
         err=True,

@@ -26,7 +26,7 @@ from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
 from geovlm.gpkg import FieldType
 from geovlm.models import ModelPreset
-from geovlm.pipeline import ChipSteps, RunSummary, run_over_chips
+from geovlm.pipeline import ChipRecords, ChipSteps, RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.styles import categorized_style
@@ -296,8 +296,8 @@ def classify_scene(
         def encode(batch: list[Chip]) -> Any:
             return encode_chips(backend, batch, settings)
 
-        def classify(batch: list[Chip], inputs: Any) -> list[dict[str, Any]]:
-            return classify_chips(backend, batch, settings, inputs)
+        def classify(batch: list[Chip], inputs: Any) -> ChipRecords:
+            return ChipRecords(classify_chips(backend, batch, settings, inputs))
 
         return ChipSteps(prepare=encode, process=classify)
 

@@ -3,18 +3,17 @@
 Objects come from footprints (any GDAL vector layer, an xBD label) or from a vision-language
 model asked to locate buildings (``detect``). Each chip's objects get rule-based expressions
 (`geovlm.expressions`); an optional text model rewrites them, and a rewrite is kept only where
-it keeps every fact of the rule text (`geovlm.rewriting`). An optional vision
-model captions each chip. Objects go to layer ``objects``, chips to layer ``chips`` of the same
-run; a re-run resumes chip by chip.
+it keeps every fact of the rule text (`geovlm.rewriting`). An optional vision model captions
+each chip. Runs in the chip loop every per-chip command shares (`geovlm.pipeline`): objects go
+to layer ``objects``, then their chips to layer ``chips`` of the same run, and a re-run resumes
+chip by chip.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
-from contextlib import closing
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence, Set
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
 from geovlm.expression_text import render
 from geovlm.expressions import Frame, Phrase, Target, refer_chip
-from geovlm.gpkg import FieldType, GeoPackageWriter, LayerSpec
+from geovlm.gpkg import FieldType, LayerSpec
 from geovlm.grounding import grounding_prompt, parse_boxes
-from geovlm.pipeline import batched, chip_run_record
-from geovlm.progress import ProgressMode, ProgressReporter
+from geovlm.pipeline import ChipRecords, ChipSteps, LayerRows, RunSummary, run_over_chips
+from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.rewriting import rewrite_expressions
 from geovlm.sources.footprints import (
@@ -47,7 +46,6 @@ __all__ = [
     "ObjectSource",
     "ReferModels",
     "ReferSettings",
-    "ReferSummary",
     "refer_scene",
 ]
 
@@ -121,55 +119,27 @@ class ReferModels:
     vision: Backend | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReferSummary:
-    """What a refer run did, for the CLI's closing line and the plugin's JSON."""
-
-    output: str
-    run_id: str
-    chips: int
-    objects: int
-    already_done: int
-    unambiguous: int
-    rewrites_kept: int
-    rewrites_rejected: int
-    detect_skipped: int
-    skipped_invalid: int
-    #: Objects left out with their chips under ``min_valid``.
-    objects_skipped: int
-    seconds: float
-    #: The source's counts (read, repaired, not polygonal, outside).
-    source: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The summary as JSON-ready values."""
-        return {
-            "output": self.output, "run_id": self.run_id, "chips": self.chips,
-            "written": self.objects, "already_done": self.already_done,
-            "unambiguous": self.unambiguous, "rewrites_kept": self.rewrites_kept,
-            "rewrites_rejected": self.rewrites_rejected, "detect_skipped": self.detect_skipped,
-            "skipped_invalid": self.skipped_invalid, "objects_skipped": self.objects_skipped,
-            "seconds": round(self.seconds, 3),
-            "source": self.source,
-        }
-
-
 @dataclass
 class _Tally:
-    objects: int = 0
     unambiguous: int = 0
     kept: int = 0
     rejected: int = 0
     detect_skipped: int = 0
-    chips: set[str] = field(default_factory=set)
 
 
-def _detected(backend: Backend, chips: list[Chip], settings: ReferSettings,
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch made ready one batch ahead: rule records (known objects) or encoded images."""
+
+    rules: dict[str, list[tuple[dict[str, Any], Phrase]]]
+    detect: Any = None
+    caption: Any = None
+
+
+def _detected(backend: Backend, chips: list[Chip], inputs: Any, settings: ReferSettings,
               tally: _Tally) -> dict[str, list[SceneObject]]:
     """Each chip's buildings as the vision model locates them, as objects of that chip."""
-    prompt = grounding_prompt(settings.language)
-    answers = backend.generate([c.image for c in chips], [prompt] * len(chips),
-                               settings.detect_tokens)
+    answers = backend.generate_encoded(inputs, settings.detect_tokens)
     found: dict[str, list[SceneObject]] = {}
     for chip, answer in zip(chips, answers, strict=True):
         grounding = parse_boxes(answer)
@@ -203,7 +173,7 @@ def _rule_records(
 
 
 def _rewrite(backend: Backend, records: list[tuple[dict[str, Any], Phrase]],
-             settings: ReferSettings, tally: _Tally) -> None:
+             settings: ReferSettings) -> None:
     """Replace each rule text by the model's rewrite where the rewrite keeps every fact."""
     rewrites = rewrite_expressions(
         backend, [r["expression_rule"] for r, _ in records], [p for _, p in records],
@@ -213,16 +183,93 @@ def _rewrite(backend: Backend, records: list[tuple[dict[str, Any], Phrase]],
     for (record, _), rewrite in zip(records, rewrites, strict=True):
         record["expression"] = rewrite or record["expression_rule"]
         record["rewrite_rejected"] = int(rewrite is None)
-        tally.kept += rewrite is not None
-        tally.rejected += rewrite is None
 
 
-def _read_objects(tiler: SceneTiler, settings: ReferSettings) -> SceneObjects:
-    if settings.source is ObjectSource.DETECT or settings.path is None:
-        return SceneObjects((), "detect", 0, 0, 0, 0)
-    if settings.source is ObjectSource.XBD:
-        return read_xbd_objects(settings.path, tiler)
-    return read_vector_objects(settings.path, tiler, settings.layer)
+class _ReferRun:
+    """Refer's steps in the shared chip loop (`geovlm.pipeline.run_over_chips`).
+
+    `check` reads the objects once the scene is open, `setup` loads the models, `prepare`
+    builds the rule records of known objects (or encodes the images for the vision model) one
+    batch ahead, and `process` runs the models and gives each chip's objects and its record.
+    """
+
+    def __init__(self, settings: ReferSettings, load_models: Callable[[], ReferModels],
+                 min_valid: float) -> None:
+        self.settings = settings
+        self._load_models = load_models
+        self._min_valid = min_valid
+        self._source = SceneObjects((), "detect", 0, 0, 0, 0)
+        self._by_chip: dict[str, list[SceneObject]] = {}
+        self._models = ReferModels()
+        self._tally = _Tally()
+
+    def check(self, tiler: SceneTiler) -> None:
+        path, source = self.settings.path, self.settings.source
+        if source is ObjectSource.XBD and path is not None:
+            self._source = read_xbd_objects(path, tiler)
+        elif source is ObjectSource.FOOTPRINTS and path is not None:
+            self._source = read_vector_objects(path, tiler, self.settings.layer)
+        self._by_chip = self._source.by_chip()
+
+    def setup(self) -> ChipSteps:
+        self._models = self._load_models()
+        every_chip = (self._models.vision is not None
+                      or self.settings.source is ObjectSource.DETECT)
+        return ChipSteps(self.prepare, self.process,
+                         wanted=None if every_chip else frozenset(self._by_chip),
+                         kept=self.kept, counts=self.counts)
+
+    def prepare(self, batch: list[Chip]) -> _Prepared:
+        vision, language = self._models.vision, self.settings.language
+        rules = {chip.chip_id: _rule_records(chip, self._by_chip[chip.chip_id], language)
+                 for chip in batch if self._by_chip.get(chip.chip_id)}
+        if vision is None:
+            return _Prepared(rules)
+        images = [chip.image for chip in batch]
+        detect = (vision.encode(images, [grounding_prompt(language)] * len(batch))
+                  if self.settings.source is ObjectSource.DETECT else None)
+        return _Prepared(rules, detect, vision.encode(images, [_CAPTION[language]] * len(batch)))
+
+    def process(self, batch: list[Chip], prepared: _Prepared) -> ChipRecords:
+        models, settings = self._models, self.settings
+        by_chip, rules = self._by_chip, prepared.rules
+        if prepared.detect is not None and models.vision is not None:
+            by_chip = _detected(models.vision, batch, prepared.detect, settings, self._tally)
+            rules = {chip.chip_id: _rule_records(chip, by_chip[chip.chip_id], settings.language)
+                     for chip in batch if by_chip[chip.chip_id]}
+        # Expressions single out an object among all of its chip's, even those a killed run
+        # already wrote (the pipeline leaves those out).
+        records = [record for chip in batch for record in rules.get(chip.chip_id, [])]
+        if models.rewrite is not None:
+            _rewrite(models.rewrite, records, settings)
+        captions: list[str | None] = [None] * len(batch)
+        if prepared.caption is not None and models.vision is not None:
+            captions = list(models.vision.generate_encoded(prepared.caption,
+                                                           settings.caption_tokens))
+        polygons = {item.object_id: item.polygon
+                    for chip in batch for item in by_chip.get(chip.chip_id, [])}
+        objects = LayerRows("objects", [record for record, _ in records],
+                            [polygons[record["object_id"]] for record, _ in records])
+        chips = [{**chip_record(chip), "objects": len(by_chip.get(chip.chip_id, [])),
+                  "caption": caption} for chip, caption in zip(batch, captions, strict=True)]
+        return ChipRecords(chips, (objects,))
+
+    def kept(self, objects: LayerRows) -> None:
+        rejected = [row["rewrite_rejected"] for row in objects.rows]
+        self._tally.unambiguous += sum(not row["ambiguous"] for row in objects.rows)
+        self._tally.kept += rejected.count(0)
+        self._tally.rejected += rejected.count(1)
+
+    def counts(self, done_chips: Set[str]) -> dict[str, Any]:
+        left_out = sum(len(objects) for chip, objects in self._by_chip.items()
+                       if chip not in done_chips)
+        if left_out:
+            logger.warning("%d objects lie on chips skipped under --min-valid %g", left_out,
+                           self._min_valid)
+        tally = self._tally
+        return {"unambiguous": tally.unambiguous, "rewrites_kept": tally.kept,
+                "rewrites_rejected": tally.rejected, "detect_skipped": tally.detect_skipped,
+                "objects_skipped": left_out, "source": self._source.counts()}
 
 
 def refer_scene(
@@ -236,10 +283,13 @@ def refer_scene(
     batch_size: int = 8,
     progress: ProgressMode = ProgressMode.AUTO,
     overwrite: bool = False,
-) -> ReferSummary:
+) -> RunSummary:
     """Write a referring expression per object of a scene to layer ``objects`` of a GeoPackage.
 
-    The scene, the objects' source and the output are checked before `load_models` runs.
+    Runs in the shared chip loop (`geovlm.pipeline.run_over_chips`): the scene, the objects'
+    source and the output are checked before `load_models` runs, chips are layer ``chips``
+    (written after their objects, so a re-run resumes chip by chip), and without a vision
+    model only chips holding objects are processed.
 
     Parameters
     ----------
@@ -264,8 +314,12 @@ def refer_scene(
 
     Returns
     -------
-    ReferSummary
-        Counts and timing.
+    RunSummary
+        Counts of chips (``total``) and objects (``written``, ``already_done``), and in
+        `RunSummary.counts`: ``unambiguous``, ``rewrites_kept`` and ``rewrites_rejected``
+        among the objects written, ``detect_skipped`` (boxes), ``objects_skipped`` (on
+        chips under ``min_valid``) and ``source`` (the source's counts: read, repaired, not
+        polygonal, outside).
 
     Raises
     ------
@@ -274,95 +328,13 @@ def refer_scene(
     OutputError
         The output is refused (see `GeoPackageWriter`).
     """
-    start = time.perf_counter()
-    tally = _Tally()
-    with SceneTiler(scene, tiling) as tiler:
-        source = _read_objects(tiler, settings)
-        run = chip_run_record("refer", scene, tiler, {**settings.as_dict(), **run_parameters},
-                              library_versions(ML_PACKAGES))
-        style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
-                            "expression")
-        writer = GeoPackageWriter(
-            output, layer="objects", fields=OBJECT_FIELDS, crs=tiler.info.crs, run=run,
-            style_qml=style, overwrite=overwrite, id_field="object_id",
-            extra_layers=[CHIPS_LAYER],
-        )
-        with writer:
-            models = load_models()
-            writer.begin()
-            by_chip = source.by_chip()
-            every_chip = models.vision is not None or settings.source is ObjectSource.DETECT
-            wanted = {cell.chip_id for cell in tiler.cells if every_chip or cell.chip_id in by_chip}
-            done = writer.done_ids_of(CHIPS_LAYER.name) & wanted
-            skip = done | {cell.chip_id for cell in tiler.cells} - wanted
-            already = len(writer.done_ids)
-            with (
-                ProgressReporter(progress, len(wanted), "chips") as reporter,
-                closing(tiler.chips(skip=skip)) as chips,
-            ):
-                reporter.resume(len(done))
-                skipped_before = 0
-                for batch in batched(chips, batch_size):
-                    _process(batch, by_chip, models, settings, writer, tally)
-                    newly_skipped, skipped_before = (tiler.skipped_invalid - skipped_before,
-                                                     tiler.skipped_invalid)
-                    reporter.advance(len(batch) + newly_skipped)
-                writer.count_skipped(tiler.skipped_invalid)
-                left_out = sum(len(by_chip.get(chip, ())) for chip in wanted - done - tally.chips)
-                if left_out:
-                    logger.warning("%d objects lie on chips skipped under --min-valid %g",
-                                   left_out, tiling.min_valid)
-                summary = ReferSummary(
-                    output=str(output), run_id=writer.run_id, chips=len(wanted),
-                    objects=tally.objects, already_done=already, unambiguous=tally.unambiguous,
-                    rewrites_kept=tally.kept, rewrites_rejected=tally.rejected,
-                    detect_skipped=tally.detect_skipped, skipped_invalid=tiler.skipped_invalid,
-                    objects_skipped=left_out,
-                    seconds=time.perf_counter() - start, source=source.counts(),
-                )
-                reporter.finish(**summary.as_dict())
-    return summary
-
-
-def _process(
-    batch: list[Chip],
-    by_chip: dict[str, list[SceneObject]],
-    models: ReferModels,
-    settings: ReferSettings,
-    writer: GeoPackageWriter,
-    tally: _Tally,
-) -> None:
-    """Describe the objects of a batch of chips and write them, then the chips."""
-    tally.chips.update(chip.chip_id for chip in batch)
-    if settings.source is ObjectSource.DETECT and models.vision is not None:
-        by_chip = _detected(models.vision, batch, settings, tally)
-    records: list[tuple[dict[str, Any], Phrase]] = []
-    geometries = []
-    for chip in batch:
-        objects = by_chip.get(chip.chip_id, [])
-        if not objects:
-            continue
-        # Expressions single out an object among all of its chip's, even those a killed run
-        # already wrote; only the rest are written.
-        for item, record in zip(objects, _rule_records(chip, objects, settings.language),
-                                strict=True):
-            if item.object_id not in writer.done_ids:
-                records.append(record)
-                geometries.append(item.polygon)
-    if models.rewrite is not None:
-        _rewrite(models.rewrite, records, settings, tally)
-    rows = [{**record, "run_id": writer.run_id} for record, _ in records]
-    tally.objects += len(rows)
-    tally.unambiguous += sum(not row["ambiguous"] for row in rows)
-    writer.write(rows, geometries)
-    captions: list[str | None] = [None] * len(batch)
-    if models.vision is not None:
-        prompt = _CAPTION[settings.language]
-        captions = list(models.vision.generate([c.image for c in batch], [prompt] * len(batch),
-                                               settings.caption_tokens))
-    chip_rows = [
-        {**chip_record(chip), "objects": len(by_chip.get(chip.chip_id, [])),
-         "caption": caption, "run_id": writer.run_id}
-        for chip, caption in zip(batch, captions, strict=True)
-    ]
-    writer.write(chip_rows, [chip.footprint for chip in batch], layer=CHIPS_LAYER.name)
+    run = _ReferRun(settings, load_models, tiling.min_valid)
+    style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
+                        "expression")
+    return run_over_chips(
+        scene, output, command="refer", tiling=tiling,
+        parameters={**settings.as_dict(), **run_parameters},
+        layer="objects", fields=OBJECT_FIELDS, style_qml=style, id_field="object_id",
+        chip_layer=CHIPS_LAYER, check=run.check, setup=run.setup, batch_size=batch_size,
+        progress=progress, overwrite=overwrite, extra_versions=library_versions(ML_PACKAGES),
+    )

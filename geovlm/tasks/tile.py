@@ -7,7 +7,7 @@ from typing import Any
 
 from geovlm.chipfiles import write_chip_geotiff
 from geovlm.gpkg import FieldType
-from geovlm.pipeline import ChipSteps, RunSummary, run_over_chips
+from geovlm.pipeline import ChipRecords, ChipSteps, RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
 from geovlm.tiling import Chip, TilingOptions
@@ -74,8 +74,8 @@ def tile_scene(
             for chip in batch:
                 write_chip_geotiff(chip, save_chips)
 
-    def records(batch: list[Chip], _: None) -> list[dict[str, Any]]:
-        return [chip_record(chip) for chip in batch]
+    def records(batch: list[Chip], _: None) -> ChipRecords:
+        return ChipRecords([chip_record(chip) for chip in batch])
 
     return run_over_chips(
         scene,
