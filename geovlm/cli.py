@@ -16,6 +16,7 @@ import click
 from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
 from geovlm.commands import refer as refer_commands
+from geovlm.commands import serve as serve_commands
 from geovlm.commands import version as version_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
@@ -264,6 +265,7 @@ cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(refer_commands.refer)
 cli.add_command(version_commands.version)
+cli.add_command(serve_commands.serve)
 
 
 def main() -> None:
