@@ -80,5 +80,10 @@ def serve(
         backend=cast("HFBackend", choice.load_backend()), verbalizer=choice.preset.answers,
         calibration=choice.calibration,
     )
+    from geovlm.signals import Interrupted
+
     click.echo(f"Serving {served.name} on http://{host}:{port}/v1", err=True)
-    uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
+    except Interrupted:  # uvicorn re-raises the signal it stopped on: a normal end here
+        click.echo("Stopped.", err=True)

@@ -93,7 +93,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         ``.app``) holds the queue.
     """
     engine = ModelEngine(served.backend)
-    batcher = Batcher(engine.run, max_batch=settings.max_batch,
+    batcher = Batcher(engine.prepare, engine.run, max_batch=settings.max_batch,
                       max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
 
     @asynccontextmanager

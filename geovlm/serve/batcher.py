@@ -1,14 +1,18 @@
 """One queue in front of one model: concurrent requests' items grouped into batches.
 
 Items that can share a model call carry the same key (e.g. the same question and candidate
-answers). The worker thread takes the oldest item, waits at most ``max_wait`` for up to
-``max_batch`` items of its key, and runs them together. Cancelled items (a client gone, a
-timeout) are dropped before they run and free their place in the queue at once.
+answers). One thread takes the oldest item, waits at most ``max_wait`` for up to
+``max_batch`` items of its key and prepares them together (CPU work: image processing,
+tokenizing); another runs the prepared batches on the model, so the next batch is prepared
+while the model runs this one.
+Cancelled items (a client gone, a timeout) are dropped before they are prepared and free their
+place in the queue at once.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -20,7 +24,8 @@ __all__ = ["Batcher", "QueueFull"]
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[Any, list[Any]], Sequence[Any]]
+Prepare = Callable[[Any, list[Any]], Any]
+RunBatch = Callable[[Any, Any], Sequence[Any]]
 
 
 class QueueFull(Exception):
@@ -40,8 +45,10 @@ class Batcher:
 
     Parameters
     ----------
+    prepare
+        ``prepare(key, payloads)`` returns the batch's model inputs (run in the taking thread).
     run_batch
-        ``run_batch(key, payloads)`` returns one result per payload, in order.
+        ``run_batch(key, inputs)`` returns one result per payload, in order.
     max_batch
         Most items per call.
     max_wait_s
@@ -51,9 +58,12 @@ class Batcher:
     """
 
     def __init__(
-        self, run_batch: RunBatch, *, max_batch: int, max_wait_s: float, max_queue: int
+        self, prepare: Prepare, run_batch: RunBatch, *, max_batch: int, max_wait_s: float,
+        max_queue: int,
     ) -> None:
+        self._prepare = prepare
         self._run_batch = run_batch
+        self._prepared: queue.Queue[tuple[list[_Item], Any] | None] = queue.Queue(maxsize=1)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
@@ -62,8 +72,12 @@ class Batcher:
         self._closed = False
         #: Sizes of the batches run so far (for tests and the benchmark).
         self.batch_sizes: list[int] = []
-        self._thread = threading.Thread(target=self._work, name="geovlm-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._take_and_prepare, name="geovlm-prepare", daemon=True),
+            threading.Thread(target=self._run, name="geovlm-model", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, key: Hashable, payloads: Sequence[Any]) -> list[Future[Any]]:
         """Queue items that share `key`; each future gets its result.
@@ -108,7 +122,8 @@ class Batcher:
                 item.future.cancel()
             self._queue.clear()
             self._changed.notify()
-        self._thread.join(timeout=30)
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _take(self) -> list[_Item] | None:
         """Wait for the next batch: the oldest item's key, full or out of waiting time."""
@@ -130,18 +145,33 @@ class Batcher:
                     return batch
                 self._changed.wait(left)
 
-    def _work(self) -> None:
+    def _take_and_prepare(self) -> None:
         while (batch := self._take()) is not None:
             batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
-            self.batch_sizes.append(len(batch))
             try:
-                results = self._run_batch(batch[0].key, [item.payload for item in batch])
+                inputs = self._prepare(batch[0].key, [item.payload for item in batch])
             # Any failure goes to every request of the batch; the worker lives on.
             except Exception as exc:
-                for item in batch:
-                    item.future.set_exception(exc)
+                _fail(batch, exc)
+                continue
+            self._prepared.put((batch, inputs))
+        self._prepared.put(None)
+
+    def _run(self) -> None:
+        while (prepared := self._prepared.get()) is not None:
+            batch, inputs = prepared
+            self.batch_sizes.append(len(batch))
+            try:
+                results = self._run_batch(batch[0].key, inputs)
+            except Exception as exc:
+                _fail(batch, exc)
                 continue
             for item, result in zip(batch, results, strict=True):
                 item.future.set_result(result)
+
+
+def _fail(batch: list[_Item], exc: Exception) -> None:
+    for item in batch:
+        item.future.set_exception(exc)

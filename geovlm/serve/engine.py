@@ -1,7 +1,7 @@
 """The model side of the server: batches of scoring or generation, run on one backend.
 
-`ModelEngine.run` is the `geovlm.serve.batcher.Batcher`'s batch function: every payload of a
-batch shares one key, so one ``encode`` and one model call serve them all.
+`ModelEngine.prepare` and `ModelEngine.run` are the `geovlm.serve.batcher.Batcher`'s two
+stages: every payload of a batch shares one key, so one ``encode`` and one model call serve all.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ class ModelEngine:
     def __init__(self, backend: HFBackend) -> None:
         self.backend = backend
 
-    def run(self, key: ScoreKey | GenerateKey, payloads: list[Prompt]) -> Sequence[Any]:
-        """Run one batch.
+    def prepare(self, key: ScoreKey | GenerateKey, payloads: list[Prompt]) -> Any:
+        """Encode one batch (CPU work, done while the model runs the previous batch).
 
         Parameters
         ----------
@@ -91,11 +91,27 @@ class ModelEngine:
 
         Returns
         -------
+        object
+            The backend's model inputs, for `run`.
+        """
+        images = [p.image for p in payloads] if key.image else None
+        return self.backend.encode(images, [p.text for p in payloads])  # type: ignore[arg-type]
+
+    def run(self, key: ScoreKey | GenerateKey, inputs: Any) -> Sequence[Any]:
+        """Run one prepared batch on the model.
+
+        Parameters
+        ----------
+        key
+            What the batch does.
+        inputs
+            `prepare`'s result.
+
+        Returns
+        -------
         list
             Per prompt: a float64 row of answer probabilities (`ScoreKey`) or a `Generated`.
         """
-        images = [p.image for p in payloads] if key.image else None
-        inputs = self.backend.encode(images, [p.text for p in payloads])  # type: ignore[arg-type]
         if isinstance(key, ScoreKey):
             return list(self.backend.score_encoded(inputs, list(key.answers)))
         return self._generate(inputs, key)
