@@ -168,6 +168,7 @@ def classify(
     backend: str,
     endpoint: str | None,
     api_key: str | None,
+    served_model: str | None,
     remote_method: str,
     concurrency: int,
     language: str,
@@ -206,8 +207,9 @@ def classify(
     if backend == "openai":
         if not endpoint:
             raise click.UsageError("--backend openai needs --endpoint URL.")
-        remote = choice.connect(endpoint, api_key=api_key, method=remote_method,
-                                language=language, concurrency=concurrency)
+        remote = choice.connect(endpoint, api_key=api_key, served_model=served_model,
+                                method=remote_method, language=language,
+                                concurrency=concurrency)
         backend_factory, run_parameters = (lambda: remote), {**run_parameters,
                                                              **remote.run_record()}
     elif endpoint:

@@ -169,6 +169,7 @@ class ModelChoice:
         endpoint: str,
         *,
         api_key: str | None = None,
+        served_model: str | None = None,
         method: str = "auto",
         language: str = "en",
         concurrency: int = 8,
@@ -184,6 +185,8 @@ class ModelChoice:
             ``--endpoint``, the server's OpenAI API base URL.
         api_key
             ``--api-key``; None reads ``GEOVLM_API_KEY``.
+        served_model
+            ``--served-model``: the model id on the server; None takes the first listed.
         method
             ``--remote-method`` (see `geovlm.backends.openai.RemoteMethod`).
         language
@@ -206,6 +209,7 @@ class ModelChoice:
 
         return OpenAIBackend.connect(
             endpoint, api_key=api_key or os.environ.get("GEOVLM_API_KEY") or None,
-            method=method, verbalizer=self.preset.answers, language=language,
+            method=method, served_model=served_model, verbalizer=self.preset.answers,
+            language=language,
             concurrency=concurrency,
         )

@@ -150,6 +150,9 @@ def remote_options(function: F) -> F:
                      help="The server's OpenAI API base URL, e.g. http://gpu-host:8000/v1."),
         click.option("--api-key", default=None, metavar="KEY",
                      help="The server's API key; default: $GEOVLM_API_KEY."),
+        click.option("--served-model", default=None, metavar="NAME",
+                     help="The model id on the server (e.g. a vLLM LoRA module's name);"
+                          " default: the first it lists."),
         click.option("--remote-method",
                      type=click.Choice(["auto", "geovlm-classify", "chat-logprobs",
                                         "chat-choice"]),

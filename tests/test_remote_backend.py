@@ -154,3 +154,10 @@ def test_chat_logprobs_refuses_forms_whose_first_tokens_collide(live_server):
     forms = [f.text for f in Verbalizer.default().forms("en")]  # "A fire ...", "A flooding ..."
     with pytest.raises(EndpointError, match="chat-choice"):
         remote.score(_chips(1), question("en"), forms)
+
+
+def test_served_model_must_be_listed(live_server):
+    assert OpenAIBackend.connect(live_server.url, api_key=API_KEY,
+                                 served_model="tiny").served_model == "tiny"
+    with pytest.raises(EndpointError, match="pass one of tiny"):
+        OpenAIBackend.connect(live_server.url, api_key=API_KEY, served_model="xview2")

@@ -94,6 +94,7 @@ class OpenAIBackend:
     @classmethod
     def connect(cls, endpoint: str, *, api_key: str | None = None,
                 method: RemoteMethod | str = RemoteMethod.AUTO,
+                served_model: str | None = None,
                 verbalizer: Verbalizer | None = None, language: Language | str = Language.EN,
                 concurrency: int = 8, retries: int = 8,
                 timeout_s: float = 120.0) -> OpenAIBackend:
@@ -107,6 +108,9 @@ class OpenAIBackend:
             Sent as ``Authorization: Bearer``; None for servers without keys.
         method
             ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`).
+        served_model
+            The model id to ask (vLLM lists a LoRA module beside its base model); None takes
+            the first the endpoint lists.
         verbalizer
             The preset's answer forms.
         language
@@ -134,6 +138,14 @@ class OpenAIBackend:
         served = _call(endpoint, lambda: client.with_options(max_retries=1).models.list().data)
         if not served:
             raise EndpointError(f"{endpoint} serves no model: start the server with one.")
+        if served_model is not None:
+            named = [entry for entry in served if entry.id == served_model]
+            if not named:
+                listed = ", ".join(entry.id for entry in served)
+                raise EndpointError(
+                    f"{endpoint} does not serve {served_model!r}: pass one of {listed}."
+                )
+            served = named
         owner = getattr(served[0], "owned_by", None)
         forms = verbalizer or Verbalizer.default()
         backend = cls(client, served[0].id, RemoteMethod(method), forms, concurrency)
