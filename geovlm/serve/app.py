@@ -181,7 +181,9 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         if len(body.images) > settings.max_images:
             raise _Refused(413, f"{len(body.images)} images over the server's limit of"
                            f" {settings.max_images} per request.", "too_many_images")
-        chips = [image(data, f"images[{i}]") for i, data in enumerate(body.images)]
+        # Decoded off the event loop, which keeps reading other requests meanwhile.
+        chips = await asyncio.to_thread(
+            lambda: [image(data, f"images[{i}]") for i, data in enumerate(body.images)])
         run = ClassifySettings(
             body.language, ClassifyMode.SCORE, body.min_confidence,
             verbalizer=served.verbalizer,
