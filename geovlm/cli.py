@@ -16,6 +16,7 @@ import click
 from geovlm import __version__
 from geovlm.commands import dataset as dataset_commands
 from geovlm.commands import refer as refer_commands
+from geovlm.commands import serve as serve_commands
 from geovlm.commands import version as version_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
@@ -24,7 +25,14 @@ from geovlm.errors import GeovlmError, first_line
 from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
-from geovlm.options import JSON_EVENTS, choose_gsd, model_options, output_options, tiling_options
+from geovlm.options import (
+    JSON_EVENTS,
+    choose_gsd,
+    model_options,
+    output_options,
+    remote_options,
+    tiling_options,
+)
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.signals import Interrupted, stop_on_signals
@@ -129,6 +137,7 @@ def tile(
 @click.argument("scene", type=str)
 @output_options
 @model_options
+@remote_options
 @click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
               show_default=True, help="Language of the question and answers.")
 @click.option("--mode", type=click.Choice(["score", "generate"]), default="score",
@@ -157,6 +166,12 @@ def classify(
     no_adapter: bool,
     quantize: str | None,
     device: str | None,
+    backend: str,
+    endpoint: str | None,
+    api_key: str | None,
+    served_model: str | None,
+    remote_method: str,
+    concurrency: int,
     language: str,
     mode: str,
     batch_size: int,
@@ -176,6 +191,8 @@ def classify(
     Chip size and ground sampling distance default to the model preset's, so chips cover the
     ground extent the model was trained on. Score mode compares every answer form the preset
     lists (its ``answers:``) and writes each chip's label, the runner-up and their probabilities.
+    With --backend openai the chips go to a server (geovlm serve, vLLM); the preset still gives
+    the answer forms and the calibration.
     """
     from geovlm.model_choice import ModelChoice
     from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scene
@@ -186,6 +203,18 @@ def classify(
         batch_size=batch_size, use_calibration=not no_calibration,
     )
     preset = choice.preset
+    backend_factory = choice.load_backend
+    run_parameters = choice.run_parameters()
+    if backend == "openai":
+        if not endpoint:
+            raise click.UsageError("--backend openai needs --endpoint URL.")
+        remote = choice.connect(endpoint, api_key=api_key, served_model=served_model,
+                                method=remote_method, language=language,
+                                concurrency=concurrency)
+        backend_factory, run_parameters = (lambda: remote), {**run_parameters,
+                                                             **remote.run_record()}
+    elif endpoint:
+        raise click.UsageError("--endpoint needs --backend openai.")
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
@@ -193,11 +222,11 @@ def classify(
         scene,
         output,
         preset=preset,
-        backend_factory=choice.load_backend,
+        backend_factory=backend_factory,
         tiling=tiling,
         settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
                                   max_new_tokens, preset.answers, choice.calibration),
-        run_parameters=choice.run_parameters(),
+        run_parameters=run_parameters,
         batch_size=batch_size,
         progress=ProgressMode.NONE if quiet else ProgressMode(progress),
         overwrite=overwrite,
@@ -264,6 +293,7 @@ cli.add_command(train)
 cli.add_command(evaluate)
 cli.add_command(refer_commands.refer)
 cli.add_command(version_commands.version)
+cli.add_command(serve_commands.serve)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ __all__ = [
     "DatasetError",
     "DependencyError",
     "DeviceError",
+    "EndpointError",
     "GeoreferenceError",
     "GeovlmError",
     "InputError",
@@ -67,6 +68,10 @@ class ModelCapabilityError(GeovlmError):
 
 class DatasetError(InputError):
     """A training or evaluation set is missing, malformed, or cannot be split as asked."""
+
+
+class EndpointError(GeovlmError):
+    """A remote model endpoint (geovlm serve, vLLM) does not answer, refuses the key, or errs."""
 
 
 class PresetError(GeovlmError):

@@ -19,6 +19,7 @@ from geovlm.models import ModelPreset, resolve_model
 
 if TYPE_CHECKING:
     from geovlm.backends.base import Backend
+    from geovlm.backends.openai import OpenAIBackend
 
 __all__ = ["ModelChoice"]
 
@@ -178,4 +179,54 @@ class ModelChoice:
             self.preset.model_id, adapter=self.adapter, quantize=self.quantize,
             template=self.preset.template, image_max_pixels=self.preset.image_max_pixels,
             device=self.device, batch_size=self.batch_size,
+        )
+
+    def connect(
+        self,
+        endpoint: str,
+        *,
+        api_key: str | None = None,
+        served_model: str | None = None,
+        method: str = "auto",
+        language: str = "en",
+        concurrency: int = 8,
+    ) -> OpenAIBackend:
+        """Reach the model on a server instead of loading it (``--backend openai``).
+
+        The preset still gives the answer forms and the calibration, applied here exactly as
+        in-process.
+
+        Parameters
+        ----------
+        endpoint
+            ``--endpoint``, the server's OpenAI API base URL.
+        api_key
+            ``--api-key``; None reads ``GEOVLM_API_KEY``.
+        served_model
+            ``--served-model``: the model id on the server; None takes the first listed.
+        method
+            ``--remote-method`` (see `geovlm.backends.openai.RemoteMethod`).
+        language
+            The language asked in.
+        concurrency
+            Most requests in flight.
+
+        Returns
+        -------
+        OpenAIBackend
+
+        Raises
+        ------
+        EndpointError
+            The server does not answer, refuses the key, or serves no model.
+        """
+        import os
+
+        from geovlm.backends.openai import OpenAIBackend
+
+        return OpenAIBackend.connect(
+            endpoint, api_key=api_key or os.environ.get("GEOVLM_API_KEY") or None,
+            method=method, served_model=served_model, verbalizer=self.preset.answers,
+            language=language,
+            concurrency=concurrency,
         )

@@ -19,6 +19,7 @@ __all__ = [
     "model_options",
     "output_options",
     "parse_bands",
+    "remote_options",
     "run_options",
     "tiling_options",
 ]
@@ -197,4 +198,29 @@ def model_options(function: F) -> F:
         click.option("--no-adapter", is_flag=True,
                      help="Use the base model without the preset's adapter."),
         device_options,
+    )(function)
+
+
+def remote_options(function: F) -> F:
+    """Options that send a command's chips to a model server (`geovlm.backends.openai`)."""
+    return compose_options(
+        click.option("--backend", type=click.Choice(["hf", "openai"]), default="hf",
+                     show_default=True,
+                     help="hf: the model runs in this process; openai: on the server at"
+                          " --endpoint (geovlm serve or vLLM)."),
+        click.option("--endpoint", default=None, metavar="URL",
+                     help="The server's OpenAI API base URL, e.g. http://gpu-host:8000/v1."),
+        click.option("--api-key", default=None, metavar="KEY",
+                     help="The server's API key; default: $GEOVLM_API_KEY."),
+        click.option("--served-model", default=None, metavar="NAME",
+                     help="The model id on the server (e.g. a vLLM LoRA module's name);"
+                          " default: the first it lists."),
+        click.option("--remote-method",
+                     type=click.Choice(["auto", "geovlm-classify", "chat-logprobs",
+                                        "chat-choice"]),
+                     default="auto", show_default=True,
+                     help="How answers get probabilities on the server; auto: /v1/classify on"
+                          " geovlm serve, first-token logprobs or a structured choice on vLLM."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Most requests in flight to the server."),
     )(function)

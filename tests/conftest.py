@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.xbd_fixtures",
     "tests.training_fixtures",
     "tests.refer_fixtures",
+    "tests.serve_fixtures",
 ]
 
 # Timing is for bench/, not tests: a loaded 2-core CI machine must not fail a property test.

@@ -43,6 +43,7 @@ __all__ = [
     "classify_chips",
     "classify_scene",
     "encode_chips",
+    "scored_answers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,19 +104,40 @@ def _scored_records(
 ) -> list[dict[str, Any]]:
     forms = settings.verbalizer.forms(settings.language)
     form_probs = backend.score_encoded(inputs, [form.text for form in forms])
+    answers = scored_answers(form_probs, settings)
+    return [{**chip_record(chip), **answer} for chip, answer in zip(chips, answers, strict=True)]
+
+
+def scored_answers(form_probs: np.ndarray, settings: ClassifySettings) -> list[dict[str, Any]]:
+    """Score mode's fields of each chip from its answer forms' probabilities.
+
+    Parameters
+    ----------
+    form_probs
+        ``(B, F)``: `Backend.score_encoded` of the settings' forms (`Verbalizer.forms` of the
+        language, in that order).
+    settings
+        Language, confidence threshold, verbalizer and calibration.
+
+    Returns
+    -------
+    list of dict
+        Per chip: ``label``, ``confidence``, ``runner_up``, ``runner_up_confidence``, ``probs``
+        (JSON text), ``answer`` (the best label's likeliest form) and ``language``.
+    """
+    forms = settings.verbalizer.forms(settings.language)
     labels = list(DisasterLabel)
     form_labels = np.array([labels.index(form.label) for form in forms])
     label_probs = label_probabilities(form_probs, forms)
     if settings.calibration is not None:
         label_probs = settings.calibration.apply(label_probs)
-    records = []
-    for chip, form_row, row in zip(chips, form_probs, label_probs, strict=True):
+    answers = []
+    for form_row, row in zip(form_probs, label_probs, strict=True):
         best, second = np.argsort(-row, kind="stable")[:2]
         confidence = float(row[best])
         best_form = int(np.argmax(np.where(form_labels == best, form_row, -1.0)))
         probs = {label.value: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
-        records.append({
-            **chip_record(chip),
+        answers.append({
             "label": labels[best].value if confidence >= settings.min_confidence else UNCERTAIN,
             "confidence": round(confidence, 6),
             "runner_up": labels[second].value,
@@ -124,7 +146,7 @@ def _scored_records(
             "answer": forms[best_form].text,
             "language": settings.language.value,
         })
-    return records
+    return answers
 
 
 def _generated_records(

@@ -1,0 +1,175 @@
+"""Benchmark ``geovlm serve``: concurrent clients on loopback against in-process classify.
+
+Usage: ``python bench/serve.py [--requests 200] [--size 256] [--repeat 2]``.
+
+Model: the tests' tiny random Qwen3-VL (``tests.tiny_models.build_qwen3_vl``, float32 on the
+CPU), built into a temporary folder; nothing is downloaded. Chips: ``--requests`` random RGB
+chips of ``--size`` pixels (the model's speed does not depend on pixel values).
+
+1. **In-process**: ``HFBackend.score`` of the preset's English answer forms over all chips in
+   batches of 8 (the engine's score mode, the next batch encoded while the model runs): the
+   model's own chips/s, no tiling or writing (a harder baseline than a whole classify run).
+2. **Served**: ``geovlm serve`` in a subprocess on 127.0.0.1 (``--max-batch 8`` then ``1``), and
+   ``--requests`` concurrent ``POST /v1/classify`` requests of one chip each from one
+   ``openai.AsyncOpenAI`` client (retries off, so every error counts). Printed: errors, p50 and
+   p95 latency, chips/s and its ratio to in-process (target >= 0.9 with batching), and the
+   batching gain (chips/s at max-batch 8 over max-batch 1).
+
+Both servers run at once (idle in turn); the three measurements are interleaved ``--repeat``
+times and the best of each is printed, since this process, the servers and other processes
+share the machine's cores (count and load printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT))
+
+from geovlm.prompts import question  # noqa: E402
+from geovlm.verbalizer import Verbalizer  # noqa: E402
+
+
+def _chips(n: int, size: int) -> list:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+            for _ in range(n)]
+
+
+def _b64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _in_process(model_dir: Path, chips: list):
+    """A timer of in-process score mode over `chips` (the model loaded once)."""
+    from geovlm.backends.hf import HFBackend
+
+    backend = HFBackend.load(str(model_dir), quantize="none", device="cpu", batch_size=8)
+    forms = [form.text for form in Verbalizer.default().forms("en")]
+    backend.score(chips[:8], question("en"), forms)  # warm-up
+
+    def timed() -> float:
+        start = time.perf_counter()
+        backend.score(chips, question("en"), forms)
+        return len(chips) / (time.perf_counter() - start)
+
+    return timed
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(model_dir: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "geovlm.cli", "serve", "--model", str(model_dir), "--quantize",
+         "none", "--device", "cpu", "--port", str(port), "--max-batch", str(max_batch),
+         "--max-wait-ms", "5", "--max-queue", "1024"],
+        env={**os.environ, "PYTHONPATH": str(_ROOT), "HF_HUB_OFFLINE": "1"},
+    )
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server, f"http://127.0.0.1:{port}/v1"
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("geovlm serve did not start")
+
+
+async def _burst(url: str, chips: list[str]) -> tuple[int, list[float], float]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+
+    async def one(chip: str) -> float | None:
+        start = time.perf_counter()
+        try:
+            await client.post("/classify", cast_to=object, body={"images": [chip]})
+        except openai.APIError:
+            return None
+        return time.perf_counter() - start
+
+    await one(chips[0])  # warm-up
+    start = time.perf_counter()
+    latencies = await asyncio.gather(*(one(chip) for chip in chips))
+    wall = time.perf_counter() - start
+    await client.close()
+    ok = [lat for lat in latencies if lat is not None]
+    return len(chips) - len(ok), ok, wall
+
+
+def _served(url: str, chips: list[str]) -> dict:
+    errors, latencies, wall = asyncio.run(_burst(url, chips))
+    return {"errors": errors, "p50": float(np.percentile(latencies, 50)),
+            "p95": float(np.percentile(latencies, 95)), "chips_s": len(chips) / wall}
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tests.tiny_models import build_qwen3_vl
+
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
+    images = _chips(args.requests, args.size)
+    encoded = [_b64(image) for image in images]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_qwen3_vl(Path(tmp) / "qwen3_vl")
+        local = _in_process(model_dir, images)
+        servers = {batch: _start_server(model_dir, batch) for batch in (8, 1)}
+        best: dict[str, float] = {}
+        served: dict[int, dict] = {}
+        errors = 0
+        try:
+            for _ in range(args.repeat):  # interleaved: the machine's load hits all alike
+                best["local"] = max(best.get("local", 0.0), local())
+                for batch, (_, url) in servers.items():
+                    result = _served(url, encoded)
+                    errors += result["errors"]
+                    if result["chips_s"] > served.get(batch, {}).get("chips_s", 0.0):
+                        served[batch] = result
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+    print(f"in-process score, batch 8: {best['local']:.1f} chips/s (best of {args.repeat})")
+    for batch, result in served.items():
+        print(f"serve --max-batch {batch}: {args.requests} concurrent requests, p50"
+              f" {result['p50'] * 1000:.0f} ms, p95 {result['p95'] * 1000:.0f} ms,"
+              f" {result['chips_s']:.1f} chips/s ({result['chips_s'] / best['local']:.2f}x"
+              " in-process)")
+    print(f"errors in all bursts: {errors}")
+    print(f"batching gain (max-batch 8 / 1): {served[8]['chips_s'] / served[1]['chips_s']:.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

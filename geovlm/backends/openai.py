@@ -1,0 +1,313 @@
+"""A model behind an OpenAI-compatible endpoint (geovlm serve, vLLM) as a `Backend`.
+
+Built on the official ``openai`` client, whose retries (exponential backoff, ``Retry-After``
+honoured) cover 429, 503 and lost connections. Chips of a batch are sent concurrently, one
+request each, at most ``concurrency`` at a time; the server batches them again.
+
+How answer forms get probabilities (`RemoteMethod`, recorded with the run):
+
+- ``geovlm-classify``: geovlm serve's ``/v1/classify`` scores every form exactly as in-process
+  score mode does (full-sequence log-likelihoods), so results equal in-process classify.
+- ``chat-logprobs``: chat completions with one token and ``top_logprobs``; a label's mass is
+  its forms' distinct first tokens' probability. Needs the forms' first tokens to separate
+  the labels (checked on each answer), else
+- ``chat-choice``: chat completions with vLLM's ``structured_outputs: {"choice": forms}``; the
+  chosen form gets probability 1 (no model probabilities).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import openai
+from PIL import Image
+
+from geovlm.enums import CheckedEnum
+from geovlm.errors import EndpointError, ParameterError
+from geovlm.prompts import Language, question
+from geovlm.verbalizer import Verbalizer
+
+__all__ = ["OpenAIBackend", "RemoteBatch", "RemoteMethod"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Alternatives asked per token in ``chat-logprobs`` (vLLM's default ceiling).
+TOP_LOGPROBS = 20
+
+
+class RemoteMethod(CheckedEnum):
+    """How answer forms are scored remotely (see the module's docstring)."""
+
+    AUTO = "auto"
+    GEOVLM_CLASSIFY = "geovlm-classify"
+    CHAT_LOGPROBS = "chat-logprobs"
+    CHAT_CHOICE = "chat-choice"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteBatch:
+    """Chips encoded for the wire: PNG data as base64, each with its question."""
+
+    images: tuple[str, ...] | None
+    prompts: tuple[str, ...]
+
+
+class OpenAIBackend:
+    """Score and generate through an OpenAI-compatible server.
+
+    Implements `geovlm.backends.base.Backend`. Build it with `OpenAIBackend.connect`.
+
+    Parameters
+    ----------
+    client
+        The ``openai.OpenAI`` client (its ``max_retries`` are the retries).
+    served_model
+        The model id sent with every request.
+    method
+        How forms are scored (not ``auto``).
+    verbalizer
+        The forms' labels (``chat-logprobs`` adds first-token mass per label).
+    concurrency
+        Most requests in flight.
+    """
+
+    supports_images = True
+
+    def __init__(self, client: openai.OpenAI, served_model: str, method: RemoteMethod,
+                 verbalizer: Verbalizer, concurrency: int = 8) -> None:
+        self.client = client
+        self.served_model = served_model
+        self.method = method
+        self.verbalizer = verbalizer
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="geovlm-remote")
+
+    @classmethod
+    def connect(cls, endpoint: str, *, api_key: str | None = None,
+                method: RemoteMethod | str = RemoteMethod.AUTO,
+                served_model: str | None = None,
+                verbalizer: Verbalizer | None = None, language: Language | str = Language.EN,
+                concurrency: int = 8, retries: int = 8,
+                timeout_s: float = 120.0) -> OpenAIBackend:
+        """Ask the endpoint which model it serves and choose the scoring method.
+
+        Parameters
+        ----------
+        endpoint
+            The API's base URL, e.g. ``http://gpu-host:8000/v1``.
+        api_key
+            Sent as ``Authorization: Bearer``; None for servers without keys.
+        method
+            ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`).
+        served_model
+            The model id to ask (vLLM lists a LoRA module beside its base model); None takes
+            the first the endpoint lists.
+        verbalizer
+            The preset's answer forms.
+        language
+            The language asked in (``auto`` probes its forms' first tokens on non-geovlm
+            endpoints: ``chat-logprobs`` where they separate the labels, else ``chat-choice``).
+        concurrency
+            Most requests in flight.
+        retries
+            Retries of a request on 429, 5xx and lost connections, with backoff.
+        timeout_s
+            Per-request timeout.
+
+        Returns
+        -------
+        OpenAIBackend
+
+        Raises
+        ------
+        EndpointError
+            The endpoint does not answer, refuses the key, or serves no model.
+        """
+        client = openai.OpenAI(base_url=endpoint, api_key=api_key or "none",
+                               max_retries=retries, timeout=timeout_s)
+        # A typo in --endpoint should not wait through a whole run's retries.
+        served = _call(endpoint, lambda: client.with_options(max_retries=1).models.list().data)
+        if not served:
+            raise EndpointError(f"{endpoint} serves no model: start the server with one.")
+        if served_model is not None:
+            named = [entry for entry in served if entry.id == served_model]
+            if not named:
+                listed = ", ".join(entry.id for entry in served)
+                raise EndpointError(
+                    f"{endpoint} does not serve {served_model!r}: pass one of {listed}."
+                )
+            served = named
+        owner = getattr(served[0], "owned_by", None)
+        forms = verbalizer or Verbalizer.default()
+        backend = cls(client, served[0].id, RemoteMethod(method), forms, concurrency)
+        if backend.method is RemoteMethod.AUTO:
+            backend.method = (RemoteMethod.GEOVLM_CLASSIFY if owner == "geovlm"
+                              else backend._probe(Language(language)))
+        log.info("%s serves %s (%s): scoring with %s", endpoint, served[0].id, owner,
+                 backend.method.value)
+        return backend
+
+    def _probe(self, language: Language) -> RemoteMethod:
+        """``chat-logprobs`` where the forms' first tokens separate the labels, else choice.
+
+        Asked once, without an image: tokenization does not depend on the image.
+        """
+        answers = [form.text for form in self.verbalizer.forms(language)]
+        reply = self._chat(None, question(language), max_tokens=1, logprobs=True,
+                           top_logprobs=TOP_LOGPROBS)
+        if _first_token_mass(reply, answers, self.verbalizer, language) is None:
+            return RemoteMethod.CHAT_CHOICE
+        return RemoteMethod.CHAT_LOGPROBS
+
+    def run_record(self) -> dict[str, Any]:
+        """What a run's record says about the endpoint: URL, served model and method."""
+        return {"backend": "openai", "endpoint": str(self.client.base_url),
+                "served_model": self.served_model, "method": self.method.value}
+
+    def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> RemoteBatch:
+        """PNG-encode the images (CPU work, done in the pipeline's preparing thread)."""
+        if images is not None and len(images) != len(prompts):
+            raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
+        encoded = None if images is None else tuple(_png(image) for image in images)
+        return RemoteBatch(encoded, tuple(prompts))
+
+    def score_encoded(self, inputs: RemoteBatch, answers: Sequence[str]) -> np.ndarray:
+        """Probabilities of `answers` per chip, by the backend's method (rows sum to 1)."""
+        score = {
+            RemoteMethod.GEOVLM_CLASSIFY: self._classified,
+            RemoteMethod.CHAT_LOGPROBS: self._first_tokens,
+            RemoteMethod.CHAT_CHOICE: self._chosen,
+        }[self.method]
+        rows = self._each(inputs, lambda image, prompt: score(image, prompt, list(answers)))
+        return np.array(rows, dtype=np.float64).reshape(len(inputs.prompts), len(answers))
+
+    def generate_encoded(self, inputs: RemoteBatch, max_new_tokens: int = 32) -> list[str]:
+        """Each chip's answer by chat completions (greedy)."""
+        def ask(image: str | None, prompt: str) -> str:
+            reply = self._chat(image, prompt, max_tokens=max_new_tokens)
+            return (reply.choices[0].message.content or "").strip()
+
+        return self._each(inputs, ask)
+
+    def generate(self, images: Sequence[Image.Image] | None, prompts: Sequence[str],
+                 max_new_tokens: int = 32) -> list[str]:
+        """Answer each prompt (about the image at the same index, if any)."""
+        return self.generate_encoded(self.encode(images, prompts), max_new_tokens)
+
+    def score(self, images: Sequence[Image.Image], prompt: str,
+              answers: Sequence[str]) -> np.ndarray:
+        """Probability of each candidate answer to the same prompt, for every image."""
+        return self.score_encoded(self.encode(images, [prompt] * len(images)), answers)
+
+    def _each(self, inputs: RemoteBatch, ask: Callable[[str | None, str], T]) -> list[T]:
+        images = inputs.images or (None,) * len(inputs.prompts)
+        return list(self._pool.map(ask, images, inputs.prompts))
+
+    def _chat(self, image: str | None, prompt: str, **options: Any) -> Any:
+        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        if image is not None:
+            url = f"data:image/png;base64,{image}"
+            content.insert(0, {"type": "image_url", "image_url": {"url": url}})
+        messages: Any = [{"role": "user", "content": content}]
+        return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
+            model=self.served_model, messages=messages, temperature=0, **options))
+
+    def _classified(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
+        body = {"model": self.served_model, "images": [image], "language": _language(prompt),
+                "calibration": False, "forms": True}
+        reply: Any = _call(str(self.client.base_url), lambda: self.client.post(
+            "/classify", cast_to=object, body=body))
+        if [form["text"] for form in reply["forms"]] != answers:
+            raise ParameterError(
+                "the server scores other answer forms than this preset's: pass the --model"
+                " the server runs (or the same preset file)."
+            )
+        return [float(p) for p in reply["data"][0]["form_probs"]]
+
+    def _first_tokens(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
+        reply = self._chat(image, prompt, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+        row = _first_token_mass(reply, answers, self.verbalizer, _language(prompt))
+        if row is None:
+            raise EndpointError(
+                "the first tokens of the answer forms do not separate the labels, or the"
+                " endpoint gives no logprobs: use --remote-method chat-choice."
+            )
+        return row
+
+    def _chosen(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
+        reply = self._chat(image, prompt, max_tokens=64,
+                           extra_body={"structured_outputs": {"choice": answers}})
+        text = (reply.choices[0].message.content or "").strip()
+        language = _language(prompt)
+        if text not in answers:
+            label = self.verbalizer.parse(text, language)
+            text = next((f.text for f in self.verbalizer.forms(language) if f.label is label
+                         and f.text in answers), answers[0])
+        return [float(answer == text) for answer in answers]
+
+
+def _first_token_mass(reply: Any, answers: list[str], verbalizer: Verbalizer,
+                      language: Language) -> list[float] | None:
+    """Each form's share of its first token's probability, or None if labels share one.
+
+    A form's first token is the longest of the answer's top tokens that starts it; each
+    distinct token's probability is counted once, on its first form. Forms whose first token
+    is not among the top tokens get 0.
+    """
+    logprobs = reply.choices[0].logprobs
+    if logprobs is None or not logprobs.content:
+        return None
+    top = {t.token: t.logprob for t in logprobs.content[0].top_logprobs}
+    labels = {form.text: form.label for form in verbalizer.forms(language)}
+    owner: dict[str, Any] = {}
+    row = [0.0] * len(answers)
+    for index, answer in enumerate(answers):
+        token = max((t for t in top if t.strip() and answer.startswith(t.lstrip())),
+                    key=len, default=None)
+        if token is None:
+            continue
+        if token in owner:
+            if owner[token] is not labels[answer]:
+                return None
+            continue
+        owner[token] = labels[answer]
+        row[index] = math.exp(top[token])
+    total = sum(row)
+    return [p / total for p in row] if total > 0 else None
+
+
+def _png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _language(prompt: str) -> Language:
+    for language in Language:
+        if question(language) == prompt:
+            return language
+    raise ParameterError("the remote backend asks the classify question only.")
+
+
+def _call(endpoint: str, request: Callable[[], T]) -> T:
+    """Run one client request, its failures (after the client's retries) as `EndpointError`."""
+    try:
+        return request()
+    except openai.AuthenticationError:
+        raise EndpointError(f"{endpoint} refused the API key: pass the right --api-key.") from None
+    except openai.APIConnectionError:
+        raise EndpointError(
+            f"{endpoint} did not answer (after retries): check --endpoint and that the server"
+            " runs."
+        ) from None
+    except openai.APIStatusError as exc:
+        raise EndpointError(f"{endpoint} answered {exc.status_code}: {exc.message}") from None

@@ -1,0 +1,173 @@
+"""The model side of the server: batches of scoring or generation, run on one backend.
+
+`ModelEngine.prepare` and `ModelEngine.run` are the `geovlm.serve.batcher.Batcher`'s two
+stages: every payload of a batch shares one key, so one ``encode`` and one model call serve all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from geovlm.backends.hf import HFBackend
+
+__all__ = ["GenerateKey", "Generated", "ModelEngine", "Prompt", "ScoreKey", "TokenLogprob"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreKey:
+    """Prompts scored together: one question, the same candidate answers, images or not."""
+
+    prompt: str
+    answers: tuple[str, ...]
+    image: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateKey:
+    """Prompts answered together: the same answer length and log-probability request."""
+
+    max_new_tokens: int
+    #: Alternatives reported per token, or None when no log-probabilities are asked for.
+    top_logprobs: int | None
+    image: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One user turn: its text and its image (None for text only)."""
+
+    text: str
+    image: Image.Image | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token, its log-probability and the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """A generated answer with its token count and, if asked, per-token log-probabilities."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    logprobs: tuple[TokenLogprob, ...] | None
+
+
+class ModelEngine:
+    """Runs batches of `ScoreKey` or `GenerateKey` items on one loaded backend.
+
+    Parameters
+    ----------
+    backend
+        The model (generation reads its ``model`` and ``tokenizer``).
+    """
+
+    def __init__(self, backend: HFBackend) -> None:
+        self.backend = backend
+
+    def prepare(self, key: ScoreKey | GenerateKey, payloads: list[Prompt]) -> Any:
+        """Encode one batch (CPU work, done while the model runs the previous batch).
+
+        Parameters
+        ----------
+        key
+            What the batch does.
+        payloads
+            The prompts, all fitting `key`.
+
+        Returns
+        -------
+        object
+            The backend's model inputs, for `run`.
+        """
+        images = [p.image for p in payloads] if key.image else None
+        return self.backend.encode(images, [p.text for p in payloads])  # type: ignore[arg-type]
+
+    def run(self, key: ScoreKey | GenerateKey, inputs: Any) -> Sequence[Any]:
+        """Run one prepared batch on the model.
+
+        Parameters
+        ----------
+        key
+            What the batch does.
+        inputs
+            `prepare`'s result.
+
+        Returns
+        -------
+        list
+            Per prompt: a float64 row of answer probabilities (`ScoreKey`) or a `Generated`.
+        """
+        if isinstance(key, ScoreKey):
+            return list(self.backend.score_encoded(inputs, list(key.answers)))
+        return self._generate(inputs, key)
+
+    def _generate(self, inputs: dict[str, Any], key: GenerateKey) -> list[Generated]:
+        import torch
+        from transformers import GenerationConfig
+
+        model, tokenizer = self.backend.model, self.backend.tokenizer
+        eos = model.generation_config.eos_token_id
+        stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.pad_token_id}
+        config = GenerationConfig(
+            max_new_tokens=key.max_new_tokens, do_sample=False, eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        with torch.inference_mode():
+            out = model.generate(
+                **inputs, generation_config=config, return_dict_in_generate=True,
+                output_logits=key.top_logprobs is not None,
+            )
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        new = out.sequences[:, inputs["input_ids"].shape[1]:].tolist()
+        logp = (torch.stack(out.logits, dim=1).double().log_softmax(-1)
+                if key.top_logprobs is not None else None)
+        answers = []
+        for row, ids in enumerate(new):
+            length = next((i for i, t in enumerate(ids) if t in stops), None)
+            kept = ids if length is None else ids[:length]
+            tokens = None
+            if logp is not None and key.top_logprobs is not None:
+                tokens = tuple(
+                    self._token(tokenizer, logp[row, step], token, key.top_logprobs)
+                    for step, token in enumerate(kept)
+                )
+            answers.append(Generated(
+                text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                prompt_tokens=int(prompt_tokens[row]),
+                completion_tokens=len(kept) + (length is not None),
+                finish_reason="length" if length is None else "stop",
+                logprobs=tokens,
+            ))
+        return answers
+
+    @staticmethod
+    def _token(tokenizer: Any, logp: Any, token: int, top: int) -> TokenLogprob:
+        values, indices = logp.topk(top) if top else (logp[:0], logp[:0].long())
+        return TokenLogprob(
+            token=tokenizer.decode([token]),
+            logprob=_finite(float(logp[token])),
+            top=tuple(
+                (tokenizer.decode([int(i)]), _finite(float(v)))
+                for v, i in zip(values, indices, strict=True)
+            ),
+        )
+
+
+def _finite(value: float) -> float:
+    """JSON has no -inf: the lowest float stands for a zero probability."""
+    return value if math.isfinite(value) else -np.finfo(np.float64).max

@@ -1,0 +1,163 @@
+"""``classify --backend openai`` against a live ``geovlm serve`` on loopback.
+
+vLLM itself cannot run here: its protocol paths (``chat-logprobs``, ``chat-choice``) are tested
+against geovlm serve's chat completions endpoint, which speaks the same protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+
+import numpy as np
+import pyogrio
+import pytest
+from click.testing import CliRunner
+
+from geovlm.backends.openai import OpenAIBackend, RemoteMethod
+from geovlm.cli import cli
+from geovlm.errors import EndpointError
+from geovlm.prompts import DisasterLabel, question
+from geovlm.verbalizer import Verbalizer
+from tests.serve_fixtures import API_KEY, LiveServer, free_port
+from tests.test_serve import _chips
+
+SCENE = "rasterio/RGB.byte.tif"
+
+
+def _classify(geotiff_dir, out, model, *extra):
+    args = ["classify", str(geotiff_dir / SCENE), "-o", str(out), "--model", str(model),
+            "--size", "256", "--quantize", "none", "--device", "cpu", *extra]
+    return CliRunner().invoke(cli, args)
+
+
+@pytest.fixture(scope="module")
+def in_process(qwen3_vl_dir, geotiff_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("in_process") / "local.gpkg"
+    result = _classify(geotiff_dir, out, qwen3_vl_dir, "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    return pyogrio.read_dataframe(out, layer="chips").sort_values("chip_id")
+
+
+def _assert_same(frame, expected):
+    frame = frame.sort_values("chip_id")
+    assert list(frame["chip_id"]) == list(expected["chip_id"])
+    assert list(frame["label"]) == list(expected["label"])
+    assert list(frame["answer"]) == list(expected["answer"])
+    for got, want in zip(frame["probs"], expected["probs"], strict=True):
+        got, want = json.loads(got), json.loads(want)
+        assert list(got) == list(want)
+        np.testing.assert_allclose(list(got.values()), list(want.values()), atol=1e-4)
+
+
+def _parameters(path):
+    with sqlite3.connect(path) as db:
+        return json.loads(db.execute("SELECT parameters FROM runs").fetchone()[0])
+
+
+def test_remote_classify_equals_in_process(live_server, in_process, qwen3_vl_dir, geotiff_dir,
+                                           tmp_path):
+    out = tmp_path / "remote.gpkg"
+    result = _classify(geotiff_dir, out, qwen3_vl_dir, "--backend", "openai", "--endpoint",
+                       live_server.url, "--api-key", API_KEY, "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    _assert_same(pyogrio.read_dataframe(out, layer="chips"), in_process)
+    parameters = _parameters(out)
+    assert parameters["endpoint"].rstrip("/") == live_server.url
+    assert parameters["served_model"] == "tiny"
+    assert parameters["method"] == "geovlm-classify"
+    assert parameters["backend"] == "openai"
+
+
+def test_retries_recover_from_a_server_restarted_mid_run(
+    served_qwen3_vl, in_process, qwen3_vl_dir, geotiff_dir, tmp_path,
+):
+    port = free_port()
+    server = LiveServer(served_qwen3_vl, port=port, max_wait_ms=150).start()
+    out = tmp_path / "restarted.gpkg"
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.update(result=_classify(
+        geotiff_dir, out, qwen3_vl_dir, "--backend", "openai", "--endpoint", server.url,
+        "--batch-size", "2", "--concurrency", "2")))
+    run.start()
+    deadline = time.monotonic() + 60
+    while not server.batcher.batch_sizes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    served_before = len(server.batcher.batch_sizes)
+    server.stop()  # in-flight requests finish, new connections are refused
+    time.sleep(1.5)
+    server = LiveServer(served_qwen3_vl, port=port, max_wait_ms=150).start()
+    run.join(timeout=120)
+    server.stop()
+    result = outcome["result"]
+    assert result.exit_code == 0, result.output
+    assert served_before < 5 and server.batcher.batch_sizes  # both servers did work
+    frame = pyogrio.read_dataframe(out, layer="chips")
+    assert frame["chip_id"].is_unique  # none twice
+    _assert_same(frame, in_process)  # none lost
+
+
+def test_unreachable_endpoint_is_one_sentence(qwen3_vl_dir, geotiff_dir, tmp_path):
+    result = _classify(geotiff_dir, tmp_path / "x.gpkg", qwen3_vl_dir, "--backend", "openai",
+                       "--endpoint", f"http://127.0.0.1:{free_port()}/v1")
+    assert result.exit_code == 2 and "did not answer" in result.output
+    assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_wrong_key_and_missing_endpoint_exit_2(live_server, qwen3_vl_dir, geotiff_dir, tmp_path):
+    result = _classify(geotiff_dir, tmp_path / "x.gpkg", qwen3_vl_dir, "--backend", "openai",
+                       "--endpoint", live_server.url, "--api-key", "wrong")
+    assert result.exit_code == 2 and "API key" in result.output
+    result = _classify(geotiff_dir, tmp_path / "x.gpkg", qwen3_vl_dir, "--backend", "openai")
+    assert result.exit_code == 2 and "--endpoint" in result.output
+
+
+def test_chat_choice_method_picks_the_likeliest_form(live_server, served_qwen3_vl):
+    remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method="chat-choice")
+    assert remote.run_record()["method"] == "chat-choice"
+    chips = _chips(3, seed=7)
+    forms = [f.text for f in Verbalizer.default().forms("en")]
+    rows = remote.score(chips, question("en"), forms)
+    expected = served_qwen3_vl.backend.score(chips, question("en"), forms)
+    assert (rows.sum(axis=1) == 1).all() and set(np.unique(rows)) <= {0.0, 1.0}
+    assert list(rows.argmax(axis=1)) == list(expected.argmax(axis=1))
+
+
+def test_chat_logprobs_method_reads_first_token_probabilities(live_server):
+    remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method="chat-logprobs")
+    image = _chips(1, seed=8)
+    reply = remote._chat(remote.encode(image, ["?"]).images[0], question("en"), max_tokens=1,
+                         logprobs=True, top_logprobs=20)
+    top = [(t.token, t.logprob) for t in reply.choices[0].logprobs.content[0].top_logprobs]
+    usable = [(t, lp) for t, lp in top if t.strip() and t == t.lstrip() and t.isprintable()]
+    usable = [(t, lp) for t, lp in usable
+              if not any(o != t and o.startswith(t) for o, _ in top)][:6]
+    if len(usable) < 6:
+        pytest.skip("the random model's top tokens are not six printable ones")
+    mapping = {"en": {label.value: [f"{token} {label.value}"]
+                      for label, (token, _) in zip(DisasterLabel, usable, strict=True)}}
+    remote.verbalizer = Verbalizer.from_mapping(mapping)
+    forms = [f.text for f in remote.verbalizer.forms("en")]
+    (row,) = remote.score(image, question("en"), forms)
+    weights = np.array([math.exp(lp) for _, lp in usable])
+    np.testing.assert_allclose(row, weights / weights.sum(), atol=1e-9)
+
+
+def test_chat_logprobs_refuses_forms_whose_first_tokens_collide(live_server):
+    remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method="auto",
+                                   language="en")
+    assert remote.method is RemoteMethod.GEOVLM_CLASSIFY  # geovlm serve is recognised
+    remote.method = RemoteMethod.CHAT_LOGPROBS
+    forms = [f.text for f in Verbalizer.default().forms("en")]  # "A fire ...", "A flooding ..."
+    with pytest.raises(EndpointError, match="chat-choice"):
+        remote.score(_chips(1), question("en"), forms)
+
+
+def test_served_model_must_be_listed(live_server):
+    assert OpenAIBackend.connect(live_server.url, api_key=API_KEY,
+                                 served_model="tiny").served_model == "tiny"
+    with pytest.raises(EndpointError, match="pass one of tiny"):
+        OpenAIBackend.connect(live_server.url, api_key=API_KEY, served_model="xview2")
