@@ -73,8 +73,10 @@ class Batcher:
         #: Sizes of the batches run so far (for tests and the benchmark).
         self.batch_sizes: list[int] = []
         self._threads = [
-            threading.Thread(target=self._take_and_prepare, name="geovlm-prepare", daemon=True),
-            threading.Thread(target=self._run, name="geovlm-model", daemon=True),
+            threading.Thread(
+                target=self._take_and_prepare, name="geovlm-serve-prepare", daemon=True
+            ),
+            threading.Thread(target=self._run, name="geovlm-serve-model", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
