@@ -26,6 +26,8 @@ from processing.core.Processing import Processing  # noqa: E402
 
 Processing.initialize()
 
+#: The provider's algorithms, sorted.
+ALGORITHMS = ["geovlm:classify", "geovlm:evaluate", "geovlm:refer", "geovlm:tile", "geovlm:train"]
 #: Modules the plugin's process must never import.
 HEAVY = ("torch", "transformers", "rasterio", "geovlm")
 
