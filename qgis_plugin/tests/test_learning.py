@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import processing
@@ -84,13 +85,12 @@ def _train_then_classify(base: str) -> QgsProcessingModelAlgorithm:
 
 
 @pytest.fixture(scope="module")
-def trained(plugin, engine, scene, tiny_model, tmp_path_factory):
-    """Classify, correct two chips, then the model above: train on them, classify again."""
+def trained(classified, scene, tiny_model, tmp_path_factory):
+    """A copy of the classified map, two chips corrected; the model above trains on it."""
     root = tmp_path_factory.mktemp("train")
-    first = processing.run("geovlm:classify", {
-        "INPUT": str(scene), "MODEL": tiny_model, "QUANTIZE": 4, "DEVICE": "cpu",
-        "CHIP_SIZE": 256, "OUTPUT": str(root / "first.gpkg")})
-    corrected = QgsVectorLayer(first["OUTPUT"], "chips", "ogr")
+    shutil.copy(classified["OUTPUT"].split("|")[0], root / "first.gpkg")
+    first = f"{root / 'first.gpkg'}|layername=chips"
+    corrected = QgsVectorLayer(first, "chips", "ogr")
     fids = sorted(f.id() for f in corrected.getFeatures())
     label = corrected.fields().indexOf("label")
     corrected.startEditing()
@@ -102,7 +102,7 @@ def trained(plugin, engine, scene, tiny_model, tmp_path_factory):
     percents = []
     feedback.progressChanged.connect(percents.append)
     result = processing.run(model, {
-        "corrected": first["OUTPUT"], "scene": str(scene),
+        "corrected": first, "scene": str(scene),
         "train:model": str(root / "model"), "classify:chips": str(root / "again.gpkg")},
         feedback=feedback)
     return root, result, percents

@@ -48,11 +48,8 @@ def test_tile_writes_the_chip_layer(plugin, engine, scene, tmp_path):
     assert _status(out) == "complete"
 
 
-def test_classify_writes_a_styled_layer(plugin, engine, scene, tiny_model, tmp_path):
-    out = tmp_path / "classified.gpkg"
-    result = processing.run("geovlm:classify", {
-        "INPUT": str(scene), "MODEL": tiny_model, "QUANTIZE": 4, "DEVICE": "cpu",
-        "CHIP_SIZE": 256, "OUTPUT": str(out)})
+def test_classify_writes_a_styled_layer(classified):
+    result = classified
     assert result["STATUS"] == "complete" and result["WRITTEN"] == 16
     layer = QgsVectorLayer(result["OUTPUT"], "chips", "ogr")
     assert layer.isValid() and layer.featureCount() == 16
