@@ -200,7 +200,7 @@ class RasterAlgorithm(EngineAlgorithm):
         return args
 
     def done_message(self, event: dict[str, Any]) -> str:
-        return tr("Wrote {} ({} already done, {} chips skipped) in {} s.").format(
+        return tr("Wrote {} chips ({} already done, {} skipped) in {} s.").format(
             event.get("written"), event.get("already_done"), event.get("skipped_invalid"),
             event.get("seconds"))
 

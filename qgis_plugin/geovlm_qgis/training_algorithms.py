@@ -69,7 +69,8 @@ class TrainAlgorithm(EngineAlgorithm):
             " are left out). Builds a dataset folder beside the output (OUTPUT-dataset, rebuilt"
             " every run) with 'geovlm dataset from-map', then trains with 'geovlm train'. The"
             " output folder is a model: give it to geovlm:classify as MODEL. Cancelling keeps"
-            " the checkpoints written so far.")
+            " the checkpoints saved so far; RESUME continues from the last one, on the same"
+            " dataset.")
 
     INPUT = "INPUT"
     SCENE = "SCENE"
@@ -79,6 +80,7 @@ class TrainAlgorithm(EngineAlgorithm):
     SETTINGS = "SETTINGS"
     DEVICE = "DEVICE"
     OVERWRITE = "OVERWRITE"
+    RESUME = "RESUME"
     OUTPUT = "OUTPUT"
     DATASET = "DATASET"
     STATUS = "STATUS"
@@ -107,6 +109,9 @@ class TrainAlgorithm(EngineAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.OVERWRITE, tr("Replace a training run already in the output folder"), False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RESUME, tr("Continue the run in the output folder from its last checkpoint"),
+            False))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, tr("Trained model folder")))
         self.addOutput(QgsProcessingOutputFolder(self.DATASET, tr("Dataset folder")))
@@ -144,17 +149,22 @@ class TrainAlgorithm(EngineAlgorithm):
         device = self.parameterAsString(parameters, self.DEVICE, context).strip()
         if device:
             train += ["--device", device]
-        if self.parameterAsBool(parameters, self.OVERWRITE, context):
-            train.append("--overwrite")
-        feedback.pushInfo(tr("Step 1 of 2: dataset from the corrected layer into {}").format(
-            dataset))
-        done = self.run_step(from_map, feedback, (0.0, DATASET_SHARE))
+        for name, flag in ((self.OVERWRITE, "--overwrite"), (self.RESUME, "--resume")):
+            if self.parameterAsBool(parameters, name, context):
+                train.append(flag)
+        if "--resume" in train and os.path.isdir(dataset):
+            feedback.pushInfo(tr("Step 1 of 2: resuming on the dataset in {}").format(dataset))
+            done = {"status": "complete"}
+        else:
+            feedback.pushInfo(tr("Step 1 of 2: dataset from the corrected layer into {}")
+                              .format(dataset))
+            done = self.run_step(from_map, feedback, (0.0, DATASET_SHARE))
         if done.get("status") == "complete" and not feedback.isCanceled():
             feedback.pushInfo(tr("Step 2 of 2: training into {}").format(output))
             done = self.run_step(train, feedback, (DATASET_SHARE, 100.0))
         if done.get("status") != "complete":
-            feedback.pushInfo(tr("Cancelled: the checkpoints written so far are kept in {}.")
-                              .format(output))
+            feedback.pushInfo(tr("Cancelled: checkpoints saved so far stay in {}; RESUME"
+                                 " continues from the last one.").format(output))
         return {self.OUTPUT: output, self.DATASET: dataset, self.STATUS: done.get("status", ""),
                 self.STEPS: done.get("steps", 0), self.FINAL_LOSS: done.get("final_loss")}
 

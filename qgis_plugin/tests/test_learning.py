@@ -145,3 +145,15 @@ def test_train_refuses_a_layer_that_is_not_a_classify_output(plugin, engine, tmp
         processing.run("geovlm:train", {
             "INPUT": str(DATA / "vector/opengeos/buildings.shp"),
             "OUTPUT": str(tmp_path / "model")})
+
+
+def test_resume_reuses_the_dataset_and_passes_the_engine_refusal(trained, tiny_model):
+    root, _, _ = trained
+    built = (root / "model-dataset" / "geovlm-dataset.json").stat().st_mtime_ns
+    with pytest.raises(QgsProcessingException, match="finished run, with nothing left to resume"):
+        processing.run("geovlm:train", {
+            "INPUT": f"{root / 'first.gpkg'}|layername=chips", "CONFIG": "tiny-cpu",
+            "MODEL": tiny_model, "LANGUAGES": "en", "SETTINGS": "num_train_epochs=1",
+            "DEVICE": "cpu", "RESUME": True,
+            "OUTPUT": str(root / "model")})
+    assert (root / "model-dataset" / "geovlm-dataset.json").stat().st_mtime_ns == built
