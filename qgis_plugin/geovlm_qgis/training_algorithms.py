@@ -172,7 +172,8 @@ class TrainAlgorithm(EngineAlgorithm):
         if "steps" in event:
             return tr("Trained {} steps in {} s, final loss {}.").format(
                 event.get("steps"), event.get("seconds"), event.get("final_loss"))
-        return tr("Wrote {} samples in {} s.").format(event.get("written"), event.get("seconds"))
+        return tr("Dataset from {} chips in {} s.").format(event.get("written"),
+                                                         event.get("seconds"))
 
 
 class EvaluateAlgorithm(EngineAlgorithm):
