@@ -1,4 +1,4 @@
-"""Processing algorithms ``geovlm:tile`` and ``geovlm:classify``: engine commands as algorithms.
+"""Processing algorithms over a raster: ``geovlm:tile``, ``geovlm:classify``, ``geovlm:refer``.
 
 Parameter names are constants and ids fixed lowercase, so models, batch runs and
 ``qgis_process run geovlm:classify -- INPUT=... OUTPUT=...`` keep working across versions.
@@ -12,7 +12,6 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -20,28 +19,24 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
+    QgsProcessingParameterVectorLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
 
-from .engine import EngineError, run_engine
-from .settings import engine_path
+from .base import EngineAlgorithm, layer_file, tr
 
-__all__ = ["ClassifyAlgorithm", "GeovlmAlgorithm", "TileAlgorithm", "raster_problem"]
+__all__ = ["ClassifyAlgorithm", "RasterAlgorithm", "ReferAlgorithm", "TileAlgorithm",
+           "raster_problem"]
 
 LANGUAGES = ("en", "ja", "zh")
 MODES = ("score", "generate")
 #: "preset" leaves quantization to the model preset.
 QUANTIZATIONS = ("preset", "auto", "4bit", "8bit", "none")
 DEFAULT_MODEL = "xview2-qwen3vl"
-
-
-def tr(text: str) -> str:
-    """Translate a user-visible string in the plugin's context."""
-    return QCoreApplication.translate("geovlm", text)
 
 
 def raster_problem(layer: Any) -> str | None:
@@ -64,8 +59,8 @@ def raster_problem(layer: Any) -> str | None:
     return None
 
 
-class GeovlmAlgorithm(QgsProcessingAlgorithm):
-    """Shared by every geovlm algorithm: names, input/output, running the engine."""
+class RasterAlgorithm(EngineAlgorithm):
+    """Shared by the algorithms that chip a raster: input, tiling, GeoPackage output."""
 
     INPUT = "INPUT"
     OUTPUT = "OUTPUT"
@@ -78,25 +73,15 @@ class GeovlmAlgorithm(QgsProcessingAlgorithm):
     RUN_ID = "RUN_ID"
     STATUS = "STATUS"
     WRITTEN = "WRITTEN"
+    LANGUAGE = "LANGUAGE"
+    BATCH_SIZE = "BATCH_SIZE"
+    QUANTIZE = "QUANTIZE"
+    DEVICE = "DEVICE"
 
-    #: Fixed lowercase id, display name and help; set by subclasses.
-    ALGORITHM_ID = ""
-    DISPLAY_NAME = ""
-    HELP = ""
     #: Default chip size; 0 means the model preset's.
     DEFAULT_CHIP_SIZE = 512
-
-    def name(self) -> str:
-        return self.ALGORITHM_ID
-
-    def displayName(self) -> str:  # noqa: N802
-        return tr(self.DISPLAY_NAME)
-
-    def shortHelpString(self) -> str:  # noqa: N802
-        return tr(self.HELP)
-
-    def createInstance(self) -> GeovlmAlgorithm:  # noqa: N802
-        return type(self)()
+    #: The layer written, when the engine's ``done`` event does not name it.
+    LAYER = "chips"
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input raster")))
@@ -152,17 +137,11 @@ class GeovlmAlgorithm(QgsProcessingAlgorithm):
                 tr("The output must be a GeoPackage (.gpkg), not {}.").format(output))
         args = [*self.task_arguments(parameters, context), layer.source(), "-o", output,
                 *self.tiling_arguments(parameters, context)]
-        try:
-            engine = engine_path()
-            feedback.pushCommandInfo(" ".join([engine, *args]))
-            done = run_engine(engine, args, lambda event: self._report(event, feedback),
-                              feedback.isCanceled)
-        except EngineError as exc:
-            raise QgsProcessingException(exc.message) from exc
+        done = self.run_step(args, feedback)
         if done.get("status") == "interrupted":
             feedback.pushInfo(tr("Cancelled: what was processed is kept; run again with the same"
                                  " parameters to resume."))
-        layers = done.get("layers") or ["chips"]
+        layers = done.get("layers") or [self.LAYER]
         return {
             self.OUTPUT: f"{output}|layername={layers[0]}",
             self.RUN_ID: done.get("run_id", ""),
@@ -189,26 +168,44 @@ class GeovlmAlgorithm(QgsProcessingAlgorithm):
             args.append("--overwrite")
         return args
 
-    @staticmethod
-    def _report(event: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            feedback.pushInfo(tr("{} chips into layer {} of {} (run {})").format(
-                event.get("total"), ", ".join(event.get("layers", [])), event.get("output"),
-                event.get("run_id")))
-        elif kind == "progress" and event.get("total"):
-            feedback.setProgress(100.0 * event["done"] / event["total"])
-        elif kind == "warning":
-            feedback.pushWarning(str(event.get("message")))
-        elif kind == "done" and event.get("status") == "complete":
-            feedback.pushInfo(tr("Wrote {} chips ({} already done, {} skipped) in {} s.").format(
-                event.get("written"), event.get("already_done"), event.get("skipped_invalid"),
-                event.get("seconds")))
-        elif kind == "log":
-            feedback.pushConsoleInfo(str(event.get("message")))
+    def add_language_parameter(self, label: str) -> None:
+        """Add LANGUAGE: en, ja or zh."""
+        self.addParameter(QgsProcessingParameterEnum(
+            self.LANGUAGE, label, list(LANGUAGES), defaultValue=0))
+
+    def add_model_run_parameters(self) -> None:
+        """Add BATCH_SIZE, QUANTIZE and DEVICE: how a model runs."""
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, tr("Chips per model call"), QgsProcessingParameterNumber.Integer, 8,
+            minValue=1))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.QUANTIZE, tr("Weights (preset: the preset's choice)"), list(QUANTIZATIONS),
+            defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            self.DEVICE, tr("Device, e.g. cuda:0 or cpu (empty: CUDA when present)"),
+            optional=True))
+
+    def model_run_arguments(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> list[str]:
+        """Engine options for LANGUAGE, BATCH_SIZE, QUANTIZE and DEVICE."""
+        args = ["--language", LANGUAGES[self.parameterAsEnum(parameters, self.LANGUAGE, context)],
+                "--batch-size", str(self.parameterAsInt(parameters, self.BATCH_SIZE, context))]
+        quantize = QUANTIZATIONS[self.parameterAsEnum(parameters, self.QUANTIZE, context)]
+        if quantize != "preset":
+            args += ["--quantize", quantize]
+        device = self.parameterAsString(parameters, self.DEVICE, context).strip()
+        if device:
+            args += ["--device", device]
+        return args
+
+    def done_message(self, event: dict[str, Any]) -> str:
+        return tr("Wrote {} chips ({} already done, {} skipped) in {} s.").format(
+            event.get("written"), event.get("already_done"), event.get("skipped_invalid"),
+            event.get("seconds"))
 
 
-class TileAlgorithm(GeovlmAlgorithm):
+class TileAlgorithm(RasterAlgorithm):
     """``geovlm:tile``: chip footprints of a raster, no model."""
 
     ALGORITHM_ID = "tile"
@@ -222,7 +219,7 @@ class TileAlgorithm(GeovlmAlgorithm):
         return ["tile"]
 
 
-class ClassifyAlgorithm(GeovlmAlgorithm):
+class ClassifyAlgorithm(RasterAlgorithm):
     """``geovlm:classify``: the disaster type of every chip, by a vision-language model."""
 
     ALGORITHM_ID = "classify"
@@ -236,12 +233,8 @@ class ClassifyAlgorithm(GeovlmAlgorithm):
     MODEL = "MODEL"
     ADAPTER = "ADAPTER"
     NO_ADAPTER = "NO_ADAPTER"
-    LANGUAGE = "LANGUAGE"
     MODE = "MODE"
     MIN_CONFIDENCE = "MIN_CONFIDENCE"
-    BATCH_SIZE = "BATCH_SIZE"
-    QUANTIZE = "QUANTIZE"
-    DEVICE = "DEVICE"
     NATIVE_GSD = "NATIVE_GSD"
 
     def add_task_parameters(self) -> None:
@@ -251,24 +244,14 @@ class ClassifyAlgorithm(GeovlmAlgorithm):
             self.ADAPTER, tr("LoRA adapter (empty: the preset's)"), optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.NO_ADAPTER, tr("Use the base model without the preset's adapter"), False))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.LANGUAGE, tr("Language of question and answers"), list(LANGUAGES),
-            defaultValue=0))
+        self.add_language_parameter(tr("Language of question and answers"))
         self.addParameter(QgsProcessingParameterEnum(
             self.MODE, tr("Mode"), [tr("score: a probability for every label"),
                                     tr("generate: free text, parsed")], defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_CONFIDENCE, tr("Minimum confidence (below: 'uncertain')"),
             QgsProcessingParameterNumber.Double, 0.0, minValue=0, maxValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, tr("Chips per model call"), QgsProcessingParameterNumber.Integer, 8,
-            minValue=1))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.QUANTIZE, tr("Weights (preset: the preset's choice)"), list(QUANTIZATIONS),
-            defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(
-            self.DEVICE, tr("Device, e.g. cuda:0 or cpu (empty: CUDA when present)"),
-            optional=True))
+        self.add_model_run_parameters()
         self.addParameter(QgsProcessingParameterBoolean(
             self.NATIVE_GSD, tr("Keep the raster's resolution (not the preset's)"), False))
 
@@ -278,22 +261,85 @@ class ClassifyAlgorithm(GeovlmAlgorithm):
         args = ["classify",
                 "--model", self.parameterAsString(parameters, self.MODEL, context).strip()
                 or DEFAULT_MODEL,
-                "--language", LANGUAGES[self.parameterAsEnum(parameters, self.LANGUAGE, context)],
                 "--mode", MODES[self.parameterAsEnum(parameters, self.MODE, context)],
                 "--min-confidence",
                 repr(self.parameterAsDouble(parameters, self.MIN_CONFIDENCE, context)),
-                "--batch-size", str(self.parameterAsInt(parameters, self.BATCH_SIZE, context))]
+                *self.model_run_arguments(parameters, context)]
         adapter = self.parameterAsString(parameters, self.ADAPTER, context).strip()
         if adapter:
             args += ["--adapter", adapter]
         if self.parameterAsBool(parameters, self.NO_ADAPTER, context):
             args.append("--no-adapter")
-        quantize = QUANTIZATIONS[self.parameterAsEnum(parameters, self.QUANTIZE, context)]
-        if quantize != "preset":
-            args += ["--quantize", quantize]
-        device = self.parameterAsString(parameters, self.DEVICE, context).strip()
-        if device:
-            args += ["--device", device]
         if self.parameterAsBool(parameters, self.NATIVE_GSD, context):
             args.append("--native-gsd")
         return args
+
+
+class ReferAlgorithm(RasterAlgorithm):
+    """``geovlm:refer``: a referring expression for every object of the raster."""
+
+    ALGORITHM_ID = "refer"
+    DISPLAY_NAME = "Describe objects with referring expressions"
+    HELP = ("Writes, for every object of the raster, an expression that picks it out among the"
+            " objects of its chip (\"the destroyed building in the north-west corner\"), in"
+            " map directions, or flags it ambiguous: layer 'objects' of a GeoPackage, styled."
+            " The objects come from one of: a footprint layer (a 'damage' field is read as xBD"
+            " damage grades), an xBD label file of the raster, or detection by the caption"
+            " model. Optional models rewrite the expressions and caption each chip. Runs the"
+            " geovlm engine in its own environment.")
+    LAYER = "objects"
+
+    FOOTPRINTS = "FOOTPRINTS"
+    XBD_LABELS = "XBD_LABELS"
+    DETECT = "DETECT"
+    REWRITE_MODEL = "REWRITE_MODEL"
+    CAPTION_MODEL = "CAPTION_MODEL"
+
+    def add_task_parameters(self) -> None:
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.FOOTPRINTS, tr("Object footprints (polygons)"),
+            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.XBD_LABELS, tr("Or: the raster's xBD label file"),
+            extension="json", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.DETECT, tr("Or: detect the objects with the caption model"), False))
+        self.add_language_parameter(tr("Language of the expressions and captions"))
+        self.addParameter(QgsProcessingParameterString(
+            self.REWRITE_MODEL, tr("Text model that rewrites the expressions (optional)"),
+            optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.CAPTION_MODEL, tr("Vision-language model that captions chips (optional)"),
+            optional=True))
+        self.add_model_run_parameters()
+
+    def task_arguments(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> list[str]:
+        footprints = self.parameterAsVectorLayer(parameters, self.FOOTPRINTS, context)
+        labels = self.parameterAsFile(parameters, self.XBD_LABELS, context)
+        detect = self.parameterAsBool(parameters, self.DETECT, context)
+        if [footprints is not None, bool(labels), detect].count(True) != 1:
+            raise QgsProcessingException(tr(
+                "Give exactly one source of objects: a footprint layer, an xBD label file or"
+                " detection."))
+        args = ["refer", *self.model_run_arguments(parameters, context)]
+        if footprints is not None:
+            path, layer = layer_file(footprints)
+            args += ["--footprints", path, *(["--footprints-layer", layer] if layer else [])]
+        elif labels:
+            args += ["--xbd-labels", labels]
+        else:
+            args.append("--detect")
+        for name, option in ((self.REWRITE_MODEL, "--rewrite-model"),
+                             (self.CAPTION_MODEL, "--caption-model")):
+            model = self.parameterAsString(parameters, name, context).strip()
+            if model:
+                args += [option, model]
+        return args
+
+    def done_message(self, event: dict[str, Any]) -> str:
+        return tr("Described {} objects ({} unambiguous, {} rewrites kept, {} rejected) in"
+                  " {} s.").format(event.get("written"), event.get("unambiguous"),
+                                   event.get("rewrites_kept"), event.get("rewrites_rejected"),
+                                   event.get("seconds"))

@@ -26,7 +26,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .algorithms import DEFAULT_MODEL, LANGUAGES, raster_problem, tr
+from .algorithms import DEFAULT_MODEL, LANGUAGES, raster_problem
+from .base import tr
 from .engine import EngineError, engine_json, run_engine
 from .settings import engine_path
 from .tasks import BackgroundTask

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider
 
-from .algorithms import ClassifyAlgorithm, TileAlgorithm
+from .algorithms import ClassifyAlgorithm, ReferAlgorithm, TileAlgorithm
+from .training_algorithms import EvaluateAlgorithm, TrainAlgorithm
 
 __all__ = ["GeovlmProvider"]
 
 
 class GeovlmProvider(QgsProcessingProvider):
-    """Provider id ``geovlm``: ``geovlm:tile`` and ``geovlm:classify``; outputs are GeoPackages."""
+    """Provider id ``geovlm``: tile, classify, refer, train, evaluate; layers are GeoPackages."""
 
     def id(self) -> str:
         return "geovlm"
@@ -22,7 +23,8 @@ class GeovlmProvider(QgsProcessingProvider):
         return self.tr("geovlm: vision-language models over rasters")
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (TileAlgorithm(), ClassifyAlgorithm()):
+        for algorithm in (TileAlgorithm(), ClassifyAlgorithm(), ReferAlgorithm(), TrainAlgorithm(),
+                          EvaluateAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802

@@ -21,7 +21,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .algorithms import tr
+from .base import tr
 from .engine import EngineError, find_engine
 from .engine_setup import create_engine, diagnostics, venv_engine, verify_engine
 from .settings import configured_engine, set_engine_path

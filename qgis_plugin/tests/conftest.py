@@ -26,6 +26,8 @@ from processing.core.Processing import Processing  # noqa: E402
 
 Processing.initialize()
 
+#: The provider's algorithms, sorted.
+ALGORITHMS = ["geovlm:classify", "geovlm:evaluate", "geovlm:refer", "geovlm:tile", "geovlm:train"]
 #: Modules the plugin's process must never import.
 HEAVY = ("torch", "transformers", "rasterio", "geovlm")
 
@@ -85,3 +87,14 @@ def big_scene(tmp_path_factory) -> Path:
         dataset.GetRasterBand(band).WriteArray(data)
     dataset = None
     return path
+
+
+@pytest.fixture(scope="session")
+def classified(plugin, engine, scene, tiny_model, tmp_path_factory) -> dict:
+    """``geovlm:classify`` over `scene` with the tiny model, 256 px chips: its result."""
+    import processing
+
+    out = tmp_path_factory.mktemp("classified") / "classified.gpkg"
+    return processing.run("geovlm:classify", {
+        "INPUT": str(scene), "MODEL": tiny_model, "QUANTIZE": 4, "DEVICE": "cpu",
+        "CHIP_SIZE": 256, "OUTPUT": str(out)})

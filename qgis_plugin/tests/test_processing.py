@@ -19,7 +19,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .conftest import HEAVY, PLUGIN_ROOT
+from .conftest import ALGORITHMS, HEAVY, PLUGIN_ROOT
 
 
 def _status(gpkg):
@@ -27,10 +27,10 @@ def _status(gpkg):
         return db.execute("SELECT status FROM runs").fetchone()[0]
 
 
-def test_the_provider_registers_both_algorithms(plugin):
+def test_the_provider_registers_every_algorithm(plugin):
     provider = QgsApplication.processingRegistry().providerById("geovlm")
     assert provider is not None
-    assert sorted(a.id() for a in provider.algorithms()) == ["geovlm:classify", "geovlm:tile"]
+    assert sorted(a.id() for a in provider.algorithms()) == ALGORITHMS
     classify = QgsApplication.processingRegistry().algorithmById("geovlm:classify")
     names = {p.name() for p in classify.parameterDefinitions()}
     assert {"INPUT", "OUTPUT", "CHIP_SIZE", "OVERLAP", "MODEL", "ADAPTER", "LANGUAGE", "MODE",
@@ -48,11 +48,8 @@ def test_tile_writes_the_chip_layer(plugin, engine, scene, tmp_path):
     assert _status(out) == "complete"
 
 
-def test_classify_writes_a_styled_layer(plugin, engine, scene, tiny_model, tmp_path):
-    out = tmp_path / "classified.gpkg"
-    result = processing.run("geovlm:classify", {
-        "INPUT": str(scene), "MODEL": tiny_model, "QUANTIZE": 4, "DEVICE": "cpu",
-        "CHIP_SIZE": 256, "OUTPUT": str(out)})
+def test_classify_writes_a_styled_layer(classified):
+    result = classified
     assert result["STATUS"] == "complete" and result["WRITTEN"] == 16
     layer = QgsVectorLayer(result["OUTPUT"], "chips", "ogr")
     assert layer.isValid() and layer.featureCount() == 16
