@@ -15,12 +15,12 @@ model loads.
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from geovlm.errors import InputError
 
-__all__ = ["LIST_SUFFIXES", "RASTER_SUFFIXES", "expand_scenes"]
+__all__ = ["LIST_SUFFIXES", "RASTER_SUFFIXES", "expand_scenes", "single_scene"]
 
 #: What a folder's rasters end with (compared in lower case).
 RASTER_SUFFIXES = frozenset({".tif", ".tiff", ".vrt"})
@@ -101,3 +101,19 @@ def expand_scenes(names: Iterable[str]) -> list[str]:
     if not scenes:
         raise InputError("No scene given; pass one or more rasters, folders, globs or lists.")
     return scenes
+
+
+def single_scene(names: Sequence[str]) -> str | None:
+    """The scene when `names` is one raster path or URL (a single-scene run), else None.
+
+    A missing path counts as one scene, so the single-scene run reports it as before.
+    """
+    if len(names) != 1:
+        return None
+    name = names[0]
+    if _is_url(name):
+        return name
+    path = Path(name)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in LIST_SUFFIXES):
+        return None
+    return None if not path.exists() and _GLOB_CHARS & set(name) else name
