@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pyogrio
 import pytest
 import rasterio
@@ -14,7 +19,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from geovlm.cli import cli
-from tests.helpers import assert_valid_geopackage
+from tests.helpers import assert_valid_geopackage, count_rows
 from tests.test_event_scenes import _warped
 
 EXTRA = ["--size", "256", "--native-gsd", "--batch-size", "4", "--quantize", "none",
@@ -111,3 +116,39 @@ def test_bad_scenes_and_crs_refused_in_one_line(qwen3_vl_dir, event, tmp_path, s
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.count("\n") == 1
     assert not out.exists()
+
+
+def test_resume_after_kill_in_the_second_scene(qwen3_vl_dir, event, tmp_path):
+    scenes = [str(event["naip"]), str(event["cogeo"])]
+    extra = ["--size", "64", "--native-gsd", "--batch-size", "4", "--quantize", "none",
+             "--device", "cpu"]
+    reference = tmp_path / "reference.gpkg"
+    args = ["classify", *scenes, "-o", str(reference), "--model", str(qwen3_vl_dir), *extra]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    expected = pyogrio.read_dataframe(reference, layer="chips")
+    first = int((expected["scene"] == str(event["naip"].resolve())).sum())
+
+    out = tmp_path / "killed.gpkg"
+    process = subprocess.Popen([sys.executable, "-m", "geovlm.cli", "classify", *scenes, "-o",
+                                str(out), "--model", str(qwen3_vl_dir), "-q", *extra])
+    deadline = time.monotonic() + 120
+    while count_rows(out) < first + 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = count_rows(out)
+    assert first < partial < len(expected), "the run must be killed in the second scene"
+
+    args[args.index(str(reference))] = str(out)
+    resumed = CliRunner().invoke(cli, [*args, "--progress", "json"])
+    assert resumed.exit_code == 0, resumed.output
+    done = json.loads(resumed.output.strip().splitlines()[-1])
+    assert done["already_done"] == partial and done["written"] == len(expected) - partial
+    a = expected.sort_values("scene_chip_id").reset_index(drop=True)
+    b = pyogrio.read_dataframe(out, layer="chips").sort_values("scene_chip_id")
+    b = b.reset_index(drop=True)
+    assert list(a["scene_chip_id"]) == list(b["scene_chip_id"])
+    assert list(a["label"]) == list(b["label"])
+    assert np.allclose(a["confidence"], b["confidence"], atol=1e-5)
+    assert a.geometry.geom_equals(b.geometry).all()
+    assert_valid_geopackage(out)
