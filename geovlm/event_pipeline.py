@@ -155,7 +155,7 @@ def run_over_scenes(
         with (
             ProgressReporter(progress, total, "chips", output=str(output),
                              run_id=writer.run_id, layers=[layer],
-                             scenes=len(event.opened), failed_scenes=len(failed)) as reporter,
+                             scenes=len(event.opened)) as reporter,
             OrderedWrites(writer, [layer]) as writes,
             contextlib.closing(prepared_ahead(stream.batches(batch_size), prepare))
             as prepared_batches,
