@@ -7,7 +7,8 @@ reading and preparing batch k+1 moves on to the next scene while the model works
 batch of the one before, so the model never waits at a scene boundary. A batch holds chips of
 one scene. Each record gets the fields ``scene`` and ``scene_chip_id`` (the id a re-run resumes
 by: scene and chip together), and its chip polygon is reprojected into the layer's CRS with
-densified edges.
+densified edges. Progress events carry ``scene``, the number of the scene being worked on (of
+``scenes`` in the ``start`` event).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def run_over_scenes(
                               for chip in batch]
                 finished = writes.submit([new_rows(writer, LayerRows(layer, rows, geometries))])
                 skipped = stream.skipped_invalid
-                reporter.advance(finished + skipped - skipped_before)
+                reporter.advance(finished + skipped - skipped_before,
+                                 scene=event.opened.index(info) + 1)
                 skipped_before = skipped
             reporter.advance(writes.drain() + stream.skipped_invalid - skipped_before)
             writer.count_skipped(stream.skipped_invalid)

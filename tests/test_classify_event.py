@@ -55,6 +55,10 @@ def test_event_in_one_run_one_layer(qwen3_vl_dir, event, tmp_path):
     lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     warnings = [line["message"] for line in lines if line["event"] == "warning"]
     assert any(str(event["broken"]) in message for message in warnings)
+    (start,) = [line for line in lines if line["event"] == "start"]
+    assert start["scenes"] == 3
+    numbers = [line["scene"] for line in lines if line["event"] == "progress" and "scene" in line]
+    assert numbers == sorted(numbers) and numbers[-1] == 3
     done = lines[-1]
     assert done["event"] == "done" and done["scenes"] == 3
     assert [f["scene"] for f in done["failed_scenes"]] == [str(event["broken"])]
