@@ -134,7 +134,7 @@ def tile(
 
 
 @cli.command()
-@click.argument("scene", type=str)
+@click.argument("scenes", nargs=-1, required=True, type=str, metavar="SCENE...")
 @output_options
 @model_options
 @remote_options
@@ -155,8 +155,11 @@ def tile(
               help="Keep the scene's resolution instead of the preset's training resolution.")
 @click.option("--no-calibration", is_flag=True,
               help="Ignore the preset's calibration (score mode's raw probabilities).")
+@click.option("--dst-crs", default=None, metavar="CRS",
+              help="CRS of the layer of several scenes (e.g. EPSG:32614)."
+                   "  [default: the scenes' CRS, else EPSG:4326]")
 def classify(
-    scene: str,
+    scenes: tuple[str, ...],
     output: str,
     overwrite: bool,
     progress: str,
@@ -185,8 +188,13 @@ def classify(
     gsd: float | None,
     native_gsd: bool,
     no_calibration: bool,
+    dst_crs: str | None,
 ) -> None:
     """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
+
+    Several scenes (rasters, folders, globs, text files of paths) make one run with one model
+    load and one layer, with fields ``scene`` and ``scene_chip_id``; scenes that fail to open
+    are skipped with a warning.
 
     Chip size and ground sampling distance default to the model preset's, so chips cover the
     ground extent the model was trained on. Score mode compares every answer form the preset
@@ -195,8 +203,17 @@ def classify(
     the answer forms and the calibration.
     """
     from geovlm.model_choice import ModelChoice
-    from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scene
+    from geovlm.scene_list import expand_scenes, single_scene
+    from geovlm.tasks.classify import (
+        ClassifyMode,
+        ClassifySettings,
+        classify_event,
+        classify_scene,
+    )
     from geovlm.tiling import TilingOptions
+
+    single = single_scene(scenes) if dst_crs is None else None
+    event_scenes = [] if single is not None else expand_scenes(scenes)
 
     choice = ModelChoice.resolve(
         model, adapter=adapter, no_adapter=no_adapter, quantize=quantize, device=device,
@@ -218,19 +235,19 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
-    summary = classify_scene(
-        scene,
-        output,
-        preset=preset,
-        backend_factory=backend_factory,
-        tiling=tiling,
-        settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                  max_new_tokens, preset.answers, choice.calibration),
-        run_parameters=run_parameters,
-        batch_size=batch_size,
-        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
-        overwrite=overwrite,
-    )
+    common: dict[str, Any] = {
+        "preset": preset,
+        "backend_factory": backend_factory,
+        "tiling": tiling,
+        "settings": ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
+                                     max_new_tokens, preset.answers, choice.calibration),
+        "run_parameters": run_parameters,
+        "batch_size": batch_size,
+        "progress": ProgressMode.NONE if quiet else ProgressMode(progress),
+        "overwrite": overwrite,
+    }
+    summary = (classify_scene(single, output, **common) if single is not None
+               else classify_event(event_scenes, output, dst_crs=dst_crs, **common))
     _report(summary.as_dict(), progress, quiet)
 
 

@@ -66,6 +66,9 @@ class RunRecord:
     command: str
     parameters: Mapping[str, Any]
     versions: Mapping[str, str] = field(default_factory=dict)
+    #: What the run found, recorded with its parameters (key ``notes``) but not in its
+    #: signature: e.g. the scenes that failed to open, which a re-run retries.
+    notes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def signature(self) -> str:
@@ -113,7 +116,8 @@ def insert_run(db: sqlite3.Connection, run_id: str, run: RunRecord, layer: str) 
         (
             run_id,
             run.command,
-            json.dumps(run.parameters, sort_keys=True, default=str),
+            json.dumps({**run.parameters, **({"notes": run.notes} if run.notes else {})},
+                       sort_keys=True, default=str),
             run.signature,
             json.dumps(run.versions, sort_keys=True),
             layer,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from geovlm.backends.base import Backend
 from geovlm.calibration import Calibration
 from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
+from geovlm.event_pipeline import run_over_scenes
 from geovlm.gpkg import FieldType
 from geovlm.models import ModelPreset
 from geovlm.pipeline import ChipRecords, ChipSteps, RunSummary, run_over_chips
@@ -41,6 +42,7 @@ __all__ = [
     "ClassifyMode",
     "ClassifySettings",
     "classify_chips",
+    "classify_event",
     "classify_scene",
     "encode_chips",
     "scored_answers",
@@ -306,6 +308,82 @@ def classify_scene(
     DeviceError
         The GPU runs out of memory on a batch (lower ``batch_size``).
     """
+    setup, parameters = _classify_steps(preset, backend_factory, settings, run_parameters)
+    return run_over_chips(
+        scene,
+        output,
+        command="classify",
+        tiling=tiling,
+        parameters=parameters,
+        layer="chips",
+        fields=CLASSIFY_FIELDS,
+        style_qml=categorized_style("label"),
+        setup=setup,
+        batch_size=batch_size,
+        progress=progress,
+        overwrite=overwrite,
+        extra_versions=library_versions(ML_PACKAGES),
+    )
+
+
+def classify_event(
+    scenes: Sequence[str],
+    output: str | Path,
+    *,
+    preset: ModelPreset,
+    backend_factory: Callable[[], Backend],
+    tiling: TilingOptions,
+    settings: ClassifySettings,
+    run_parameters: dict[str, Any],
+    batch_size: int = 8,
+    progress: ProgressMode = ProgressMode.AUTO,
+    overwrite: bool = False,
+    dst_crs: str | None = None,
+) -> RunSummary:
+    """Classify every valid chip of several scenes into one layer ``chips``, loading the model once.
+
+    Parameters are those of `classify_scene`, with `scenes` for the one scene and `dst_crs`,
+    the layer's CRS (None: the scenes' CRS, else EPSG:4326); see
+    `geovlm.event_pipeline.run_over_scenes` for the fields added and the scenes skipped.
+
+    Returns
+    -------
+    RunSummary
+        Counts and timing, with the scenes processed and those that failed to open.
+
+    Raises
+    ------
+    ModelCapabilityError
+        The model reads text only.
+    InputError
+        None of the scenes opens.
+    """
+    setup, parameters = _classify_steps(preset, backend_factory, settings, run_parameters)
+    return run_over_scenes(
+        scenes,
+        output,
+        command="classify",
+        tiling=tiling,
+        parameters=parameters,
+        layer="chips",
+        fields=CLASSIFY_FIELDS,
+        style_qml=categorized_style("label"),
+        setup=setup,
+        batch_size=batch_size,
+        progress=progress,
+        overwrite=overwrite,
+        extra_versions=library_versions(ML_PACKAGES),
+        dst_crs=dst_crs,
+    )
+
+
+def _classify_steps(
+    preset: ModelPreset,
+    backend_factory: Callable[[], Backend],
+    settings: ClassifySettings,
+    run_parameters: dict[str, Any],
+) -> tuple[Callable[[], ChipSteps], dict[str, Any]]:
+    """The setup that loads the model and makes classify's steps, and the run's parameters."""
     if not preset.supports_images:
         raise ModelCapabilityError(
             f"{preset.name} reads text only and cannot classify images; choose a"
@@ -323,30 +401,16 @@ def classify_scene(
 
         return ChipSteps(prepare=encode, process=classify)
 
-    return run_over_chips(
-        scene,
-        output,
-        command="classify",
-        tiling=tiling,
-        parameters={
-            **run_parameters,
-            "prompt": settings.prompt,
-            "language": settings.language.value,
-            "mode": settings.mode.value,
-            "min_confidence": settings.min_confidence,
-            "max_new_tokens": settings.max_new_tokens,
-            "answers": settings.verbalizer.table(settings.language),
-            # Only when applied, so outputs of uncalibrated runs keep their signature.
-            **({"calibration": settings.calibration.to_mapping()}
-               if settings.calibration and settings.mode is ClassifyMode.SCORE else {}),
-        },
-        layer="chips",
-        fields=CLASSIFY_FIELDS,
-        style_qml=categorized_style("label"),
-        setup=setup,
-        batch_size=batch_size,
-        progress=progress,
-        overwrite=overwrite,
-        extra_versions=library_versions(ML_PACKAGES),
-    )
-
+    parameters = {
+        **run_parameters,
+        "prompt": settings.prompt,
+        "language": settings.language.value,
+        "mode": settings.mode.value,
+        "min_confidence": settings.min_confidence,
+        "max_new_tokens": settings.max_new_tokens,
+        "answers": settings.verbalizer.table(settings.language),
+        # Only when applied, so outputs of uncalibrated runs keep their signature.
+        **({"calibration": settings.calibration.to_mapping()}
+           if settings.calibration and settings.mode is ClassifyMode.SCORE else {}),
+    }
+    return setup, parameters
