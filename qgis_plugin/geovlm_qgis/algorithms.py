@@ -28,6 +28,7 @@ from qgis.core import (
 )
 
 from .base import EngineAlgorithm, layer_file, tr
+from .settings import server_arguments
 
 __all__ = ["ClassifyAlgorithm", "RasterAlgorithm", "ReferAlgorithm", "TileAlgorithm",
            "raster_problem"]
@@ -236,6 +237,8 @@ class ClassifyAlgorithm(RasterAlgorithm):
     MODE = "MODE"
     MIN_CONFIDENCE = "MIN_CONFIDENCE"
     NATIVE_GSD = "NATIVE_GSD"
+    ENDPOINT = "ENDPOINT"
+    API_KEY = "API_KEY"
 
     def add_task_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterString(
@@ -254,6 +257,12 @@ class ClassifyAlgorithm(RasterAlgorithm):
         self.add_model_run_parameters()
         self.addParameter(QgsProcessingParameterBoolean(
             self.NATIVE_GSD, tr("Keep the raster's resolution (not the preset's)"), False))
+        self.addParameter(QgsProcessingParameterString(
+            self.ENDPOINT, tr("geovlm serve URL, e.g. http://gpu-host:8000/v1 (empty: the"
+                              " plugin setting, else the model runs here)"), optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.API_KEY, tr("The server's API key (empty: the plugin setting)"),
+            optional=True))
 
     def task_arguments(
         self, parameters: dict[str, Any], context: QgsProcessingContext
@@ -272,8 +281,9 @@ class ClassifyAlgorithm(RasterAlgorithm):
             args.append("--no-adapter")
         if self.parameterAsBool(parameters, self.NATIVE_GSD, context):
             args.append("--native-gsd")
-        return args
-
+        return args + server_arguments(
+            self.parameterAsString(parameters, self.ENDPOINT, context),
+            self.parameterAsString(parameters, self.API_KEY, context))
 
 class ReferAlgorithm(RasterAlgorithm):
     """``geovlm:refer``: a referring expression for every object of the raster."""

@@ -28,8 +28,8 @@ from qgis.PyQt.QtWidgets import (
 
 from .algorithms import DEFAULT_MODEL, LANGUAGES, raster_problem
 from .base import tr
-from .engine import EngineError, engine_json, run_engine
-from .settings import engine_path
+from .engine import EngineError, engine_json, masked, run_engine
+from .settings import engine_path, server_arguments
 from .tasks import BackgroundTask
 
 __all__ = ["GeovlmDock", "default_output"]
@@ -150,7 +150,7 @@ class GeovlmDock(QgsDockWidget):
                 "--language", self.language_box.currentText()]
         if self.size_box.value():
             args += ["--size", str(self.size_box.value())]
-        return args
+        return args + server_arguments()
 
     def run(self) -> None:
         """Check the choices, then classify in a background task."""
@@ -173,7 +173,7 @@ class GeovlmDock(QgsDockWidget):
             self.log.appendPlainText(exc.message)
             return
         args = self.arguments(layer, output)
-        self.log.appendPlainText(" ".join([engine, *args]))
+        self.log.appendPlainText(" ".join([engine, *masked(args)]))
         self.progress.setValue(0)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

@@ -89,6 +89,15 @@ def find_engine(configured: str | None = None) -> str:
         " install one or to choose its geovlm executable.", "engine_missing")
 
 
+#: Options whose value is a secret, shown as ``***`` in a logged command line.
+SECRET_OPTIONS = ("--api-key",)
+
+
+def masked(args: Sequence[str]) -> list[str]:
+    """`args` with the value of every secret option (an API key) replaced by ``***``."""
+    return ["***" if i and args[i - 1] in SECRET_OPTIONS else arg for i, arg in enumerate(args)]
+
+
 def engine_environment() -> dict[str, str]:
     """The environment for the engine: this one without QGIS's Python variables."""
     return {k: v for k, v in os.environ.items() if k not in _PYTHON_VARIABLES}

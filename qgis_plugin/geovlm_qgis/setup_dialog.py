@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (
 from .base import tr
 from .engine import EngineError, find_engine
 from .engine_setup import create_engine, diagnostics, venv_engine, verify_engine
-from .settings import configured_engine, set_engine_path
+from .settings import configured_engine, server, set_engine_path, set_server
 from .tasks import BackgroundTask
 
 __all__ = ["EngineDialog", "default_venv", "host_facts"]
@@ -58,10 +58,20 @@ class EngineDialog(QDialog):
         engine_row.addWidget(browse)
         self.venv_edit = QLineEdit(str(default_venv()))
         self.requirement_edit = QLineEdit("geovlm")
+        url, key = server()
+        self.server_edit = QLineEdit(url)
+        self.server_edit.setPlaceholderText(tr("empty: classify runs the model here"))
+        self.key_edit = QLineEdit(key)
+        self.key_edit.setEchoMode(QLineEdit.Password)
+        for edit in (self.server_edit, self.key_edit):
+            edit.editingFinished.connect(
+                lambda: set_server(self.server_edit.text().strip(), self.key_edit.text().strip()))
         form = QFormLayout()
         form.addRow(tr("Engine (geovlm executable)"), engine_row)
         form.addRow(tr("New engine folder (venv)"), self.venv_edit)
         form.addRow(tr("Install (pip requirement)"), self.requirement_edit)
+        form.addRow(tr("geovlm serve URL (classify there)"), self.server_edit)
+        form.addRow(tr("Server API key"), self.key_edit)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.log = QPlainTextEdit()
