@@ -206,7 +206,8 @@ def from_map(classified: str, scene: str | None, output: str, languages: tuple[L
               help="A polygon layer GDAL reads (GeoPackage, Shapefile, GeoJSON), any CRS.")
 @click.option("--field", required=True, metavar="NAME",
               help="The field naming each polygon's disaster type.")
-@click.option("--layer", default=None, metavar="NAME", help="The layer of VECTOR; default: first.")
+@click.option("--layer", default=None, metavar="NAME",
+              help="The layer of VECTOR; default: its first polygon layer.")
 @click.option("--min-cover", type=click.FloatRange(0, 1, min_open=True), default=0.5,
               show_default=True,
               help="Least share of a chip one label's polygons must cover for it to be used.")

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pyogrio
 import shapely
-from pyogrio.errors import DataLayerError, DataSourceError
 
 from geovlm.datasets.disaster import is_unlabelled, read_label, verbalizer_record
 from geovlm.datasets.format import DatasetWriter, TrainingSet, read_dataset
@@ -26,6 +25,7 @@ from geovlm.datasets.splits import SplitRule
 from geovlm.errors import InputError, ParameterError
 from geovlm.progress import ProgressMode
 from geovlm.prompts import DisasterLabel, Language
+from geovlm.sources.footprints import check_vector
 from geovlm.tiling import SceneTiler, TilingOptions
 from geovlm.verbalizer import Verbalizer
 
@@ -45,37 +45,23 @@ def check_label_field(labels_path: str | os.PathLike[str], field: str,
     field
         The label field.
     layer
-        The layer to read; default: the first.
+        The layer to read; default: the first polygon layer (`check_vector`).
 
     Returns
     -------
     str
-        The layer's name (the first one when `layer` is None).
+        The layer's name.
 
     Raises
     ------
     InputError
-        The file is missing or no vector dataset GDAL reads.
+        As `geovlm.sources.footprints.check_vector`: missing, unreadable, no such layer, no CRS.
     ParameterError
         The layer lacks the field; the message lists its fields.
     """
+    layer = check_vector(labels_path, layer)
     path = Path(labels_path)
-    if not path.exists():
-        raise InputError(f"{path} does not exist; check the path.")
-    try:
-        if layer is None:
-            layers = pyogrio.list_layers(path)
-            if not len(layers):
-                raise InputError(f"{path} holds no layer: give a polygon layer.")
-            layer = str(layers[0][0])
-            if len(layers) > 1:
-                logger.info("reading layer %s of %s (pass --layer for another)", layer, path)
-        info = pyogrio.read_info(path, layer=layer)
-    except (DataSourceError, DataLayerError) as exc:
-        raise InputError(
-            f"{path} is no vector layer GDAL can read ({exc}): give a GeoPackage, Shapefile or"
-            " GeoJSON (and --layer one of its layers)."
-        ) from None
+    info = pyogrio.read_info(path, layer=layer)
     fields = [str(name) for name in info["fields"]]
     if field not in fields:
         raise ParameterError(
@@ -89,17 +75,12 @@ def _label_shapes(
     labels_path: Path, field: str, layer: str | None, tiler: SceneTiler, verbalizer: Verbalizer
 ) -> dict[DisasterLabel, Any]:
     """Each label's polygons, merged, in the scene's CRS."""
+    # check_vector refused a layer without a CRS unless it is empty, which ends here.
     frame = pyogrio.read_dataframe(labels_path, layer=layer, columns=[field])
-    if frame.crs is None:
-        raise InputError(
-            f"{labels_path} has no coordinate reference system; assign one, e.g. in QGIS"
-            " (Layer Properties > Source) or with `ogr2ogr -a_srs EPSG:4326`."
-        )
-    frame = frame.to_crs(tiler.info.crs)
     polygonal = frame.geometry.notna() & frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
     if not polygonal.any():
         raise InputError(f"{labels_path} holds no polygons: give a polygon layer.")
-    frame = frame[polygonal]
+    frame = frame[polygonal].to_crs(tiler.info.crs)
     values = [value for value in frame[field] if not is_unlabelled(value)]
     names = {str(value).strip(): read_label(value, verbalizer) for value in values}
     if bad := sorted(text for text, label in names.items() if label is None):
