@@ -22,7 +22,7 @@ from typing import Any
 from geovlm.event_scenes import EventScenes, survey_scenes
 from geovlm.gpkg import FieldType, GeoPackageWriter
 from geovlm.grouped_writes import LayerRows, OrderedWrites, new_rows
-from geovlm.pipeline import ChipSteps, RunSummary, batched
+from geovlm.pipeline import RunSummary, batched
 from geovlm.prefetch import prepared_ahead
 from geovlm.progress import ProgressMode, ProgressReporter
 from geovlm.reprojection import reproject_polygon
@@ -30,6 +30,7 @@ from geovlm.runs import RunRecord
 from geovlm.scene import SceneInfo
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
+from geovlm.work_items import ChipSteps
 
 __all__ = ["EVENT_FIELDS", "EVENT_ID_FIELD", "run_over_scenes", "scene_key"]
 

@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,66 +34,11 @@ from geovlm.runs import RunRecord
 from geovlm.scene import SceneInfo
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import library_versions
+from geovlm.work_items import ChipSteps
 
-__all__ = [
-    "ChipPreparer", "ChipProcessor", "ChipRecords", "ChipSteps", "LayerRows", "RunSummary",
-    "batched", "chip_run_record", "run_over_chips",
-]
+__all__ = ["RunSummary", "batched", "chip_run_record", "run_over_chips"]
 
 logger = logging.getLogger(__name__)
-
-#: The CPU-side work on a batch (e.g. encoding images for the model); runs in a background
-#: thread one batch ahead of `ChipProcessor`, together with reading the batch's chips.
-ChipPreparer = Callable[[list[Chip]], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ChipRecords:
-    """What processing a batch of chips gives.
-
-    Attributes
-    ----------
-    chips
-        One record of the chip layer per chip, in order (its geometry is the chip's footprint).
-    others
-        Records of the run's further layer (e.g. the chips' objects), written before their
-        chips; any whose id is already in the layer (a resumed chip's) are left out.
-    """
-
-    chips: list[dict[str, Any]]
-    others: tuple[LayerRows, ...] = ()
-
-
-#: Turns a batch of chips and what `ChipPreparer` made of it into its records.
-ChipProcessor = Callable[[list[Chip], Any], ChipRecords]
-
-
-@dataclass(frozen=True, slots=True)
-class ChipSteps:
-    """A task's steps on a batch, made by its setup once the output has been accepted.
-
-    Attributes
-    ----------
-    prepare
-        CPU-side work on a batch, done one batch ahead on a background thread.
-    process
-        Turns a batch of chips and its prepared form into records.
-    wanted
-        The ids of the chips to process (the progress total); None for every chip.
-    kept
-        Told of the records of `ChipRecords.others` that are written (without those already
-        in the output), e.g. to count them.
-    counts
-        The task's own counts for the summary, called once at the end with the ids of every
-        chip in the chip layer (done by this run or an earlier one).
-    """
-
-    prepare: ChipPreparer
-    process: ChipProcessor
-    wanted: frozenset[str] | None = None
-    kept: Callable[[LayerRows], None] | None = None
-    counts: Callable[[Set[str]], Mapping[str, Any]] | None = None
-
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:

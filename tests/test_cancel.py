@@ -25,12 +25,13 @@ from geovlm.cli import cli
 from geovlm.errors import OutputError
 from geovlm.locking import OutputLock
 from geovlm.models import ModelPreset
-from geovlm.pipeline import ChipRecords, ChipSteps, run_over_chips
+from geovlm.pipeline import run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
 from geovlm.tasks.classify import ClassifySettings, classify_scene
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import SceneTiler, TilingOptions
+from geovlm.work_items import ChipRecords, ChipSteps
 from tests.helpers import count_rows
 
 COGEO = "rasterio/cogeo.tif"

@@ -9,12 +9,13 @@ import pytest
 
 from geovlm import grouped_writes
 from geovlm.gpkg import GeoPackageWriter
-from geovlm.pipeline import ChipRecords, ChipSteps, run_over_chips
+from geovlm.pipeline import run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
 from geovlm.tasks.refer import ObjectSource, ReferModels, ReferSettings, refer_scene
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import TilingOptions
+from geovlm.work_items import ChipRecords, ChipSteps
 from tests.helpers import assert_valid_geopackage
 
 SCENE = "rasterio/RGB.byte.tif"

@@ -27,7 +27,7 @@ from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
 from geovlm.event_pipeline import run_over_scenes
 from geovlm.gpkg import FieldType
 from geovlm.models import ModelPreset
-from geovlm.pipeline import ChipRecords, ChipSteps, RunSummary, run_over_chips
+from geovlm.pipeline import RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.styles import categorized_style
@@ -35,6 +35,7 @@ from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, TilingOptions
 from geovlm.verbalizer import Verbalizer, label_probabilities
 from geovlm.versions import ML_PACKAGES, library_versions
+from geovlm.work_items import ChipRecords, ChipSteps
 
 __all__ = [
     "CLASSIFY_FIELDS",

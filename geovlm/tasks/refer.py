@@ -25,7 +25,8 @@ from geovlm.expression_text import render
 from geovlm.expressions import Frame, Phrase, Target, refer_chip
 from geovlm.gpkg import FieldType, LayerSpec
 from geovlm.grounding import grounding_prompt, parse_boxes
-from geovlm.pipeline import ChipRecords, ChipSteps, LayerRows, RunSummary, run_over_chips
+from geovlm.grouped_writes import LayerRows
+from geovlm.pipeline import RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 from geovlm.rewriting import rewrite_expressions
@@ -39,6 +40,7 @@ from geovlm.styles import DAMAGE_COLOURS, categorized_style, outline_style, with
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.versions import ML_PACKAGES, library_versions
+from geovlm.work_items import ChipRecords, ChipSteps
 
 __all__ = [
     "CHIPS_LAYER",

@@ -7,10 +7,11 @@ from typing import Any
 
 from geovlm.chipfiles import write_chip_geotiff
 from geovlm.gpkg import FieldType
-from geovlm.pipeline import ChipRecords, ChipSteps, RunSummary, run_over_chips
+from geovlm.pipeline import RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
 from geovlm.tiling import Chip, TilingOptions
+from geovlm.work_items import ChipRecords, ChipSteps
 
 __all__ = ["CHIP_FIELDS", "chip_record", "tile_scene"]
 
