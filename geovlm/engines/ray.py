@@ -15,11 +15,12 @@ cluster's session folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import socket
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -130,7 +131,7 @@ class RayEngine:
 
     def processed(
         self, work: Iterable[SceneWork], tiling: TilingOptions, batch_size: int
-    ) -> Iterator[ProcessedBatch]:
+    ) -> Generator[ProcessedBatch, None, None]:
         """Process every chip of `work` on the actors, yielding batches as they finish.
 
         Parameters
@@ -170,11 +171,13 @@ class RayEngine:
             num_cpus=1,
             num_gpus=gpus,
         )
-        for row in results.iter_rows():
-            outcome = pickle.loads(row["batch"])
-            if isinstance(outcome, GeovlmError):
-                raise outcome
-            yield outcome
+        # Closing this generator closes Ray Data's iterator at once, which stops the pool.
+        with contextlib.closing(iter(results.iter_rows())) as rows:
+            for row in rows:
+                outcome = pickle.loads(row["batch"])
+                if isinstance(outcome, GeovlmError):
+                    raise outcome
+                yield outcome
 
     def close(self) -> None:
         """Shut down the cluster if `start` started it (a joined cluster is left running)."""
