@@ -1,0 +1,185 @@
+"""The scenes of a local STAC file: one asset of each item, named by the item's id.
+
+``geovlm classify --stac FILE`` takes a STAC ItemCollection (a GeoJSON FeatureCollection of
+items, as a STAC API search returns), a single Item, or a Catalog or Collection whose items are
+found by walking its links (with pystac). Each item gives one scene: its chosen asset's href
+made absolute (relative hrefs are taken from the file that holds them; ``http(s)``, ``s3`` and
+``gs`` hrefs become GDAL's ``/vsicurl/``, ``/vsis3/`` and ``/vsigs/`` names), named in the
+output by the item's id and carrying its acquisition time (``datetime``, else
+``start_datetime``) as an ISO-8601 UTC string. Everything is checked here, before any model
+loads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC
+from pathlib import Path
+
+import pystac
+from pystac.utils import make_absolute_href
+
+from geovlm.errors import InputError
+from geovlm.gpkg import FieldType
+from geovlm.work_items import SceneEntry
+
+__all__ = ["DEFAULT_ASSET", "STAC_FIELDS", "gdal_name", "read_stac_scenes"]
+
+#: The asset taken when ``--stac-asset`` is not given and the item has it (Maxar Open Data,
+#: Sentinel-2 L2A and most imagery catalogs name their RGB COG so).
+DEFAULT_ASSET = "visual"
+
+#: Fields every record of a STAC scene carries (None when its item has no time).
+STAC_FIELDS: dict[str, FieldType] = {"datetime": FieldType.DATETIME}
+
+#: Roles of an asset that may stand in for ``visual`` when an item has none.
+_IMAGE_ROLES = frozenset({"visual", "data"})
+
+#: GDAL's names for files behind URLs of these schemes.
+_GDAL_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
+
+#: What pystac raises on JSON that is not the STAC object it claims to be, or a missing link.
+_MALFORMED = (pystac.STACError, pystac.STACTypeError, KeyError, TypeError, ValueError, OSError)
+
+
+def gdal_name(href: str) -> str:
+    """The name rasterio opens for an absolute href: a local path, or a ``/vsi`` URL.
+
+    Examples
+    --------
+    >>> gdal_name("https://example.com/a/visual.tif")
+    '/vsicurl/https://example.com/a/visual.tif'
+    >>> gdal_name("s3://bucket/a/visual.tif")
+    '/vsis3/bucket/a/visual.tif'
+    >>> gdal_name("file:///data/a.tif")
+    '/data/a.tif'
+    """
+    scheme, sep, rest = href.partition("://")
+    if not sep or href.startswith("/vsi"):
+        return href
+    if scheme == "file":
+        return rest
+    prefix = _GDAL_PREFIXES.get(scheme.lower())
+    if prefix is None:
+        return href
+    return prefix + (href if prefix == "/vsicurl/" else rest)
+
+
+def _is_geotiff(asset: pystac.Asset) -> bool:
+    parts = [part.strip().lower() for part in (asset.media_type or "").split(";")]
+    return parts[0] == "image/tiff" and "application=geotiff" in parts
+
+
+def _chosen_asset(item: pystac.Item, key: str | None) -> pystac.Asset:
+    keys = ", ".join(item.assets) or "none"
+    if key is not None:
+        if key not in item.assets:
+            raise InputError(
+                f"STAC item {item.id} has no asset {key!r} (its assets: {keys});"
+                " choose one with --stac-asset."
+            )
+        return item.assets[key]
+    if DEFAULT_ASSET in item.assets:
+        return item.assets[DEFAULT_ASSET]
+    for asset in item.assets.values():
+        if _IMAGE_ROLES & set(asset.roles or ()) and _is_geotiff(asset):
+            return asset
+    raise InputError(
+        f"STAC item {item.id} has no visual asset nor a GeoTIFF with role visual or data"
+        f" (its assets: {keys}); choose one with --stac-asset."
+    )
+
+
+def _acquired(item: pystac.Item) -> str | None:
+    moment = item.datetime or item.common_metadata.start_datetime
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:  # STAC times carry a zone; a naive one is taken as UTC
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat() + "Z"
+
+
+def _scene(item: pystac.Item, asset_key: str | None, source: Path) -> SceneEntry:
+    asset = _chosen_asset(item, asset_key)
+    href = asset.get_absolute_href() or make_absolute_href(asset.href, str(source))
+    return SceneEntry(gdal_name(href), item.id, {"datetime": _acquired(item)})
+
+
+def _items(document: dict[str, object], source: Path) -> Iterator[pystac.Item]:
+    kind = document.get("type")
+    if kind == "FeatureCollection":
+        yield from pystac.ItemCollection.from_dict(document)
+    elif kind == "Feature":
+        yield pystac.Item.from_file(str(source))
+    elif kind in ("Catalog", "Collection"):
+        reader = pystac.Collection if kind == "Collection" else pystac.Catalog
+        yield from reader.from_file(str(source)).get_items(recursive=True)
+    else:
+        raise InputError(
+            f"{source} is not a STAC ItemCollection, Item, Catalog or Collection (its type is"
+            f" {kind!r}); pass a STAC file to --stac."
+        )
+
+
+def _read(source: Path) -> dict[str, object]:
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"Cannot read STAC file {source} ({exc.strerror}); check the path.") \
+            from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"STAC file {source} is not JSON ({exc}); pass a STAC JSON file.") \
+            from exc
+    if not isinstance(document, dict):
+        raise InputError(f"{source} is not a STAC object (a JSON object); pass a STAC file.")
+    return document
+
+
+def _check_unique(items: Sequence[pystac.Item], source: Path) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise InputError(
+                f"STAC item id {item.id} appears twice in {source}; item ids name the scenes"
+                " of the output, so each must be unique."
+            )
+        seen.add(item.id)
+
+
+def read_stac_scenes(path: str | Path, asset: str | None = None) -> list[SceneEntry]:
+    """The scenes of a local STAC file, one per item, in the file's order.
+
+    Parameters
+    ----------
+    path
+        A STAC ItemCollection (FeatureCollection), Item, Catalog or Collection JSON file.
+    asset
+        The asset key to read of every item (``--stac-asset``); None: ``visual`` where the
+        item has it, else its first GeoTIFF asset whose roles include ``visual`` or ``data``.
+
+    Returns
+    -------
+    list[SceneEntry]
+        Per item: the asset's GDAL name, the item id as key, and field ``datetime`` (ISO-8601
+        UTC, or None when the item has no time).
+
+    Raises
+    ------
+    InputError
+        The file is unreadable, not JSON or not STAC, holds no item, repeats an item id, or an
+        item lacks the asset.
+    """
+    source = Path(path).absolute()
+    document = _read(source)
+    try:
+        items = list(_items(document, source))
+    except _MALFORMED as exc:
+        raise InputError(
+            f"{source} cannot be read as STAC ({type(exc).__name__}: {exc}); check it and the"
+            " files it links with stac-validator."
+        ) from exc
+    if not items:
+        raise InputError(f"STAC file {source} holds no item; pass a file with imagery items.")
+    _check_unique(items, source)
+    return [_scene(item, asset, source) for item in items]
