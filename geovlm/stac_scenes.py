@@ -6,32 +6,28 @@ found by walking its links (with pystac). Each item gives one scene: its chosen 
 made absolute (relative hrefs are taken from the file that holds them; ``http(s)``, ``s3`` and
 ``gs`` hrefs become GDAL's ``/vsicurl/``, ``/vsis3/`` and ``/vsigs/`` names), named in the
 output by the item's id and carrying its acquisition time (``datetime``, else
-``start_datetime``) as an ISO-8601 UTC string. Everything is checked here, before any model
-loads.
+``start_datetime``) in UTC, a field of type `FieldType.DATETIME`. Everything is checked here,
+before any model loads.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pystac
 from pystac.utils import make_absolute_href
 
 from geovlm.errors import InputError
-from geovlm.gpkg import FieldType
 from geovlm.work_items import SceneEntry
 
-__all__ = ["DEFAULT_ASSET", "STAC_FIELDS", "gdal_name", "read_stac_scenes"]
+__all__ = ["DEFAULT_ASSET", "gdal_name", "read_stac_scenes"]
 
 #: The asset taken when ``--stac-asset`` is not given and the item has it (Maxar Open Data,
 #: Sentinel-2 L2A and most imagery catalogs name their RGB COG so).
 DEFAULT_ASSET = "visual"
-
-#: Fields every record of a STAC scene carries (None when its item has no time).
-STAC_FIELDS: dict[str, FieldType] = {"datetime": FieldType.DATETIME}
 
 #: Roles of an asset that may stand in for ``visual`` when an item has none.
 _IMAGE_ROLES = frozenset({"visual", "data"})
@@ -91,13 +87,11 @@ def _chosen_asset(item: pystac.Item, key: str | None) -> pystac.Asset:
     )
 
 
-def _acquired(item: pystac.Item) -> str | None:
+def _acquired(item: pystac.Item) -> datetime:
+    """The item's time in UTC (pystac refuses an item with neither time; naive is UTC)."""
     moment = item.datetime or item.common_metadata.start_datetime
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:  # STAC times carry a zone; a naive one is taken as UTC
-        moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat() + "Z"
+    assert moment is not None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _scene(item: pystac.Item, asset_key: str | None, source: Path) -> SceneEntry:
@@ -161,8 +155,8 @@ def read_stac_scenes(path: str | Path, asset: str | None = None) -> list[SceneEn
     Returns
     -------
     list[SceneEntry]
-        Per item: the asset's GDAL name, the item id as key, and field ``datetime`` (ISO-8601
-        UTC, or None when the item has no time).
+        Per item: the asset's GDAL name, the item id as key, and field ``datetime`` (a
+        `datetime` in UTC).
 
     Raises
     ------

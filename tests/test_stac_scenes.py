@@ -20,15 +20,14 @@ from tests.stac_fixtures import EVENT_ITEMS, stac_item
 
 
 def _expected(folder: Path) -> list[SceneEntry]:
-    return [SceneEntry(str(folder / name), item_id,
-                       {"datetime": when.isoformat().replace("+00:00", "Z")})
+    return [SceneEntry(str(folder / name), item_id, {"datetime": when})
             for item_id, name, when in EVENT_ITEMS]
 
 
 def test_item_collection_gives_one_scene_per_item_that_opens(stac_items_file, stac_event):
     scenes = read_stac_scenes(stac_items_file)
     assert scenes == _expected(stac_event)
-    assert scenes[0].fields == {"datetime": "2020-08-31T17:23:05Z"}
+    assert scenes[0].fields["datetime"].isoformat() == "2020-08-31T17:23:05+00:00"
     crs = []
     for scene in scenes:
         with rasterio.open(scene.path) as src:
@@ -83,8 +82,8 @@ def test_remote_hrefs_become_gdal_names_and_times_utc(tmp_path, stac_event):
     scenes = read_stac_scenes(_save(tmp_path, [web, span]))
     assert [scene.path for scene in scenes] == [
         "/vsicurl/https://example.com/event/web.tif", "/vsis3/bucket/span.tif"]
-    assert [scene.fields["datetime"] for scene in scenes] == [
-        "2024-05-01T10:00:00Z", "2024-05-01T00:00:00Z"]
+    assert [scene.fields["datetime"].isoformat() for scene in scenes] == [
+        "2024-05-01T10:00:00+00:00", "2024-05-01T00:00:00+00:00"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -139,10 +138,12 @@ def test_datetime_fields_are_geopackage_datetimes_in_utc(tmp_path):
                           run=run, style_qml="") as writer:
         writer.begin()
         writer.write([{"chip_id": "a", "datetime": "2020-08-31T19:23:05+02:00"},
-                      {"chip_id": "b", "datetime": None}],
-                     [shapely.box(0, 0, 1, 1)] * 2)
+                      {"chip_id": "b", "datetime": None},
+                      {"chip_id": "c", "datetime": datetime(2021, 6, 1, 10, tzinfo=UTC)}],
+                     [shapely.box(0, 0, 1, 1)] * 3)
     assert pyogrio.read_info(out, layer="chips")["dtypes"].tolist() == [
         "object", "datetime64[ms]"]
     times = pyogrio.read_dataframe(out, layer="chips")["datetime"]
     assert times[0] == pd.Timestamp("2020-08-31T17:23:05Z")
-    assert times.isna().tolist() == [False, True]
+    assert times[2] == pd.Timestamp("2021-06-01T10:00Z")
+    assert times.isna().tolist() == [False, True, False]
