@@ -21,7 +21,7 @@ from geovlm.commands import version as version_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.train import train
-from geovlm.errors import GeovlmError, first_line
+from geovlm.errors import GeovlmError, ParameterError, first_line
 from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
@@ -134,7 +134,7 @@ def tile(
 
 
 @cli.command()
-@click.argument("scenes", nargs=-1, required=True, type=str, metavar="SCENE...")
+@click.argument("scenes", nargs=-1, type=str, metavar="[SCENE]...")
 @output_options
 @model_options
 @remote_options
@@ -158,6 +158,12 @@ def tile(
 @click.option("--dst-crs", default=None, metavar="CRS",
               help="CRS of the layer of several scenes (e.g. EPSG:32614)."
                    "  [default: the scenes' CRS, else EPSG:4326]")
+@click.option("--stac", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Take the scenes from a local STAC ItemCollection, Item, Catalog or"
+                   " Collection (one per item, named by its id, dated) instead of SCENE.")
+@click.option("--stac-asset", default=None, metavar="KEY",
+              help="The asset of every STAC item to read."
+                   "  [default: visual, else the first GeoTIFF with role visual or data]")
 def classify(
     scenes: tuple[str, ...],
     output: str,
@@ -189,12 +195,15 @@ def classify(
     native_gsd: bool,
     no_calibration: bool,
     dst_crs: str | None,
+    stac: str | None,
+    stac_asset: str | None,
 ) -> None:
     """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
 
     Several scenes (rasters, folders, globs, text files of paths) make one run with one model
     load and one layer, with fields ``scene`` and ``scene_chip_id``; scenes that fail to open
-    are skipped with a warning.
+    are skipped with a warning. With --stac the scenes are a STAC file's items instead: ``scene``
+    is the item id, and a ``datetime`` field holds each item's acquisition time.
 
     Chip size and ground sampling distance default to the model preset's, so chips cover the
     ground extent the model was trained on. Score mode compares every answer form the preset
@@ -212,6 +221,12 @@ def classify(
     )
     from geovlm.tiling import TilingOptions
 
+    if stac is not None and scenes:
+        raise ParameterError("Pass scenes as SCENE arguments or --stac, not both.")
+    if stac is None and not scenes:
+        raise ParameterError("No scene given; pass one or more SCENE arguments or --stac FILE.")
+    if stac_asset is not None and stac is None:
+        raise ParameterError("--stac-asset names the asset of STAC items; pass --stac FILE too.")
     single = single_scene(scenes) if dst_crs is None else None
     event_scenes = [] if single is not None else expand_scenes(scenes)
 
