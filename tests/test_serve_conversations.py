@@ -108,3 +108,20 @@ def test_an_image_outside_a_user_message_is_400(live_server):
         _client(live_server).chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "Hi"},
                                     {**user, "role": "assistant"}])
+
+
+def test_named_format_renders_conversations_as_its_single_turns():
+    from geovlm.backends.chat import ChatTurn, PromptTemplate
+
+    template = PromptTemplate("qwen3_vl_nothink")
+    user = ChatTurn("user", "Why?", image=True)
+    opened = template.render_turns([user], add_generation_prompt=True,
+                                   continue_final_message=False)
+    assert opened == template.render("Why?", image=True)
+    answer = ChatTurn("assistant", "Fire")
+    closed = template.render_turns([user, answer], add_generation_prompt=False,
+                                   continue_final_message=False)
+    kept = template.render_turns([user, answer], add_generation_prompt=False,
+                                 continue_final_message=True)
+    assert kept == opened + "Fire"
+    assert closed == kept + template.end_of_turn + "\n"

@@ -262,23 +262,18 @@ class OpenAIBackend:
         return row
 
     def _form_spans(self, language: Language, answers: list[str]) -> dict[str, FormSpan]:
-        """The forms' token spans, found once per language (`form_spans`)."""
-        with self._spans_lock:
-            if language not in self._spans:
-                def ask(messages: Any, **body: Any) -> Any:
-                    return _call(str(self.client.base_url), lambda: self.client.chat.completions
-                                 .create(model=self.served_model, messages=messages, max_tokens=1,
-                                         temperature=0, extra_body={"prompt_logprobs": 0, **body}))
+        """The forms' token spans, each found once (`form_spans`)."""
+        def ask(messages: Any, **body: Any) -> Any:
+            return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
+                model=self.served_model, messages=messages, max_tokens=1, temperature=0,
+                extra_body={"prompt_logprobs": 0, **body}))
 
-                self._spans[language] = form_spans(
-                    ask, question(language), answers,
-                    lambda span, texts: list(self._pool.map(span, texts)),
-                )
-            spans = self._spans[language]
-        if missing := [a for a in answers if a not in spans]:
-            raise ParameterError(f"no token span for the answer {missing[0]!r}: score the"
-                                 " preset's answer forms.")
-        return spans
+        with self._spans_lock:
+            known = self._spans.setdefault(language, {})
+            if missing := [answer for answer in answers if answer not in known]:
+                known.update(form_spans(ask, question(language), missing,
+                                        lambda span, texts: list(self._pool.map(span, texts))))
+            return {answer: known[answer] for answer in answers}
 
     def _whole_forms(self, inputs: RemoteBatch, answers: list[str]) -> np.ndarray:
         """Each chip's forms scored whole (one request per chip and form, all concurrent).
