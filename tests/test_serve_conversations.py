@@ -1,4 +1,4 @@
-"""``geovlm serve``'s chat speaking vLLM's extensions: conversations and ``prompt_logprobs``."""
+"""``geovlm serve``'s chat with vLLM's extensions: conversations, ``prompt_logprobs``, streams."""
 
 from __future__ import annotations
 
@@ -90,9 +90,12 @@ def test_conversations_with_system_and_assistant_turns(live_server):
     ([{"role": "user", "content": "Hi"}], {"continue_final_message": True,
                                            "add_generation_prompt": False}, "assistant message"),
     ([{"role": "assistant", "content": "Fire"}], {"continue_final_message": True},
-     "cannot both be true"),
+     "Cannot set both"),
     ([{"role": "tool", "content": "x"}], {}, "role 'tool'"),
     ([{"role": "user", "content": "Hi"}], {"echo": True}, "echo"),
+    ([{"role": "user", "content": "Hi"}], {"n": 2}, "one choice"),
+    ([{"role": "user", "content": "Hi"}], {"stream": True, "prompt_logprobs": 0},
+     "not available when `stream=True`"),
     ([{"role": "user", "content": "Hi"}],
      {"prompt_logprobs": 0, "structured_outputs": {"choice": ["a"]}}, "one of them"),
 ])
@@ -125,3 +128,22 @@ def test_named_format_renders_conversations_as_its_single_turns():
                                  continue_final_message=True)
     assert kept == opened + "Fire"
     assert closed == kept + template.end_of_turn + "\n"
+
+
+def test_streaming_chunks_add_up_to_the_answer(live_server):
+    client = _client(live_server)
+    messages = _image_message(_chips(1, seed=6)[0])
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4,
+                                           logprobs=True, top_logprobs=2)
+    chunks = list(client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=4, logprobs=True, top_logprobs=2,
+        stream=True, stream_options={"include_usage": True}))
+    assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+    assert len({chunk.id for chunk in chunks}) == 1
+    deltas = [chunk.choices[0] for chunk in chunks if chunk.choices]
+    assert deltas[0].delta.role == "assistant"
+    assert "".join(d.delta.content or "" for d in deltas) == whole.choices[0].message.content
+    assert deltas[-1].finish_reason == whole.choices[0].finish_reason
+    streamed = [t.token for d in deltas if d.logprobs for t in d.logprobs.content]
+    assert streamed == [t.token for t in whole.choices[0].logprobs.content]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens

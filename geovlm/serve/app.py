@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 
 from geovlm.calibration import Calibration
@@ -163,9 +163,16 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         return decode_image(data, settings.max_image_pixels, where)
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
+    async def chat(body: ChatRequest, request: Request) -> Any:
         _check_model(body.model, served.name)
         _check_chat(body)
+        response = await completion(body, request)
+        if not body.stream:
+            return response
+        usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_chunks(response, usage), media_type="text/event-stream")
+
+    async def completion(body: ChatRequest, request: Request) -> dict[str, Any]:
         talk = conversation(body.messages)
         picture = image(talk.image_url, "image_url") if talk.image_url is not None else None
         prompt = Prompt(_rendered(served.backend, talk, body), picture)
@@ -229,16 +236,19 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
 
 def _check_chat(body: ChatRequest) -> None:
     """Refuse, as vLLM does or with the reason, what the chat endpoint does not do."""
-    if body.stream or body.n != 1:
-        raise RequestRejected("geovlm serve answers with one choice and no streaming.")
+    if body.n != 1:
+        raise RequestRejected("geovlm serve answers with one choice: send n=1.")
+    if body.stream and body.prompt_logprobs is not None:
+        raise RequestRejected("`prompt_logprobs` are not available when `stream=True`.")
     if "guided_choice" in (body.model_extra or {}):
         raise RequestRejected("guided_choice was removed (as in vLLM 0.12): pass"
                               " structured_outputs={'choice': [...]}.")
     if body.echo:
         raise RequestRejected("geovlm serve does not echo the last message: send echo=false.")
     if body.continue_final_message and body.add_generation_prompt:
-        raise RequestRejected("continue_final_message and add_generation_prompt cannot both be"
-                              " true: send add_generation_prompt=false.")
+        raise RequestRejected("Cannot set both `continue_final_message` and"
+                              " `add_generation_prompt` to True (as vLLM): send"
+                              " add_generation_prompt=false.")
     if body.continue_final_message and body.messages[-1].get("role") != "assistant":
         raise RequestRejected("continue_final_message continues an assistant message: end the"
                               " messages with one.")
@@ -334,3 +344,25 @@ def _chat_response(name: str, answer: tuple[str, Any], prompt_tokens: int,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+def _chunks(response: dict[str, Any], usage: bool) -> Iterator[str]:
+    """A finished chat completion as OpenAI's server-sent stream chunks.
+
+    The answer is complete before the first chunk (batched generation does not stream tokens):
+    a role chunk, one content chunk (with its logprobs), a finish chunk, the usage if asked,
+    then ``[DONE]``.
+    """
+    head = {"id": response["id"], "object": "chat.completion.chunk",
+            "created": response["created"], "model": response["model"]}
+    (choice,) = response["choices"]
+    steps = [({"role": "assistant", "content": ""}, None, None),
+             ({"content": choice["message"]["content"]}, choice["logprobs"], None),
+             ({}, None, choice["finish_reason"])]
+    for delta, logprobs, finish in steps:
+        chunk = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                      "finish_reason": finish}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    if usage:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': response['usage']})}\n\n"
+    yield "data: [DONE]\n\n"

@@ -37,6 +37,7 @@ class ChatRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     n: int = 1
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
     #: vLLM's extensions: the log-probability of every prompt token (with this many
     #: alternatives), and how the messages are rendered (see ``docs/serve.md``).
