@@ -341,9 +341,15 @@ def _first_token_mass(reply: Any, answers: list[str], verbalizer: Verbalizer,
     return [p / total for p in row] if total > 0 else None
 
 
+#: zlib level of the PNG chips sent: level 1 encodes a real 256 px chip about 4x faster than
+#: PIL's default 6 for about 10% more bytes, and encoding, not the network, limits the client.
+_PNG_LEVEL = 1
+
+
 def _png(image: Image.Image) -> str:
+    """A chip as lossless base64 PNG (the server sees exactly the pixels classify read)."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
+    image.convert("RGB").save(buffer, format="PNG", compress_level=_PNG_LEVEL)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
