@@ -43,6 +43,7 @@ from geovlm.runs import (
     find_run,
     insert_run,
     set_status,
+    update_notes,
     upgrade_table,
 )
 
@@ -113,6 +114,13 @@ def _utc_moment(value: str | datetime | None) -> np.datetime64:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return np.datetime64(moment, "ms")
+
+    @classmethod
+    def of(cls, value: object) -> FieldType:
+        """The type of a field holding `value` (e.g. a scene's own fields in an event's layer)."""
+        if isinstance(value, int):
+            return cls.INTEGER
+        return cls.REAL if isinstance(value, float) else cls.STRING
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,6 +492,7 @@ class GeoPackageWriter:
         with _connect(self.path) as db:
             if upgrade_table(db):
                 logger.info("%s: rebuilt its runs table with an integer key", self.path)
+            update_notes(db, self.run_id, self.run)
         self._set_status(RunStatus.RUNNING)
 
     def _set_status(self, status: RunStatus) -> None:
