@@ -214,6 +214,7 @@ def classify(
     from geovlm.event_scenes import one_scene, scene_entries, survey_scenes
     from geovlm.model_choice import ModelChoice
     from geovlm.scene_list import expand_scenes, single_scene
+    from geovlm.stac_scenes import read_stac_scenes
     from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scenes
     from geovlm.tiling import TilingOptions
 
@@ -223,8 +224,11 @@ def classify(
         raise ParameterError("No scene given; pass one or more SCENE arguments or --stac FILE.")
     if stac_asset is not None and stac is None:
         raise ParameterError("--stac-asset names the asset of STAC items; pass --stac FILE too.")
-    single = single_scene(scenes) if dst_crs is None else None
-    event = [] if single is not None else expand_scenes(scenes)
+    if stac is not None:
+        single, event = None, read_stac_scenes(stac, stac_asset)
+    else:
+        single = single_scene(scenes) if dst_crs is None else None
+        event = [] if single is not None else scene_entries(expand_scenes(scenes))
 
     choice = ModelChoice.resolve(
         model, adapter=adapter, no_adapter=no_adapter, quantize=quantize, device=device,
@@ -232,7 +236,9 @@ def classify(
     )
     preset = choice.preset
     backend_factory = choice.load_backend
-    run_parameters = choice.run_parameters()
+    run_parameters = {**choice.run_parameters(),
+                      # None: each item's visual asset, else its first visual or data GeoTIFF.
+                      **({"stac_asset": stac_asset} if stac is not None else {})}
     if backend == "openai":
         if not endpoint:
             raise click.UsageError("--backend openai needs --endpoint URL.")
@@ -247,7 +253,7 @@ def classify(
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
     run_scenes = (one_scene(single, tiling) if single is not None
-                  else survey_scenes(scene_entries(event), tiling, dst_crs))
+                  else survey_scenes(event, tiling, dst_crs))
     summary = classify_scenes(
         run_scenes, output,
         preset=preset,

@@ -101,9 +101,29 @@ class FieldType(Enum):
             values = [_utc_moment(value) for value in values]
         return np.array(values, dtype=self.dtype)
 
+    @classmethod
+    def of(cls, value: object) -> FieldType:
+        """The type of a field holding `value` (e.g. a scene's own fields in an event's layer)."""
+        if isinstance(value, datetime):
+            return cls.DATETIME
+        if isinstance(value, int):
+            return cls.INTEGER
+        return cls.REAL if isinstance(value, float) else cls.STRING
+
 
 #: GDAL's time zone flag for UTC (RFC 56: 100 + offset in quarter hours).
 _GDAL_UTC = 100
+
+#: GeoPackage 1.2 stores a DateTime as ``YYYY-MM-DDTHH:MM:SS.SSSZ``, but GDAL leaves out zero
+#: milliseconds (its DATETIME_PRECISION layer option does not outlive the layer's creation), so
+#: each inserted value is rewritten with them, in the insert's own transaction.
+_MILLISECONDS_TRIGGER = """
+CREATE TRIGGER "{layer}_{field}_milliseconds" AFTER INSERT ON "{layer}"
+WHEN NEW."{field}" IS NOT NULL
+BEGIN
+    UPDATE "{layer}" SET "{field}" = strftime('%Y-%m-%dT%H:%M:%fZ', NEW."{field}")
+    WHERE rowid = NEW.rowid;
+END"""
 
 
 def _utc_moment(value: str | datetime | None) -> np.datetime64:
@@ -114,13 +134,6 @@ def _utc_moment(value: str | datetime | None) -> np.datetime64:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return np.datetime64(moment, "ms")
-
-    @classmethod
-    def of(cls, value: object) -> FieldType:
-        """The type of a field holding `value` (e.g. a scene's own fields in an event's layer)."""
-        if isinstance(value, int):
-            return cls.INTEGER
-        return cls.REAL if isinstance(value, float) else cls.STRING
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +477,10 @@ class GeoPackageWriter:
                 db.execute(
                     f'CREATE UNIQUE INDEX "{layer}_{id_field}" ON "{layer}" ("{id_field}")'
                 )
+                fields = self.fields if layer == self.layer else self.extra_layers[layer].fields
+                for name, kind in fields.items():
+                    if kind is FieldType.DATETIME:
+                        db.execute(_MILLISECONDS_TRIGGER.format(layer=layer, field=name))
                 db.execute(
                     "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
                     " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault,"

@@ -1,6 +1,8 @@
 """Scenes from local STAC: ItemCollection, Item and Catalog forms, the asset chosen, errors."""
 
 import json
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -147,3 +149,6 @@ def test_datetime_fields_are_geopackage_datetimes_in_utc(tmp_path):
     assert times[0] == pd.Timestamp("2020-08-31T17:23:05Z")
     assert times[2] == pd.Timestamp("2021-06-01T10:00Z")
     assert times.isna().tolist() == [False, True, False]
+    with closing(sqlite3.connect(out)) as db:  # GeoPackage 1.2's form, milliseconds included
+        stored = [row[0] for row in db.execute("SELECT datetime FROM chips ORDER BY fid")]
+    assert stored == ["2020-08-31T17:23:05.000Z", None, "2021-06-01T10:00:00.000Z"]
