@@ -59,6 +59,10 @@ def test_stac_input_refused_before_the_model(stac_items_file, tmp_path, args, me
     assert not out.exists()
 
 
-def test_no_scene_and_no_stac_is_a_usage_error(tmp_path):
-    result = _classify("no-such-model", tmp_path / "x.gpkg")
-    assert result.exit_code == 2 and "pass one or more SCENE arguments or --stac" in result.output
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "No scene given; pass one or more SCENE arguments or --stac FILE."),
+    (("a.tif", "--stac-asset", "visual"), "--stac-asset names the asset of STAC items"),
+])
+def test_scenes_missing_or_asset_without_stac_refused(tmp_path, args, message):
+    result = _classify("no-such-model", tmp_path / "x.gpkg", *args)
+    assert result.exit_code == 2 and message in result.output, result.output
