@@ -121,3 +121,33 @@ def test_remote_text_only_answers_equal_in_process(live_server, served_qwen3_vl)
     remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method=None)
     assert remote.generate(None, prompts, 24) == served_qwen3_vl.backend.generate(
         None, prompts, 24)
+
+
+def test_the_server_stops_at_the_end_of_turn_like_in_process(qwen3_vl_dir):
+    # A checkpoint whose generation config lists the tokenizer's EOS alone (as fine-tuned ones
+    # often do), made to answer the end-of-turn token first: in-process generation stops there,
+    # and so must the server's, or its answers run on.
+    import openai
+    import torch
+
+    from geovlm.model_choice import ModelChoice
+    from geovlm.serve.app import ServedModel
+    from tests.serve_fixtures import LiveServer
+
+    backend = ModelChoice.resolve(str(qwen3_vl_dir), quantize="none",
+                                  device="cpu").load_backend()
+    end_of_turn = backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    backend.model.generation_config.eos_token_id = [backend.tokenizer.pad_token_id]
+    boost = torch.zeros(backend.model.lm_head.out_features)
+    boost[end_of_turn] = 1e4
+    backend.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + boost)
+    server = LiveServer(ServedModel("eot", str(qwen3_vl_dir), backend,
+                                    ModelChoice.resolve(str(qwen3_vl_dir)).preset.answers)).start()
+    try:
+        reply = openai.OpenAI(base_url=server.url, api_key="none").chat.completions.create(
+            model="eot", messages=[{"role": "user", "content": "Rewrite this."}], max_tokens=8)
+    finally:
+        server.stop()
+    assert backend.generate(None, ["Rewrite this."], 8) == [""]
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens == 1
+    assert reply.choices[0].message.content == ""
