@@ -1,15 +1,24 @@
-"""``refer --backend openai`` against a live ``geovlm serve`` on loopback, equal to in-process.
+"""``refer --backend openai`` against ``geovlm serve`` on loopback, equal to in-process.
 
-The server is the session's tiny Qwen3-VL (`tests.serve_fixtures.live_server`), which serves
-both roles here: rewrites (text-only chat messages) and captions or boxes (image and text).
+The server is a ``geovlm serve`` process of the tiny Qwen3-VL (its key from GEOVLM_API_KEY),
+serving both roles here: rewrites (text-only chat messages) and captions or boxes (image and
+text).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from contextlib import closing
+from types import SimpleNamespace
 
+import httpx
 import pyogrio
 import pytest
 from click.testing import CliRunner
@@ -42,19 +51,44 @@ def _parameters(path) -> dict:
 
 
 @pytest.fixture(scope="module")
+def serve_process(qwen3_vl_dir) -> Iterator[SimpleNamespace]:
+    """``geovlm serve`` of the tiny model as its own process, serving it as ``tiny``."""
+    port = free_port()
+    env = {**os.environ, "GEOVLM_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geovlm.cli", "serve", "--model", str(qwen3_vl_dir),
+         "--quantize", "none", "--device", "cpu", "--port", str(port),
+         "--served-model-name", "tiny"],
+        env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"geovlm serve did not start: {process.communicate()[1][-2000:]}")
+            time.sleep(0.2)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/v1")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def footprints_args(geotiff_dir):
     return (geotiff_dir / SPACENET, "--footprints", geotiff_dir.parent / SPACENET_LABELS,
             "--size", "448", "--batch-size", "4")
 
 
-def test_remote_rewrites_and_captions_equal_in_process(live_server, qwen3_vl_dir,
+def test_remote_rewrites_and_captions_equal_in_process(serve_process, qwen3_vl_dir,
                                                        footprints_args, tmp_path):
     local, remote = tmp_path / "local.gpkg", tmp_path / "remote.gpkg"
     result = _refer(*footprints_args, "-o", local, "--rewrite-model", qwen3_vl_dir,
                     "--caption-model", qwen3_vl_dir, *LOCAL)
     assert result.exit_code == 0, result.output
     result = _refer(*footprints_args, "-o", remote, "--backend", "openai", "--endpoint",
-                    live_server.url, "--api-key", API_KEY, "--rewrite-model", "tiny",
+                    serve_process.url, "--api-key", API_KEY, "--rewrite-model", "tiny",
                     "--caption-model", "tiny", "--concurrency", "3")
     assert result.exit_code == 0, result.output
     expected, got = _layers(local), _layers(remote)
@@ -66,11 +100,11 @@ def test_remote_rewrites_and_captions_equal_in_process(live_server, qwen3_vl_dir
     for role in ("rewrite_model", "caption_model"):
         record = parameters[role]
         assert record["backend"] == "openai" and record["served_model"] == "tiny"
-        assert record["endpoint"].rstrip("/") == live_server.url and "method" not in record
+        assert record["endpoint"].rstrip("/") == serve_process.url and "method" not in record
     assert _parameters(local)["caption_model"]["model"]  # in-process names the weights
 
 
-def test_remote_detect_equals_in_process(live_server, qwen3_vl_dir, geotiff_dir, tmp_path):
+def test_remote_detect_equals_in_process(serve_process, qwen3_vl_dir, geotiff_dir, tmp_path):
     args = (geotiff_dir / SPACENET, "--detect", "--size", "448", "--batch-size", "4")
     local, remote = tmp_path / "local.gpkg", tmp_path / "remote.gpkg"
     result = _refer(*args, "-o", local, "--caption-model", qwen3_vl_dir, *LOCAL)
@@ -79,7 +113,7 @@ def test_remote_detect_equals_in_process(live_server, qwen3_vl_dir, geotiff_dir,
     # from the environment.
     result = CliRunner(env={"GEOVLM_API_KEY": API_KEY}).invoke(cli, [
         "refer", *map(str, args), "-o", str(remote), "--backend", "openai",
-        "--endpoint", live_server.url])
+        "--endpoint", serve_process.url])
     assert result.exit_code == 0, result.output
     got = _layers(remote)
     assert got == _layers(local) and len(got["chips"]) == 9
@@ -87,9 +121,9 @@ def test_remote_detect_equals_in_process(live_server, qwen3_vl_dir, geotiff_dir,
     assert _parameters(remote)["caption_model"]["served_model"] == "tiny"
 
 
-def test_endpoint_refusals_exit_2_before_writing(live_server, footprints_args, tmp_path):
+def test_endpoint_refusals_exit_2_before_writing(serve_process, footprints_args, tmp_path):
     out = tmp_path / "never.gpkg"
-    remote = ("-o", out, "--backend", "openai", "--endpoint", live_server.url)
+    remote = ("-o", out, "--backend", "openai", "--endpoint", serve_process.url)
     cases = [
         ((*remote, "--api-key", "wrong", "--rewrite-model", "tiny"), "refused the API key"),
         ((*remote, "--api-key", API_KEY, "--caption-model", "xview2"),
@@ -97,7 +131,7 @@ def test_endpoint_refusals_exit_2_before_writing(live_server, footprints_args, t
         (("-o", out, "--backend", "openai", "--endpoint", f"http://127.0.0.1:{free_port()}/v1",
           "--rewrite-model", "tiny"), "did not answer"),
         (("-o", out, "--backend", "openai", "--rewrite-model", "tiny"), "needs --endpoint"),
-        (("-o", out, "--endpoint", live_server.url), "--endpoint needs --backend openai"),
+        (("-o", out, "--endpoint", serve_process.url), "--endpoint needs --backend openai"),
     ]
     for args, message in cases:
         result = CliRunner(env={"GEOVLM_API_KEY": None}).invoke(
@@ -108,7 +142,7 @@ def test_endpoint_refusals_exit_2_before_writing(live_server, footprints_args, t
         assert not out.exists()
 
 
-def test_remote_text_only_answers_equal_in_process(live_server, served_qwen3_vl):
+def test_remote_text_only_answers_equal_in_process(serve_process, served_qwen3_vl):
     # Random weights seldom keep a rewrite's facts, so the layers above may hold rule texts
     # only: compare the raw text-only answers behind them too.
     from geovlm.backends.openai import OpenAIBackend
@@ -118,7 +152,7 @@ def test_remote_text_only_answers_equal_in_process(live_server, served_qwen3_vl)
     prompts = [rewrite_prompt(text, Language.EN) for text in
                ("the only building", "the large building in the north-west corner",
                 "the destroyed building in the south")]
-    remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method=None)
+    remote = OpenAIBackend.connect(serve_process.url, api_key=API_KEY, method=None)
     assert remote.generate(None, prompts, 24) == served_qwen3_vl.backend.generate(
         None, prompts, 24)
 
