@@ -203,18 +203,14 @@ def classify(
     With --backend openai the chips go to a server (geovlm serve, vLLM); the preset still gives
     the answer forms and the calibration.
     """
+    from geovlm.event_scenes import one_scene, scene_entries, survey_scenes
     from geovlm.model_choice import ModelChoice
     from geovlm.scene_list import expand_scenes, single_scene
-    from geovlm.tasks.classify import (
-        ClassifyMode,
-        ClassifySettings,
-        classify_event,
-        classify_scene,
-    )
+    from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scenes
     from geovlm.tiling import TilingOptions
 
     single = single_scene(scenes) if dst_crs is None else None
-    event_scenes = [] if single is not None else expand_scenes(scenes)
+    event = [] if single is not None else expand_scenes(scenes)
 
     choice = ModelChoice.resolve(
         model, adapter=adapter, no_adapter=no_adapter, quantize=quantize, device=device,
@@ -233,19 +229,20 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
-    common: dict[str, Any] = {
-        "preset": preset,
-        "backend_factory": backend_factory,
-        "tiling": tiling,
-        "settings": ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                     max_new_tokens, preset.answers, choice.calibration),
-        "run_parameters": run_parameters,
-        "batch_size": batch_size,
-        "progress": ProgressMode.NONE if quiet else ProgressMode(progress),
-        "overwrite": overwrite,
-    }
-    summary = (classify_scene(single, output, **common) if single is not None
-               else classify_event(event_scenes, output, dst_crs=dst_crs, **common))
+    run_scenes = (one_scene(single, tiling) if single is not None
+                  else survey_scenes(scene_entries(event), tiling, dst_crs))
+    summary = classify_scenes(
+        run_scenes, output,
+        preset=preset,
+        backend_factory=backend_factory,
+        tiling=tiling,
+        settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
+                                  max_new_tokens, preset.answers, choice.calibration),
+        run_parameters=run_parameters,
+        batch_size=batch_size,
+        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
+        overwrite=overwrite,
+    )
     _report(summary.as_dict(), progress, quiet)
 
 

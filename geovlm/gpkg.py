@@ -42,6 +42,7 @@ from geovlm.runs import (
     find_run,
     insert_run,
     set_status,
+    update_notes,
     upgrade_table,
 )
 
@@ -78,6 +79,13 @@ class FieldType(Enum):
     def dtype(self) -> np.dtype:
         """The numpy dtype of a column of this type."""
         return np.dtype({"str": object, "int": np.int64, "float": np.float64}[self.value])
+
+    @classmethod
+    def of(cls, value: object) -> FieldType:
+        """The type of a field holding `value` (e.g. a scene's own fields in an event's layer)."""
+        if isinstance(value, int):
+            return cls.INTEGER
+        return cls.REAL if isinstance(value, float) else cls.STRING
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +460,7 @@ class GeoPackageWriter:
         with _connect(self.path) as db:
             if upgrade_table(db):
                 logger.info("%s: rebuilt its runs table with an integer key", self.path)
+            update_notes(db, self.run_id, self.run)
         self._set_status(RunStatus.RUNNING)
 
     def _set_status(self, status: RunStatus) -> None:

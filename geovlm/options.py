@@ -255,8 +255,10 @@ def remote_options(function: F) -> F:
                           " default: the first it lists."),
         click.option("--remote-method",
                      type=click.Choice(["auto", "geovlm-classify", "chat-logprobs",
-                                        "chat-choice"]),
+                                        "prompt-logprobs", "chat-choice"]),
                      default="auto", show_default=True,
                      help="How answers get probabilities on the server; auto: /v1/classify on"
-                          " geovlm serve, first-token logprobs or a structured choice on vLLM."),
+                          " geovlm serve; on vLLM first-token logprobs where they separate"
+                          " the labels, else whole-form prompt_logprobs, else a structured"
+                          " choice."),
     )(function)

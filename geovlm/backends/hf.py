@@ -199,7 +199,26 @@ class HFBackend:
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
         with_images = images is not None
         rendered = {p: self.chat.render(p, image=with_images) for p in dict.fromkeys(prompts)}
-        texts = [rendered[p] for p in prompts]
+        return self.encode_rendered(images, [rendered[p] for p in prompts])
+
+    def encode_rendered(
+        self, images: Sequence[Image.Image] | None, texts: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """`encode` for prompts already in the chat format (e.g. whole conversations).
+
+        Parameters
+        ----------
+        images
+            One image per text (whose placeholder it fills), or None for text only.
+        texts
+            Rendered prompts, e.g. by ``self.chat.render_turns``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            As `encode`.
+        """
+        texts = list(texts)
         kwargs: dict[str, Any] = {
             "padding": True,
             "return_tensors": "pt",
