@@ -30,6 +30,7 @@ from geovlm.options import (
     choose_gsd,
     model_options,
     output_options,
+    remote_endpoint,
     remote_options,
     tiling_options,
 )
@@ -239,16 +240,13 @@ def classify(
     run_parameters = {**choice.run_parameters(),
                       # None: each item's visual asset, else its first visual or data GeoTIFF.
                       **({"stac_asset": stac_asset} if stac is not None else {})}
-    if backend == "openai":
-        if not endpoint:
-            raise click.UsageError("--backend openai needs --endpoint URL.")
-        remote = choice.connect(endpoint, api_key=api_key, served_model=served_model,
+    server = remote_endpoint(backend, endpoint)
+    if server is not None:
+        remote = choice.connect(server, api_key=api_key, served_model=served_model,
                                 method=remote_method, language=language,
                                 concurrency=concurrency)
         backend_factory, run_parameters = (lambda: remote), {**run_parameters,
                                                              **remote.run_record()}
-    elif endpoint:
-        raise click.UsageError("--endpoint needs --backend openai.")
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 

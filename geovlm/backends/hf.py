@@ -354,7 +354,7 @@ class HFBackend:
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=self._stop_ids(),
+            eos_token_id=self.stop_ids(),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         with torch.inference_mode():
@@ -364,8 +364,10 @@ class HFBackend:
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [t.strip() for t in texts]
 
-    def _stop_ids(self) -> list[int]:
+    def stop_ids(self) -> list[int]:
         """The tokens that end an answer: the model's EOS ids and the chat's end of turn.
+
+        ``geovlm serve`` stops its generation at the same tokens, so remote answers equal these.
 
         Fine-tuned checkpoints often save a generation config whose EOS is the tokenizer's
         alone; without the end-of-turn token their answers would run to ``max_new_tokens``.

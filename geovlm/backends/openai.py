@@ -81,7 +81,7 @@ class OpenAIBackend:
     served_model
         The model id sent with every request.
     method
-        How forms are scored (not ``auto``).
+        How forms are scored (not ``auto``); None for a backend that only generates.
     verbalizer
         The forms' labels (``chat-logprobs`` adds first-token mass per label).
     concurrency
@@ -90,7 +90,7 @@ class OpenAIBackend:
 
     supports_images = True
 
-    def __init__(self, client: openai.OpenAI, served_model: str, method: RemoteMethod,
+    def __init__(self, client: openai.OpenAI, served_model: str, method: RemoteMethod | None,
                  verbalizer: Verbalizer, concurrency: int = 8) -> None:
         self.client = client
         self.served_model = served_model
@@ -102,7 +102,7 @@ class OpenAIBackend:
 
     @classmethod
     def connect(cls, endpoint: str, *, api_key: str | None = None,
-                method: RemoteMethod | str = RemoteMethod.AUTO,
+                method: RemoteMethod | str | None = RemoteMethod.AUTO,
                 served_model: str | None = None,
                 verbalizer: Verbalizer | None = None, language: Language | str = Language.EN,
                 concurrency: int = 8, retries: int = 8,
@@ -116,7 +116,8 @@ class OpenAIBackend:
         api_key
             Sent as ``Authorization: Bearer``; None for servers without keys.
         method
-            ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`).
+            ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`);
+            None for a backend that only generates (``refer``), which asks nothing more.
         served_model
             The model id to ask (vLLM lists a LoRA module beside its base model); None takes
             the first the endpoint lists.
@@ -158,12 +159,13 @@ class OpenAIBackend:
             served = named
         owner = getattr(served[0], "owned_by", None)
         forms = verbalizer or Verbalizer.default()
-        backend = cls(client, served[0].id, RemoteMethod(method), forms, concurrency)
+        chosen = None if method is None else RemoteMethod(method)
+        backend = cls(client, served[0].id, chosen, forms, concurrency)
         if backend.method is RemoteMethod.AUTO:
             backend.method = (RemoteMethod.GEOVLM_CLASSIFY if owner == "geovlm"
                               else backend._probe(Language(language)))
         log.info("%s serves %s (%s): scoring with %s", endpoint, served[0].id, owner,
-                 backend.method.value)
+                 "nothing" if backend.method is None else backend.method.value)
         return backend
 
     def _probe(self, language: Language) -> RemoteMethod:
@@ -184,9 +186,10 @@ class OpenAIBackend:
         return RemoteMethod.PROMPT_LOGPROBS
 
     def run_record(self) -> dict[str, Any]:
-        """What a run's record says about the endpoint: URL, served model and method."""
-        return {"backend": "openai", "endpoint": str(self.client.base_url),
-                "served_model": self.served_model, "method": self.method.value}
+        """What a run's record says about the endpoint: URL, served model and any method."""
+        record = {"backend": "openai", "endpoint": str(self.client.base_url),
+                  "served_model": self.served_model}
+        return record if self.method is None else {**record, "method": self.method.value}
 
     def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> RemoteBatch:
         """PNG-encode the images (CPU work, done in the pipeline's preparing thread)."""
@@ -197,6 +200,8 @@ class OpenAIBackend:
 
     def score_encoded(self, inputs: RemoteBatch, answers: Sequence[str]) -> np.ndarray:
         """Probabilities of `answers` per chip, by the backend's method (rows sum to 1)."""
+        if self.method is None:
+            raise ParameterError("this remote backend only generates: connect it with a method.")
         if self.method is RemoteMethod.PROMPT_LOGPROBS:
             return self._whole_forms(inputs, list(answers))
         score = {

@@ -141,8 +141,8 @@ class ModelEngine:
         from transformers import GenerationConfig
 
         model, tokenizer = self.backend.model, self.backend.tokenizer
-        eos = model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.pad_token_id}
+        eos = self.backend.stop_ids()  # the end of turn too, as in-process generation
+        stops = set(eos) | {tokenizer.pad_token_id}
         config = GenerationConfig(
             max_new_tokens=key.max_new_tokens, do_sample=False, eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id,
