@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pystac
-from pystac.utils import make_absolute_href
+from pystac.utils import is_absolute_href, make_absolute_href
 
-from geovlm.errors import InputError
+from geovlm.errors import InputError, first_line
 from geovlm.work_items import SceneEntry
 
 __all__ = ["DEFAULT_ASSET", "gdal_name", "read_stac_scenes"]
@@ -94,21 +94,25 @@ def _acquired(item: pystac.Item) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _scene(item: pystac.Item, asset_key: str | None, source: Path) -> SceneEntry:
-    asset = _chosen_asset(item, asset_key)
-    href = asset.get_absolute_href() or make_absolute_href(asset.href, str(source))
+def _scene(item: pystac.Item, base: str, asset_key: str | None) -> SceneEntry:
+    href = _chosen_asset(item, asset_key).href
+    if not is_absolute_href(href):
+        href = make_absolute_href(href, base)
     return SceneEntry(gdal_name(href), item.id, {"datetime": _acquired(item)})
 
 
-def _items(document: dict[str, object], source: Path) -> Iterator[pystac.Item]:
+def _items(document: dict[str, object], source: Path) -> Iterator[tuple[pystac.Item, str]]:
+    """Each item and the file its relative hrefs start from (an ItemCollection's own)."""
     kind = document.get("type")
-    if kind == "FeatureCollection":
-        yield from pystac.ItemCollection.from_dict(document)
+    if kind == "FeatureCollection":  # its items' self links, if any, may point elsewhere
+        for item in pystac.ItemCollection.from_dict(document):
+            yield item, str(source)
     elif kind == "Feature":
-        yield pystac.Item.from_file(str(source))
+        yield pystac.Item.from_dict(document), str(source)
     elif kind in ("Catalog", "Collection"):
         reader = pystac.Collection if kind == "Collection" else pystac.Catalog
-        yield from reader.from_file(str(source)).get_items(recursive=True)
+        for item in reader.from_file(str(source)).get_items(recursive=True):
+            yield item, item.get_self_href() or str(source)
     else:
         raise InputError(
             f"{source} is not a STAC ItemCollection, Item, Catalog or Collection (its type is"
@@ -120,19 +124,21 @@ def _read(source: Path) -> dict[str, object]:
     try:
         document = json.loads(source.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InputError(f"Cannot read STAC file {source} ({exc.strerror}); check the path.") \
-            from exc
+        raise InputError(
+            f"Cannot read STAC file {source} ({exc.strerror}); check the path."
+        ) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"STAC file {source} is not JSON ({exc}); pass a STAC JSON file.") \
-            from exc
+        raise InputError(
+            f"STAC file {source} is not JSON ({exc}); pass a STAC JSON file."
+        ) from exc
     if not isinstance(document, dict):
         raise InputError(f"{source} is not a STAC object (a JSON object); pass a STAC file.")
     return document
 
 
-def _check_unique(items: Sequence[pystac.Item], source: Path) -> None:
+def _check_unique(items: Sequence[tuple[pystac.Item, str]], source: Path) -> None:
     seen: set[str] = set()
-    for item in items:
+    for item, _ in items:
         if item.id in seen:
             raise InputError(
                 f"STAC item id {item.id} appears twice in {source}; item ids name the scenes"
@@ -170,10 +176,10 @@ def read_stac_scenes(path: str | Path, asset: str | None = None) -> list[SceneEn
         items = list(_items(document, source))
     except _MALFORMED as exc:
         raise InputError(
-            f"{source} cannot be read as STAC ({type(exc).__name__}: {exc}); check it and the"
-            " files it links with stac-validator."
+            f"{source} cannot be read as STAC ({type(exc).__name__}: {first_line(exc)});"
+            " check it and the files it links with stac-validator."
         ) from exc
     if not items:
         raise InputError(f"STAC file {source} holds no item; pass a file with imagery items.")
     _check_unique(items, source)
-    return [_scene(item, asset, source) for item in items]
+    return [_scene(item, base, asset) for item, base in items]

@@ -81,10 +81,13 @@ def test_remote_hrefs_become_gdal_names_and_times_utc(tmp_path, stac_event):
                     "https://example.com/event/web.tif")
     span = stac_item("span", cogeo, None, "s3://bucket/span.tif",
                      start_datetime="2024-05-01T00:00:00Z", end_datetime="2024-05-02T00:00:00Z")
-    scenes = read_stac_scenes(_save(tmp_path, [web, span]))
+    moved = stac_item("moved", cogeo, datetime(2024, 5, 3, tzinfo=UTC), "./moved.tif")
+    moved.set_self_href("https://example.com/items/moved.json")  # as a STAC API's items say
+    scenes = read_stac_scenes(_save(tmp_path, [web, span, moved]))
     assert [scene.path for scene in scenes] == [
-        "/vsicurl/https://example.com/event/web.tif", "/vsis3/bucket/span.tif"]
-    assert [scene.fields["datetime"].isoformat() for scene in scenes] == [
+        "/vsicurl/https://example.com/event/web.tif", "/vsis3/bucket/span.tif",
+        str(tmp_path / "moved.tif")]  # relative hrefs start from the saved collection
+    assert [scene.fields["datetime"].isoformat() for scene in scenes[:2]] == [
         "2024-05-01T10:00:00+00:00", "2024-05-01T00:00:00+00:00"]
 
 
