@@ -21,7 +21,7 @@ The random model may emit its end-of-turn token early, so A and B both run with 
 all: every answer is exactly 16 new tokens and both do the same decoding work (checked for A;
 B's answers are compared to A's).
 
-**Scene**: a full ``classify_scene`` run (score mode, tiling, preprocessing, model, GeoPackage
+**Scene**: a full ``classify_scenes`` run (score mode, tiling, preprocessing, model, GeoPackage
 writing, the model already loaded) over the same scene and tiling. The pipeline reads and encodes
 batch k+1 on a background thread while the model scores batch k, and writes batch k-1 on another.
 "Outside the model" is the wall time not spent in the backend's model calls (``score_encoded``:
@@ -33,7 +33,7 @@ Each timing is the best of ``--repeat`` runs (median also printed) after one war
 processes share this machine's cores, so the load average is printed before and after.
 
 **Host ceiling** (``bench/host_ceiling.py``, skipped with ``--skip-host``): the same
-``classify_scene`` with the model call replaced by an instant stand-in (real reading, resampling,
+``classify_scenes`` with the model call replaced by an instant stand-in (real reading, resampling,
 ``HFBackend.encode`` and GeoPackage writing), at native resolution and at the preset's ``--gsd``
 on a scene 4x finer, with and without overviews; see that module's docstring.
 
@@ -284,7 +284,7 @@ def _run(
     from geovlm.models import resolve_model
     from geovlm.progress import ProgressMode
     from geovlm.prompts import Language, answers
-    from geovlm.tasks.classify import ClassifySettings, classify_scene
+    from geovlm.tasks.classify import ClassifySettings, classify_scenes
     from geovlm.tiling import TilingOptions, iter_chips
 
     folder = _tiny_folder(work)
@@ -310,7 +310,7 @@ def _run(
     c_best, c_med, _ = _timed(lambda: backend.score(images, QUESTION, candidates), args.repeat)
     same = sum(x == y for x, y in zip(a_answers, b_answers, strict=True))
 
-    # Where classify_scene's time goes: model forwards (hooks), chip encoding (the backend's
+    # Where classify_scenes's time goes: model forwards (hooks), chip encoding (the backend's
     # encode, here serial: one backend batch per pipeline batch), and waiting for the tiler's
     # next chip (it reads a few chips ahead on its own threads; only the wait is counted).
     model_clock, call_clock = _Clock(), _Clock()
@@ -322,7 +322,7 @@ def _run(
         for clock in (model_clock, call_clock):
             clock.seconds = 0.0
         start = time.perf_counter()
-        summary = classify_scene(
+        summary = classify_scenes(
             SCENE, work / f"scene{i}.gpkg",
             preset=resolve_model(str(folder)),
             backend_factory=lambda: backend,
@@ -351,7 +351,7 @@ def _run(
     for name, best, median in rows:
         print(f"{name:46s} {n / best:8.1f} {n / median:8.1f} {n / best / rate_a:6.2f}")
     print(f"B answers equal to A's: {same}/{n}")
-    print(f"scene: classify_scene score mode, {s_written} chips, best {s_total:.2f} s "
+    print(f"scene: classify_scenes score mode, {s_written} chips, best {s_total:.2f} s "
           f"({s_written / s_total:.1f} chips/s); outside the model {outside:.1%} (runs: "
           + ", ".join(f"{(r[0] - r[1]) / r[0]:.1%}" for r in scene_runs) + ")")
     print(f"  model calls {s_calls:.2f} s {s_calls / s_total:.1%}, of which forward passes "

@@ -3,7 +3,7 @@
 Used by ``bench/classify.py`` (its "host ceiling" table); runnable alone as
 ``python bench/host_ceiling.py [--repeat R] [--out DIR]``.
 
-``classify_scene`` runs in score mode as the CLI runs it (tiling with read-ahead threads,
+``classify_scenes`` runs in score mode as the CLI runs it (tiling with read-ahead threads,
 resampling, the real ``HFBackend.encode`` of the tiny Qwen3-VL with its real processor and fast
 path, the GeoPackage writer), with one change: the backend's ``score_encoded`` is a zero-cost
 stand-in that returns uniform probabilities at once. Its chips/s is what the host can feed a
@@ -147,14 +147,14 @@ def overview_reads(case: Case, chips: int = 8) -> tuple[int, set[str]]:
 
 
 def measure(case: Case, backend: InstantModel, preset: Any, work: Path, batch: int) -> Timing:
-    """One full ``classify_scene`` run of `case` with the instant model."""
+    """One full ``classify_scenes`` run of `case` with the instant model."""
     from geovlm.progress import ProgressMode
-    from geovlm.tasks.classify import ClassifySettings, classify_scene
+    from geovlm.tasks.classify import ClassifySettings, classify_scenes
     from geovlm.tiling import TilingOptions
 
     output = work / "host.gpkg"
     cpu, start = time.process_time(), time.perf_counter()
-    summary = classify_scene(
+    summary = classify_scenes(
         case.scene, output, preset=preset, backend_factory=lambda: backend,
         tiling=TilingOptions(CHIP, 0, gsd=case.gsd), settings=ClassifySettings(),
         run_parameters={"model": "host-ceiling"}, batch_size=batch,
@@ -184,7 +184,7 @@ def run(real_backend: Any, work: Path, out: Path, repeat: int, batch: int) -> No
                 best[case.name] = timing
     load_after = os.getloadavg()
     native = best[cases[0].name].rate
-    print(f"\nhost ceiling: classify_scene score mode, model call replaced by an instant"
+    print(f"\nhost ceiling: classify_scenes score mode, model call replaced by an instant"
           f" stand-in; {SIDE}² of {PIXEL_M} m, {CHIP} px chips, batch {batch}, best of"
           f" {repeat}; {os.cpu_count()} CPUs")
     print(f"{'case':28s}{'chips':>7s}{'chips/s':>9s}{'x native':>10s}{'CPU ms/chip':>13s}"

@@ -3,8 +3,9 @@
 Usage: ``python bench/serve.py [--requests 200] [--size 256] [--repeat 2]``.
 
 Model: the tests' tiny random Qwen3-VL (``tests.tiny_models.build_qwen3_vl``, float32 on the
-CPU), built into a temporary folder; nothing is downloaded. Chips: ``--requests`` random RGB
-chips of ``--size`` pixels (the model's speed does not depend on pixel values).
+CPU), built into a temporary folder; nothing is downloaded. Chips: ``--requests`` chips of
+``--size`` pixels cut from the real NAIP image of ``../shared/data`` (repeated in order when
+more are asked for), sent as the remote backend sends them (PNG, ``geovlm.backends.openai``).
 
 1. **In-process**: ``HFBackend.score`` of the preset's English answer forms over all chips in
    batches of 8 (the engine's score mode, the next batch encoded while the model runs): the
@@ -24,8 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
+import itertools
 import os
 import socket
 import subprocess
@@ -38,23 +38,19 @@ import numpy as np
 
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
+NAIP = _ROOT.parent / "shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif"
 
+from geovlm.backends.openai import _png  # noqa: E402
 from geovlm.prompts import question  # noqa: E402
 from geovlm.verbalizer import Verbalizer  # noqa: E402
 
 
 def _chips(n: int, size: int) -> list:
-    from PIL import Image
+    from geovlm.tiling import SceneTiler, TilingOptions
 
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-            for _ in range(n)]
-
-
-def _b64(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    with SceneTiler(NAIP, TilingOptions(size, min_valid=0.0)) as tiler:
+        chips = [chip.image for chip in tiler.chips()]
+    return list(itertools.islice(itertools.cycle(chips), n))
 
 
 def _in_process(model_dir: Path, chips: list):
@@ -140,7 +136,7 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
     images = _chips(args.requests, args.size)
-    encoded = [_b64(image) for image in images]
+    encoded = [_png(image) for image in images]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_qwen3_vl(Path(tmp) / "qwen3_vl")
         local = _in_process(model_dir, images)

@@ -21,7 +21,7 @@ from geovlm.commands import version as version_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.train import train
-from geovlm.errors import GeovlmError, first_line
+from geovlm.errors import GeovlmError, ParameterError, first_line
 from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
 from geovlm.library_warnings import silence_harmless_warnings
 from geovlm.models import DEFAULT_MODEL
@@ -30,6 +30,7 @@ from geovlm.options import (
     choose_gsd,
     model_options,
     output_options,
+    remote_endpoint,
     remote_options,
     tiling_options,
 )
@@ -134,7 +135,7 @@ def tile(
 
 
 @cli.command()
-@click.argument("scenes", nargs=-1, required=True, type=str, metavar="SCENE...")
+@click.argument("scenes", nargs=-1, type=str, metavar="[SCENE]...")
 @output_options
 @model_options
 @remote_options
@@ -158,6 +159,12 @@ def tile(
 @click.option("--dst-crs", default=None, metavar="CRS",
               help="CRS of the layer of several scenes (e.g. EPSG:32614)."
                    "  [default: the scenes' CRS, else EPSG:4326]")
+@click.option("--stac", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Take the scenes from a local STAC ItemCollection, Item, Catalog or"
+                   " Collection (one per item, named by its id, dated) instead of SCENE.")
+@click.option("--stac-asset", default=None, metavar="KEY",
+              help="The asset of every STAC item to read."
+                   "  [default: visual, else the first GeoTIFF with role visual or data]")
 def classify(
     scenes: tuple[str, ...],
     output: str,
@@ -189,12 +196,15 @@ def classify(
     native_gsd: bool,
     no_calibration: bool,
     dst_crs: str | None,
+    stac: str | None,
+    stac_asset: str | None,
 ) -> None:
     """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
 
     Several scenes (rasters, folders, globs, text files of paths) make one run with one model
     load and one layer, with fields ``scene`` and ``scene_chip_id``; scenes that fail to open
-    are skipped with a warning.
+    are skipped with a warning. With --stac the scenes are a STAC file's items instead: ``scene``
+    is the item id, and a ``datetime`` field holds each item's acquisition time.
 
     Chip size and ground sampling distance default to the model preset's, so chips cover the
     ground extent the model was trained on. Score mode compares every answer form the preset
@@ -202,18 +212,24 @@ def classify(
     With --backend openai the chips go to a server (geovlm serve, vLLM); the preset still gives
     the answer forms and the calibration.
     """
+    from geovlm.event_scenes import one_scene, scene_entries, survey_scenes
     from geovlm.model_choice import ModelChoice
     from geovlm.scene_list import expand_scenes, single_scene
-    from geovlm.tasks.classify import (
-        ClassifyMode,
-        ClassifySettings,
-        classify_event,
-        classify_scene,
-    )
+    from geovlm.stac_scenes import read_stac_scenes
+    from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scenes
     from geovlm.tiling import TilingOptions
 
-    single = single_scene(scenes) if dst_crs is None else None
-    event_scenes = [] if single is not None else expand_scenes(scenes)
+    if stac is not None and scenes:
+        raise ParameterError("Pass scenes as SCENE arguments or --stac, not both.")
+    if stac is None and not scenes:
+        raise ParameterError("No scene given; pass one or more SCENE arguments or --stac FILE.")
+    if stac_asset is not None and stac is None:
+        raise ParameterError("--stac-asset names the asset of STAC items; pass --stac FILE too.")
+    if stac is not None:
+        single, event = None, read_stac_scenes(stac, stac_asset)
+    else:
+        single = single_scene(scenes) if dst_crs is None else None
+        event = [] if single is not None else scene_entries(expand_scenes(scenes))
 
     choice = ModelChoice.resolve(
         model, adapter=adapter, no_adapter=no_adapter, quantize=quantize, device=device,
@@ -221,33 +237,33 @@ def classify(
     )
     preset = choice.preset
     backend_factory = choice.load_backend
-    run_parameters = choice.run_parameters()
-    if backend == "openai":
-        if not endpoint:
-            raise click.UsageError("--backend openai needs --endpoint URL.")
-        remote = choice.connect(endpoint, api_key=api_key, served_model=served_model,
+    run_parameters = {**choice.run_parameters(),
+                      # None: each item's visual asset, else its first visual or data GeoTIFF.
+                      **({"stac_asset": stac_asset} if stac is not None else {})}
+    server = remote_endpoint(backend, endpoint)
+    if server is not None:
+        remote = choice.connect(server, api_key=api_key, served_model=served_model,
                                 method=remote_method, language=language,
                                 concurrency=concurrency)
         backend_factory, run_parameters = (lambda: remote), {**run_parameters,
                                                              **remote.run_record()}
-    elif endpoint:
-        raise click.UsageError("--endpoint needs --backend openai.")
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
-    common: dict[str, Any] = {
-        "preset": preset,
-        "backend_factory": backend_factory,
-        "tiling": tiling,
-        "settings": ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                     max_new_tokens, preset.answers, choice.calibration),
-        "run_parameters": run_parameters,
-        "batch_size": batch_size,
-        "progress": ProgressMode.NONE if quiet else ProgressMode(progress),
-        "overwrite": overwrite,
-    }
-    summary = (classify_scene(single, output, **common) if single is not None
-               else classify_event(event_scenes, output, dst_crs=dst_crs, **common))
+    run_scenes = (one_scene(single, tiling) if single is not None
+                  else survey_scenes(event, tiling, dst_crs))
+    summary = classify_scenes(
+        run_scenes, output,
+        preset=preset,
+        backend_factory=backend_factory,
+        tiling=tiling,
+        settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
+                                  max_new_tokens, preset.answers, choice.calibration),
+        run_parameters=run_parameters,
+        batch_size=batch_size,
+        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
+        overwrite=overwrite,
+    )
     _report(summary.as_dict(), progress, quiet)
 
 

@@ -1,27 +1,60 @@
-"""The scenes of an event, opened and checked before any model loads.
+"""The scenes of a run, opened and checked before any model loads, and how the output names them.
 
-Each scene is opened once (header only) to learn its CRS and footprint. A scene that fails to
-open is listed with its reason and logged as a warning (a ``warning`` event under ``--progress
-json``), then left out; the run goes on with the others unless every scene failed. The layer's
-CRS follows from the scenes that opened (see `geovlm.reprojection.event_crs`).
+A run has one scene (``geovlm classify scene.tif``) or an event's many. Each scene is opened
+once here for its header and chip grid (`geovlm.tiling.SceneTiler` reads no pixel until asked).
+In an event a scene that fails to open is listed with its reason and logged as a warning (a
+``warning`` event under ``--progress json``), then left out; the run goes on with the others
+unless every scene failed. An event's records carry the field ``scene`` (and the scene's own
+fields, e.g. a STAC item's ``datetime``) and the id ``scene_chip_id`` (``<scene>|<chip_id>``,
+unique across scenes, what a re-run resumes by); its chip polygons are reprojected into the
+layer's CRS (see `geovlm.reprojection.event_crs`). A single scene keeps its own CRS and ids.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from rasterio.crs import CRS
 from shapely.geometry import Polygon
 
 from geovlm.errors import GeovlmError, InputError
+from geovlm.gpkg import FieldType
+from geovlm.grouped_writes import LayerRows
 from geovlm.reprojection import event_crs, reproject_polygon
-from geovlm.scene import SceneInfo, open_scene
+from geovlm.scene import SceneInfo
+from geovlm.tiling import SceneTiler, TilingOptions
+from geovlm.work_items import ProcessedBatch, SceneEntry
 
-__all__ = ["EventScenes", "FailedScene", "scene_footprint", "survey_scenes"]
+__all__ = [
+    "EVENT_FIELDS", "EVENT_ID_FIELD", "FailedScene", "RunScenes", "one_scene", "scene_entries",
+    "scene_footprint", "scene_key", "survey_scenes",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The id field of an event's layer: ``<scene>|<chip_id>``, unique across scenes.
+EVENT_ID_FIELD = "scene_chip_id"
+
+#: Fields an event's layer has beyond the task's (and its scenes' own).
+EVENT_FIELDS: dict[str, FieldType] = {
+    "scene": FieldType.STRING,
+    EVENT_ID_FIELD: FieldType.STRING,
+}
+
+
+def scene_key(scene: str | Path) -> str:
+    """How a scene is named in the layer and the run: a local file's full path, else as given."""
+    path = Path(scene)
+    return str(path.resolve()) if path.exists() else str(scene)
+
+
+def scene_entries(scenes: Sequence[str]) -> list[SceneEntry]:
+    """Scenes given as paths or URLs, each named by `scene_key`."""
+    return [SceneEntry(scene, scene_key(scene)) for scene in scenes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +66,80 @@ class FailedScene:
 
 
 @dataclass(frozen=True, slots=True)
-class EventScenes:
-    """The scenes of a run that opened, those that did not, and the CRS of the run's layer."""
+class RunScenes:
+    """The scenes of a run that opened, those that did not, and the layout of the output.
 
-    opened: tuple[SceneInfo, ...]
-    failed: tuple[FailedScene, ...]
+    Attributes
+    ----------
+    opened
+        Each scene that opened, with its tiler (header and grid only), in order.
+    failed
+        The scenes left out.
+    crs
+        The layer's CRS.
+    event
+        Whether records are named by scene (`EVENT_FIELDS`) rather than by chip id alone.
+    given
+        The name of every scene as given, in order (an event's signature).
+    """
+
+    opened: tuple[tuple[SceneEntry, SceneTiler], ...]
     crs: CRS
+    failed: tuple[FailedScene, ...] = ()
+    event: bool = False
+    given: tuple[str, ...] = ()
+
+    @property
+    def tiling(self) -> TilingOptions:
+        """How the scenes are cut (the same for every scene)."""
+        return self.opened[0][1].options
+
+    @property
+    def id_field(self) -> str:
+        """The field a re-run resumes by."""
+        return EVENT_ID_FIELD if self.event else "chip_id"
+
+    def layer_fields(self, fields: Mapping[str, FieldType]) -> dict[str, FieldType]:
+        """The chip layer's fields: the task's, and in an event the scenes' names and fields."""
+        if not self.event:
+            return dict(fields)
+        own = {name: FieldType.of(value) for entry, _ in self.opened
+               for name, value in entry.fields.items()}
+        return {**fields, **EVENT_FIELDS, **own}
+
+    def item_id(self, scene: SceneEntry, chip_id: str) -> str:
+        """A chip's id in the output."""
+        return f"{scene.key}|{chip_id}" if self.event else chip_id
+
+    def chip_rows(self, layer: str, batch: ProcessedBatch) -> LayerRows:
+        """A processed batch's chip records as rows of the chip layer, in the layer's CRS."""
+        rows = batch.records.chips
+        if self.event:
+            scene = batch.scene
+            rows = [{**record, **scene.fields, "scene": scene.key,
+                     EVENT_ID_FIELD: self.item_id(scene, record["chip_id"])} for record in rows]
+        geometries = [reproject_polygon(polygon, batch.crs, self.crs)
+                      for polygon in batch.footprints]
+        return LayerRows(layer, rows, geometries)
+
+    def run_parameters(self) -> dict[str, Any]:
+        """What the scenes and their tiling add to the run's signature."""
+        tiling = self.tiling
+        if not self.event:
+            (entry, tiler), = self.opened
+            return {
+                "scene": entry.key,
+                "tiling": tiling.as_dict(),
+                # Chips are cut by ground distance: a scene whose measured scale changed (e.g.
+                # an output of a version that took Web Mercator units for metres) has another
+                # grid.
+                "scene_resolution_m": [round(r, 6) for r in tiler.info.resolution_m],
+            }
+        return {
+            "scenes": list(self.given),
+            "tiling": tiling.as_dict(),
+            "crs": self.crs.to_string(),
+        }
 
     def footprint(self, info: SceneInfo) -> Polygon:
         """A scene's footprint in the layer's CRS, edges densified."""
@@ -51,25 +152,37 @@ def scene_footprint(info: SceneInfo) -> Polygon:
     return Polygon([info.transform @ corner for corner in corners])
 
 
+def one_scene(scene: str | Path, tiling: TilingOptions) -> RunScenes:
+    """A run over one scene, named as given, in its own CRS.
+
+    Raises
+    ------
+    InputError
+        The scene is missing, unreadable or not georeferenced.
+    """
+    tiler = SceneTiler(scene, tiling)
+    return RunScenes(((SceneEntry(str(scene), scene_key(scene)), tiler),), tiler.info.crs)
+
+
 def survey_scenes(
-    scenes: Sequence[str],
-    bands: tuple[int, ...] | None = None,
+    scenes: Sequence[SceneEntry],
+    tiling: TilingOptions,
     dst_crs: str | None = None,
-) -> EventScenes:
-    """Open every scene's header, set aside those that fail, and choose the layer's CRS.
+) -> RunScenes:
+    """Open every scene of an event, set aside those that fail, and choose the layer's CRS.
 
     Parameters
     ----------
     scenes
-        The event's scenes (see `geovlm.scene_list.expand_scenes`).
-    bands
-        The bands every scene must have (``--bands``), or None for the default.
+        The event's scenes (see `geovlm.scene_list.expand_scenes` and `scene_entries`).
+    tiling
+        How the scenes are cut (and the bands every scene must have).
     dst_crs
         ``--dst-crs`` as typed, or None for the scenes' shared CRS, else EPSG:4326.
 
     Returns
     -------
-    EventScenes
+    RunScenes
         The scenes that opened, in order, and those that failed.
 
     Raises
@@ -79,13 +192,13 @@ def survey_scenes(
     ParameterError
         `dst_crs` is not a CRS.
     """
-    opened: list[SceneInfo] = []
+    opened: list[tuple[SceneEntry, SceneTiler]] = []
     failed: list[FailedScene] = []
-    for scene in scenes:
+    for entry in scenes:
         try:
-            opened.append(open_scene(scene, bands))
+            opened.append((entry, SceneTiler(entry.path, tiling)))
         except GeovlmError as exc:
-            failed.append(FailedScene(scene, str(exc)))
+            failed.append(FailedScene(entry.key, str(exc)))
             logger.warning("skipping scene %d of %d: %s", len(opened) + len(failed),
                            len(scenes), exc)
     if not opened:
@@ -94,5 +207,6 @@ def survey_scenes(
             f"None of the {len(scenes)} scenes opens (the first: {first.rstrip('.')});"
             " fix or leave out the broken scenes."
         )
-    crs = event_crs([info.crs for info in opened], dst_crs)
-    return EventScenes(tuple(opened), tuple(failed), crs)
+    crs = event_crs([tiler.info.crs for _, tiler in opened], dst_crs)
+    return RunScenes(tuple(opened), crs, tuple(failed), event=True,
+                     given=tuple(entry.key for entry in scenes))

@@ -22,6 +22,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from geovlm.runs import (
     find_run,
     insert_run,
     set_status,
+    update_notes,
     upgrade_table,
 )
 
@@ -67,17 +69,71 @@ _GPKG_VERSION = {"VERSION": "1.2"}
 _WRITE_CONFIG = {"OGR_SQLITE_JOURNAL": "WAL", "OGR_SQLITE_SYNCHRONOUS": "NORMAL"}
 
 
+#: The numpy dtype of each `FieldType`'s columns, by its value.
+_DTYPES: dict[str, np.dtype] = {
+    "str": np.dtype(object), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
+    "datetime": np.dtype("datetime64[ms]"),
+}
+
+
 class FieldType(Enum):
-    """Attribute types a layer field can have, with the numpy dtype pyogrio writes them from."""
+    """Attribute types a layer field can have, with the numpy dtype pyogrio writes them from.
+
+    A ``DATETIME`` value is an ISO-8601 string or a `datetime` (a naive one is taken as UTC);
+    it is stored as a GeoPackage DateTime in UTC (``...Z``), so QGIS reads a real date and time.
+    """
 
     STRING = "str"
     INTEGER = "int"
     REAL = "float"
+    DATETIME = "datetime"
 
     @property
     def dtype(self) -> np.dtype:
         """The numpy dtype of a column of this type."""
-        return np.dtype({"str": object, "int": np.int64, "float": np.float64}[self.value])
+        return _DTYPES[self.value]
+
+    def column(self, values: Sequence[Any]) -> np.ndarray:
+        """The array pyogrio writes for `values` (None where null; the field's mask says so)."""
+        if self is FieldType.INTEGER:  # a null's slot needs some integer
+            values = [0 if value is None else value for value in values]
+        elif self is FieldType.DATETIME:
+            values = [_utc_moment(value) for value in values]
+        return np.array(values, dtype=self.dtype)
+
+    @classmethod
+    def of(cls, value: object) -> FieldType:
+        """The type of a field holding `value` (e.g. a scene's own fields in an event's layer)."""
+        if isinstance(value, datetime):
+            return cls.DATETIME
+        if isinstance(value, int):
+            return cls.INTEGER
+        return cls.REAL if isinstance(value, float) else cls.STRING
+
+
+#: GDAL's time zone flag for UTC (RFC 56: 100 + offset in quarter hours).
+_GDAL_UTC = 100
+
+#: GeoPackage 1.2 stores a DateTime as ``YYYY-MM-DDTHH:MM:SS.SSSZ``, but GDAL leaves out zero
+#: milliseconds (its DATETIME_PRECISION layer option does not outlive the layer's creation), so
+#: each inserted value is rewritten with them, in the insert's own transaction.
+_MILLISECONDS_TRIGGER = """
+CREATE TRIGGER "{layer}_{field}_milliseconds" AFTER INSERT ON "{layer}"
+WHEN NEW."{field}" IS NOT NULL
+BEGIN
+    UPDATE "{layer}" SET "{field}" = strftime('%Y-%m-%dT%H:%M:%fZ', NEW."{field}")
+    WHERE rowid = NEW.rowid;
+END"""
+
+
+def _utc_moment(value: str | datetime | None) -> np.datetime64:
+    """A time as naive UTC milliseconds, the form pyogrio writes (with the UTC flag)."""
+    if value is None:
+        return np.datetime64("NaT", "ms")
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return np.datetime64(moment, "ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +359,7 @@ class GeoPackageWriter:
             return
         extra = self.extra_layers[layer] if layer is not None and layer != self.layer else None
         fields = self.fields if extra is None else extra.fields
-        field_data = [
-            # A null integer is masked; its slot in the array needs some integer.
-            np.array([0 if row[name] is None and kind is FieldType.INTEGER else row[name]
-                      for row in rows], dtype=kind.dtype)
-            for name, kind in fields.items()
-        ]
+        field_data = [kind.column([row[name] for row in rows]) for name, kind in fields.items()]
         masks = [
             np.array([row[name] is None for row in rows]) for name in fields
         ]
@@ -320,6 +371,8 @@ class GeoPackageWriter:
             field_mask=masks,
             append=True,
             layer_name=None if extra is None else extra.name,
+            gdal_tz_offsets={name: np.full(len(rows), _GDAL_UTC) for name, kind in fields.items()
+                             if kind is FieldType.DATETIME},
         )
         if extra is not None:
             self._extra_done[extra.name].update(str(row[extra.id_field]) for row in rows)
@@ -424,6 +477,10 @@ class GeoPackageWriter:
                 db.execute(
                     f'CREATE UNIQUE INDEX "{layer}_{id_field}" ON "{layer}" ("{id_field}")'
                 )
+                fields = self.fields if layer == self.layer else self.extra_layers[layer].fields
+                for name, kind in fields.items():
+                    if kind is FieldType.DATETIME:
+                        db.execute(_MILLISECONDS_TRIGGER.format(layer=layer, field=name))
                 db.execute(
                     "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
                     " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault,"
@@ -452,6 +509,7 @@ class GeoPackageWriter:
         with _connect(self.path) as db:
             if upgrade_table(db):
                 logger.info("%s: rebuilt its runs table with an integer key", self.path)
+            update_notes(db, self.run_id, self.run)
         self._set_status(RunStatus.RUNNING)
 
     def _set_status(self, status: RunStatus) -> None:

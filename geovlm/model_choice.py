@@ -201,7 +201,7 @@ class ModelChoice:
         endpoint
             ``--endpoint``, the server's OpenAI API base URL.
         api_key
-            ``--api-key``; None reads ``GEOVLM_API_KEY``.
+            ``--api-key`` (click falls back to ``GEOVLM_API_KEY``); None sends none.
         served_model
             ``--served-model``: the model id on the server; None takes the first listed.
         method
@@ -220,12 +220,10 @@ class ModelChoice:
         EndpointError
             The server does not answer, refuses the key, or serves no model.
         """
-        import os
-
         from geovlm.backends.openai import OpenAIBackend
 
         return OpenAIBackend.connect(
-            endpoint, api_key=api_key or os.environ.get("GEOVLM_API_KEY") or None,
+            endpoint, api_key=api_key,
             method=method, served_model=served_model, verbalizer=self.preset.answers,
             language=language,
             concurrency=concurrency,

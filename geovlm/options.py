@@ -10,15 +10,18 @@ import click
 from geovlm.events import stdout_events, warnings_as_events
 from geovlm.models import DEFAULT_MODEL
 from geovlm.progress import ProgressMode
+from geovlm.serve.settings import API_KEY_ENV
 
 __all__ = [
     "JSON_EVENTS",
     "choose_gsd",
     "compose_options",
     "device_options",
+    "endpoint_options",
     "model_options",
     "output_options",
     "parse_bands",
+    "remote_endpoint",
     "remote_options",
     "run_options",
     "tiling_options",
@@ -201,8 +204,12 @@ def model_options(function: F) -> F:
     )(function)
 
 
-def remote_options(function: F) -> F:
-    """Options that send a command's chips to a model server (`geovlm.backends.openai`)."""
+def endpoint_options(function: F) -> F:
+    """Options that send a command's model calls to a server: backend, endpoint, key, bound.
+
+    The key falls back to the variable ``geovlm serve`` reads its own key from: one shared
+    secret, required by the server and sent by its clients.
+    """
     return compose_options(
         click.option("--backend", type=click.Choice(["hf", "openai"]), default="hf",
                      show_default=True,
@@ -210,17 +217,48 @@ def remote_options(function: F) -> F:
                           " --endpoint (geovlm serve or vLLM)."),
         click.option("--endpoint", default=None, metavar="URL",
                      help="The server's OpenAI API base URL, e.g. http://gpu-host:8000/v1."),
-        click.option("--api-key", default=None, metavar="KEY",
-                     help="The server's API key; default: $GEOVLM_API_KEY."),
+        click.option("--api-key", default=None, metavar="KEY", envvar=API_KEY_ENV,
+                     show_envvar=True,
+                     help="The key sent to the server (Authorization: Bearer KEY); set"
+                          f" {API_KEY_ENV} instead to keep it out of the process list."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Most requests in flight to the server."),
+    )(function)
+
+
+def remote_endpoint(backend: str, endpoint: str | None) -> str | None:
+    """The server a command's models run on: ``--endpoint`` with ``--backend openai``, else None.
+
+    Raises
+    ------
+    click.UsageError
+        ``--backend openai`` without ``--endpoint``, or ``--endpoint`` without it.
+
+    Examples
+    --------
+    >>> remote_endpoint("hf", None) is None, remote_endpoint("openai", "http://h:8000/v1")
+    (True, 'http://h:8000/v1')
+    """
+    if backend == "openai" and not endpoint:
+        raise click.UsageError("--backend openai needs --endpoint URL.")
+    if backend != "openai" and endpoint:
+        raise click.UsageError("--endpoint needs --backend openai.")
+    return endpoint if backend == "openai" else None
+
+
+def remote_options(function: F) -> F:
+    """`endpoint_options` and the served model that scores chips (`geovlm.backends.openai`)."""
+    return compose_options(
+        endpoint_options,
         click.option("--served-model", default=None, metavar="NAME",
                      help="The model id on the server (e.g. a vLLM LoRA module's name);"
                           " default: the first it lists."),
         click.option("--remote-method",
                      type=click.Choice(["auto", "geovlm-classify", "chat-logprobs",
-                                        "chat-choice"]),
+                                        "prompt-logprobs", "chat-choice"]),
                      default="auto", show_default=True,
                      help="How answers get probabilities on the server; auto: /v1/classify on"
-                          " geovlm serve, first-token logprobs or a structured choice on vLLM."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="Most requests in flight to the server."),
+                          " geovlm serve; on vLLM first-token logprobs where they separate"
+                          " the labels, else whole-form prompt_logprobs, else a structured"
+                          " choice."),
     )(function)

@@ -127,10 +127,14 @@ class ProgressReporter:
         self.advance(n)
 
     def advance(self, n: int = 1, **extra: float) -> None:
-        """Count `n` more finished items, with figures to show beside them (e.g. ``loss``)."""
+        """Count `n` more finished items, with figures to show beside them (e.g. ``loss``).
+
+        A figure whose plural is a count in the context shows as a part of it: ``scene=3``
+        with ``scenes=20`` reads ``scene 3/20``.
+        """
         self.done += n
         if self._bar is not None and self._task is not None:
-            note = " ".join(f"{key} {value:.4g}" for key, value in extra.items())
+            note = " ".join(self._figure(key, value) for key, value in extra.items())
             self._bar.update(
                 self._task, advance=n, rate=f"{self.rate:.1f} {self.description}/s", note=note
             )
@@ -144,6 +148,10 @@ class ProgressReporter:
             eta_s=None if eta is None else round(eta, 1),
             **extra,
         )
+
+    def _figure(self, key: str, value: float) -> str:
+        total = self._context.get(f"{key}s")
+        return f"{key} {value:.4g}" if total is None else f"{key} {value:.4g}/{total}"
 
     def finish(self, **summary: Any) -> None:
         """Report the end of the run (status ``complete``) with a summary of what it did."""

@@ -26,6 +26,7 @@ __all__ = [
     "find_run",
     "insert_run",
     "set_status",
+    "update_notes",
     "upgrade_table",
 ]
 
@@ -116,8 +117,7 @@ def insert_run(db: sqlite3.Connection, run_id: str, run: RunRecord, layer: str) 
         (
             run_id,
             run.command,
-            json.dumps({**run.parameters, **({"notes": run.notes} if run.notes else {})},
-                       sort_keys=True, default=str),
+            _parameters_json(run),
             run.signature,
             json.dumps(run.versions, sort_keys=True),
             layer,
@@ -125,6 +125,20 @@ def insert_run(db: sqlite3.Connection, run_id: str, run: RunRecord, layer: str) 
             _now(),
         ),
     )
+
+
+def _parameters_json(run: RunRecord) -> str:
+    return json.dumps({**run.parameters, **({"notes": run.notes} if run.notes else {})},
+                      sort_keys=True, default=str)
+
+
+def update_notes(db: sqlite3.Connection, run_id: str, run: RunRecord) -> None:
+    """Record what a resuming run found (its notes), replacing what the run before it found.
+
+    A re-run retries what failed (e.g. scenes that did not open), so the ledger keeps the
+    latest findings; the signature, which leaves notes out, is unchanged.
+    """
+    db.execute("UPDATE runs SET parameters = ? WHERE run_id = ?", (_parameters_json(run), run_id))
 
 
 def find_run(db: sqlite3.Connection, run: RunRecord, layer: str) -> str | None:

@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon
 
 from geovlm.errors import InputError, ParameterError
-from geovlm.scene import SceneInfo, open_scene, pixel_stretch
+from geovlm.scene import PixelStretch, SceneInfo, open_scene, pixel_stretch
 
 __all__ = ["MAX_CHIP_SIZE", "Chip", "SceneTiler", "TilingOptions", "chip_offsets", "iter_chips"]
 
@@ -255,7 +255,9 @@ class SceneTiler:
             for r, y in enumerate(chip_offsets(self.info.height, src_h, step_y))
             for c, x in enumerate(chip_offsets(self.info.width, src_w, step_x))
         ]
-        self._stretch = pixel_stretch(self.info, self.options.nodata)
+        # Computed on the first read (it reads an overview of the whole scene): a tiler opened
+        # for its grid alone, e.g. to survey an event's scenes, costs a header read.
+        self._stretch: PixelStretch | None = None
         self._local = threading.local()
         self._handles: list[rasterio.DatasetReader] = []
         self._pools: set[ThreadPoolExecutor] = set()
@@ -311,6 +313,8 @@ class SceneTiler:
             A block of the scene cannot be read (truncated or corrupt file).
         """
         todo = [cell for cell in self.cells if cell.chip_id not in skip]
+        if todo and self._stretch is None:
+            self._stretch = pixel_stretch(self.info, self.options.nodata)
         ahead = 2 * self._workers
         with (
             _block_cache_cap(self.info.gdal_options["GDAL_CACHEMAX"]),
@@ -410,6 +414,7 @@ class SceneTiler:
         """The chip's RGB image from band-first pixels, padded to the chip size."""
         size = self.options.size
         _, out_h, out_w = data.shape
+        assert self._stretch is not None  # set by `chips` before any read
         if self._stretch.low is None and data.dtype == np.uint8 and out_h == out_w == size:
             # uint8 pass-through: PIL interleaves the planes itself, which saves numpy's strided
             # band-first to pixel-interleaved copy and the padding copy (same pixels).

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.training_fixtures",
     "tests.refer_fixtures",
     "tests.serve_fixtures",
+    "tests.stac_fixtures",
 ]
 
 # Timing is for bench/, not tests: a loaded 2-core CI machine must not fail a property test.

@@ -27,7 +27,7 @@ from geovlm.backends.preflight import plan_model
 from geovlm.cli import cli
 from geovlm.errors import DeviceError, GeovlmError, ModelFileError, ParameterError
 from geovlm.models import resolve_model
-from geovlm.tasks.classify import ClassifySettings, classify_scene
+from geovlm.tasks.classify import ClassifySettings, classify_scenes
 from geovlm.tiling import TilingOptions
 from tests.helpers import cache_snapshot
 
@@ -357,7 +357,7 @@ def test_out_of_gpu_memory_says_lower_the_batch_size(
     # 512 px chips: the scene's 4 chips are all read when the first batch of 4 fails, so no
     # read is in flight while the tiler closes (that race is the tiler's, issue 6 section 4).
     def classify(batch_size: int, out: Path):
-        return classify_scene(
+        return classify_scenes(
             geotiff_dir / SCENE, out, preset=resolve_model(str(qwen3_vl_dir)),
             backend_factory=lambda: _SmallGPU(qwen3_vl_backend, capacity=2),
             tiling=TilingOptions(512), settings=ClassifySettings(), run_parameters={},

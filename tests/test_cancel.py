@@ -23,12 +23,13 @@ from click.testing import CliRunner
 
 from geovlm.cli import cli
 from geovlm.errors import OutputError
+from geovlm.event_scenes import one_scene
 from geovlm.locking import OutputLock
 from geovlm.models import ModelPreset
 from geovlm.pipeline import run_over_chips
 from geovlm.progress import ProgressMode
 from geovlm.styles import outline_style
-from geovlm.tasks.classify import ClassifySettings, classify_scene
+from geovlm.tasks.classify import ClassifySettings, classify_scenes
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 from geovlm.tiling import SceneTiler, TilingOptions
 from geovlm.work_items import ChipRecords, ChipSteps
@@ -94,7 +95,7 @@ def test_a_refused_output_never_waits_for_the_model(geotiff_dir, tmp_path, kind,
     start = time.monotonic()
     try:
         with pytest.raises(OutputError, match=message):
-            classify_scene(
+            classify_scenes(
                 geotiff_dir / COGEO, out, preset=ModelPreset.from_id("example-org/never-loaded"),
                 backend_factory=slow_load, tiling=TilingOptions(512),
                 settings=ClassifySettings(), run_parameters={"model": "example-org/never-loaded"},
@@ -118,7 +119,7 @@ def test_a_refusal_changes_nothing_and_a_failed_load_keeps_the_old_output(geotif
 
     for overwrite in (False, True):
         with pytest.raises(OutputError):
-            classify_scene(
+            classify_scenes(
                 geotiff_dir / COGEO, out, preset=ModelPreset.from_id("example-org/never-loaded"),
                 backend_factory=failing_load, tiling=TilingOptions(512),
                 settings=ClassifySettings(), run_parameters={}, overwrite=overwrite,
@@ -214,8 +215,9 @@ def test_an_error_in_the_model_step_joins_every_thread_and_marks_the_run(
 
         with pytest.raises(RuntimeError, match="the model step failed"):
             run_over_chips(
-                geotiff_dir / "rasterio/RGB.byte.tif", out, command="test",
-                tiling=TilingOptions(64), parameters={}, layer="chips", fields=CHIP_FIELDS,
+                one_scene(geotiff_dir / "rasterio/RGB.byte.tif", TilingOptions(64)), out,
+                command="test",
+                parameters={}, layer="chips", fields=CHIP_FIELDS,
                 style_qml=outline_style(), setup=lambda: ChipSteps(lambda batch: None, process),
                 batch_size=4, progress=ProgressMode.NONE,
             )

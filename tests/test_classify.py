@@ -19,7 +19,7 @@ from geovlm.errors import OutputError
 from geovlm.models import ModelPreset
 from geovlm.progress import ProgressMode
 from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scene
+from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scenes
 from geovlm.tiling import TilingOptions, iter_chips
 from geovlm.verbalizer import Verbalizer, label_probabilities
 from tests.helpers import assert_valid_geopackage, count_rows
@@ -125,7 +125,7 @@ def test_scores_sum_each_labels_forms_and_answer_its_likeliest_form(qwen3_vl_bac
 
 
 def _classify_scene(backend, scene, out, verbalizer):
-    return classify_scene(
+    return classify_scenes(
         scene, out, preset=ModelPreset.from_id(backend.model.name_or_path),
         backend_factory=lambda: backend,
         tiling=TilingOptions(size=256), settings=ClassifySettings(verbalizer=verbalizer),

@@ -97,6 +97,18 @@ def test_event_in_one_run_one_layer(qwen3_vl_dir, event, tmp_path):
     done = json.loads(again.output.strip().splitlines()[-1])
     assert done["written"] == 0 and done["already_done"] == len(layer)
 
+    # The broken scene mended: a re-run resumes, does it, and the ledger forgets the failure.
+    event["broken"].write_bytes(event["cogeo"].read_bytes())
+    mended = _classify(qwen3_vl_dir, out, event["naip"], listing, extra=("--progress", "json"))
+    assert mended.exit_code == 0, mended.output
+    done = json.loads(mended.output.strip().splitlines()[-1])
+    cogeo_chips = int((layer["scene"] == scenes[1]).sum())
+    assert done["written"] == cogeo_chips and done["failed_scenes"] == []
+    with sqlite3.connect(out) as db:
+        rows = db.execute("SELECT parameters, status FROM runs").fetchall()
+    assert len(rows) == 1 and rows[0][1] == "complete"
+    assert "notes" not in json.loads(rows[0][0])
+
 
 def test_scenes_sharing_a_crs_keep_it_and_dst_crs_is_obeyed(qwen3_vl_dir, event, tmp_path):
     out = tmp_path / "same.gpkg"

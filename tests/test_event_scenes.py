@@ -11,11 +11,12 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.ops import unary_union
 
 from geovlm.errors import InputError
-from geovlm.event_scenes import survey_scenes
+from geovlm.event_scenes import scene_entries, survey_scenes
 from geovlm.reprojection import reproject_polygon
-from geovlm.tiling import SceneTiler, TilingOptions
+from geovlm.tiling import TilingOptions
 
 WGS84 = CRS.from_epsg(4326)
+TILING = TilingOptions(size=256, min_valid=0.0)
 
 
 def _warped(source: Path, target: Path, crs: CRS) -> Path:
@@ -51,32 +52,34 @@ def test_broken_scene_listed_and_warned_the_rest_opened(
     event: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        scenes = survey_scenes(event)
-    assert [info.path for info in scenes.opened] == [event[0], event[1], event[3]]
+        scenes = survey_scenes(scene_entries(event), TILING)
+    assert [entry.path for entry, _ in scenes.opened] == [event[0], event[1], event[3]]
     assert [failed.scene for failed in scenes.failed] == [event[2]]
     assert "GDAL" in scenes.failed[0].reason
     assert "scene 3 of 4" in caplog.text and event[2] in caplog.text
-    assert [info.crs.to_epsg() for info in scenes.opened] == [26914, 3857, 4326]
+    assert [tiler.info.crs.to_epsg() for _, tiler in scenes.opened] == [26914, 3857, 4326]
     assert scenes.crs == WGS84  # the scenes differ in CRS
 
 
 def test_shared_crs_kept_and_dst_crs_obeyed(event: list[str]) -> None:
-    assert survey_scenes([event[1]]).crs == CRS.from_epsg(3857)
-    assert survey_scenes(event[:2], dst_crs="EPSG:32614").crs == CRS.from_epsg(32614)
+    assert survey_scenes(scene_entries([event[1]]), TILING).crs == CRS.from_epsg(3857)
+    assert (survey_scenes(scene_entries(event[:2]), TILING, dst_crs="EPSG:32614").crs
+            == CRS.from_epsg(32614))
 
 
 def test_all_broken_refused_in_one_sentence(event: list[str]) -> None:
     with pytest.raises(InputError, match="None of the 2 scenes opens") as caught:
-        survey_scenes([event[2], event[2] + ".missing"])
+        survey_scenes(scene_entries([event[2], event[2] + ".missing"]), TILING)
     assert "\n" not in str(caught.value)
 
 
 def test_chip_polygons_tile_each_scenes_reprojected_footprint(event: list[str]) -> None:
     """Every scene's chips, reprojected into the event's CRS, cover exactly its footprint there."""
-    scenes = survey_scenes(event)
-    for info in scenes.opened:
+    scenes = survey_scenes(scene_entries(event), TILING)
+    for _, tiler in scenes.opened:
+        info = tiler.info
         footprint = scenes.footprint(info)
-        with SceneTiler(info.path, TilingOptions(size=256, min_valid=0.0)) as tiler:
+        with tiler:
             chips = [reproject_polygon(chip.footprint, info.crs, scenes.crs)
                      for chip in tiler.chips()]
         assert len(chips) == len(tiler.cells) > 1

@@ -1,7 +1,8 @@
 """``classify --backend openai`` against a live ``geovlm serve`` on loopback.
 
-vLLM itself cannot run here: its protocol paths (``chat-logprobs``, ``chat-choice``) are tested
-against geovlm serve's chat completions endpoint, which speaks the same protocol.
+vLLM itself cannot run here: its protocol paths (``chat-logprobs``, ``prompt-logprobs``,
+``chat-choice``) are tested against geovlm serve's chat completions endpoint, which speaks the
+same protocol.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from geovlm.backends.openai import OpenAIBackend, RemoteMethod
+from geovlm.backends.prompt_logprobs import prompt_token_logprobs
 from geovlm.cli import cli
 from geovlm.errors import EndpointError
-from geovlm.prompts import DisasterLabel, question
+from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.verbalizer import Verbalizer
 from tests.serve_fixtures import API_KEY, LiveServer, free_port
 from tests.test_serve import _chips
@@ -161,3 +163,28 @@ def test_served_model_must_be_listed(live_server):
                                  served_model="tiny").served_model == "tiny"
     with pytest.raises(EndpointError, match="pass one of tiny"):
         OpenAIBackend.connect(live_server.url, api_key=API_KEY, served_model="xview2")
+
+
+def test_prompt_logprobs_method_equals_in_process(live_server, in_process, qwen3_vl_dir,
+                                                  geotiff_dir, tmp_path):
+    out = tmp_path / "whole_forms.gpkg"
+    result = _classify(geotiff_dir, out, qwen3_vl_dir, "--backend", "openai", "--endpoint",
+                       live_server.url, "--api-key", API_KEY, "--batch-size", "4",
+                       "--remote-method", "prompt-logprobs")
+    assert result.exit_code == 0, result.output
+    _assert_same(pyogrio.read_dataframe(out, layer="chips"), in_process)
+    assert _parameters(out)["method"] == "prompt-logprobs"
+
+
+def test_auto_scores_whole_forms_where_first_tokens_do_not_separate(live_server):
+    remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method="chat-choice")
+    # Every form starts with "A": first tokens never tell the labels apart.
+    remote.verbalizer = Verbalizer.from_mapping(
+        {"en": {label.value: [f"A {label.value}."] for label in DisasterLabel}})
+    assert remote._probe(Language.EN) is RemoteMethod.PROMPT_LOGPROBS
+
+
+def test_a_reply_without_prompt_logprobs_is_an_endpoint_error(live_server):
+    remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method="chat-choice")
+    with pytest.raises(EndpointError, match="chat-choice"):
+        prompt_token_logprobs(remote._chat(None, "Hi", max_tokens=1))

@@ -8,6 +8,7 @@ from contextlib import closing
 import pytest
 
 from geovlm import grouped_writes
+from geovlm.event_scenes import one_scene
 from geovlm.gpkg import GeoPackageWriter
 from geovlm.pipeline import run_over_chips
 from geovlm.progress import ProgressMode
@@ -26,7 +27,7 @@ def _run(scene, out, process=None):
         return ChipRecords([chip_record(chip) for chip in batch])
 
     return run_over_chips(
-        scene, out, command="test", tiling=TilingOptions(64), parameters={},
+        one_scene(scene, TilingOptions(64)), out, command="test", parameters={},
         layer="chips", fields=CHIP_FIELDS, style_qml=outline_style(),
         setup=lambda: ChipSteps(lambda batch: None, process or default), batch_size=4,
         progress=ProgressMode.NONE,

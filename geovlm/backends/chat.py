@@ -8,12 +8,22 @@ With no named template the model's own chat template (processor or tokenizer) is
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChatFormat", "PromptTemplate"]
+__all__ = ["ChatFormat", "ChatTurn", "PromptTemplate"]
 
 _SENTINEL = "GEOVLMANSWERSENTINEL"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One message of a conversation: its role, its text and whether an image precedes it."""
+
+    role: str
+    text: str
+    image: bool = False
 
 
 class PromptTemplate(enum.Enum):
@@ -54,6 +64,18 @@ class PromptTemplate(enum.Enum):
         """
         picture = "<|vision_start|><|image_pad|><|vision_end|>\n" if image else ""
         return f"<|im_start|>user\n{picture}{question}<|im_end|>\n<|im_start|>assistant\n"
+
+    def render_turns(self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool,
+                     continue_final_message: bool) -> str:
+        """A whole conversation in this format (see `ChatFormat.render_turns`)."""
+        picture = "<|vision_start|><|image_pad|><|vision_end|>\n"
+        text = "".join(
+            f"<|im_start|>{t.role}\n{picture if t.image else ''}{t.text}<|im_end|>\n"
+            for t in turns
+        )
+        if continue_final_message:
+            return text.removesuffix("<|im_end|>\n")
+        return text + "<|im_start|>assistant\n" if add_generation_prompt else text
 
     @property
     def end_of_turn(self) -> str:
@@ -99,6 +121,37 @@ class ChatFormat:
             return self.template.render(question, image=image)
         return self.renderer.apply_chat_template(
             [_user(question, image)], add_generation_prompt=True, tokenize=False
+        )
+
+    def render_turns(self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool = True,
+                     continue_final_message: bool = False) -> str:
+        """A whole conversation, as vLLM renders a chat request's messages.
+
+        Parameters
+        ----------
+        turns
+            The messages (system, user, assistant), images as placeholders.
+        add_generation_prompt
+            Whether to open the assistant's next turn after the last message.
+        continue_final_message
+            Whether to leave the last message (the assistant's) open, without its end of turn,
+            so that its tokens are a prefix of the answer (vLLM's prefill).
+
+        Returns
+        -------
+        str
+            The prompt text; tokenize it with ``add_special_tokens=False``.
+        """
+        if self.template is not None:
+            return self.template.render_turns(
+                turns, add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+            )
+        messages = [_user(t.text, t.image) if t.image else {"role": t.role, "content": t.text}
+                    for t in turns]
+        return self.renderer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message, tokenize=False,
         )
 
     def end_of_turn_id(self) -> int:

@@ -199,7 +199,26 @@ class HFBackend:
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
         with_images = images is not None
         rendered = {p: self.chat.render(p, image=with_images) for p in dict.fromkeys(prompts)}
-        texts = [rendered[p] for p in prompts]
+        return self.encode_rendered(images, [rendered[p] for p in prompts])
+
+    def encode_rendered(
+        self, images: Sequence[Image.Image] | None, texts: Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """`encode` for prompts already in the chat format (e.g. whole conversations).
+
+        Parameters
+        ----------
+        images
+            One image per text (whose placeholder it fills), or None for text only.
+        texts
+            Rendered prompts, e.g. by ``self.chat.render_turns``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            As `encode`.
+        """
+        texts = list(texts)
         kwargs: dict[str, Any] = {
             "padding": True,
             "return_tensors": "pt",
@@ -335,7 +354,7 @@ class HFBackend:
         config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=self._stop_ids(),
+            eos_token_id=self.stop_ids(),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         with torch.inference_mode():
@@ -345,8 +364,10 @@ class HFBackend:
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [t.strip() for t in texts]
 
-    def _stop_ids(self) -> list[int]:
+    def stop_ids(self) -> list[int]:
         """The tokens that end an answer: the model's EOS ids and the chat's end of turn.
+
+        ``geovlm serve`` stops its generation at the same tokens, so remote answers equal these.
 
         Fine-tuned checkpoints often save a generation config whose EOS is the tokenizer's
         alone; without the end-of-turn token their answers would run to ``max_new_tokens``.

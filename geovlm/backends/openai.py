@@ -11,6 +11,10 @@ How answer forms get probabilities (`RemoteMethod`, recorded with the run):
 - ``chat-logprobs``: chat completions with one token and ``top_logprobs``; a label's mass is
   its forms' distinct first tokens' probability. Needs the forms' first tokens to separate
   the labels (checked on each answer), else
+- ``prompt-logprobs``: where first tokens do not separate the labels (the default English
+  forms all start with "A"), vLLM's ``prompt_logprobs`` of each form as the final assistant
+  message give whole-form log-likelihoods, normalised over the forms as in-process score mode
+  does (`geovlm.backends.prompt_logprobs`); one request per chip and form. Else
 - ``chat-choice``: chat completions with vLLM's ``structured_outputs: {"choice": forms}``; the
   chosen form gets probability 1 (no model probabilities).
 """
@@ -21,6 +25,7 @@ import base64
 import io
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +35,7 @@ import numpy as np
 import openai
 from PIL import Image
 
+from geovlm.backends.prompt_logprobs import FormSpan, form_spans
 from geovlm.enums import CheckedEnum
 from geovlm.errors import EndpointError, ParameterError
 from geovlm.prompts import Language, question
@@ -51,6 +57,7 @@ class RemoteMethod(CheckedEnum):
     AUTO = "auto"
     GEOVLM_CLASSIFY = "geovlm-classify"
     CHAT_LOGPROBS = "chat-logprobs"
+    PROMPT_LOGPROBS = "prompt-logprobs"
     CHAT_CHOICE = "chat-choice"
 
 
@@ -74,7 +81,7 @@ class OpenAIBackend:
     served_model
         The model id sent with every request.
     method
-        How forms are scored (not ``auto``).
+        How forms are scored (not ``auto``); None for a backend that only generates.
     verbalizer
         The forms' labels (``chat-logprobs`` adds first-token mass per label).
     concurrency
@@ -83,17 +90,19 @@ class OpenAIBackend:
 
     supports_images = True
 
-    def __init__(self, client: openai.OpenAI, served_model: str, method: RemoteMethod,
+    def __init__(self, client: openai.OpenAI, served_model: str, method: RemoteMethod | None,
                  verbalizer: Verbalizer, concurrency: int = 8) -> None:
         self.client = client
         self.served_model = served_model
         self.method = method
         self.verbalizer = verbalizer
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="geovlm-remote")
+        self._spans: dict[Language, dict[str, FormSpan]] = {}
+        self._spans_lock = threading.Lock()
 
     @classmethod
     def connect(cls, endpoint: str, *, api_key: str | None = None,
-                method: RemoteMethod | str = RemoteMethod.AUTO,
+                method: RemoteMethod | str | None = RemoteMethod.AUTO,
                 served_model: str | None = None,
                 verbalizer: Verbalizer | None = None, language: Language | str = Language.EN,
                 concurrency: int = 8, retries: int = 8,
@@ -107,15 +116,17 @@ class OpenAIBackend:
         api_key
             Sent as ``Authorization: Bearer``; None for servers without keys.
         method
-            ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`).
+            ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`);
+            None for a backend that only generates (``refer``), which asks nothing more.
         served_model
             The model id to ask (vLLM lists a LoRA module beside its base model); None takes
             the first the endpoint lists.
         verbalizer
             The preset's answer forms.
         language
-            The language asked in (``auto`` probes its forms' first tokens on non-geovlm
-            endpoints: ``chat-logprobs`` where they separate the labels, else ``chat-choice``).
+            The language asked in (``auto`` probes its forms on non-geovlm endpoints:
+            ``chat-logprobs`` where their first tokens separate the labels, else
+            ``prompt-logprobs`` where the server gives them, else ``chat-choice``).
         concurrency
             Most requests in flight.
         retries
@@ -148,30 +159,37 @@ class OpenAIBackend:
             served = named
         owner = getattr(served[0], "owned_by", None)
         forms = verbalizer or Verbalizer.default()
-        backend = cls(client, served[0].id, RemoteMethod(method), forms, concurrency)
+        chosen = None if method is None else RemoteMethod(method)
+        backend = cls(client, served[0].id, chosen, forms, concurrency)
         if backend.method is RemoteMethod.AUTO:
             backend.method = (RemoteMethod.GEOVLM_CLASSIFY if owner == "geovlm"
                               else backend._probe(Language(language)))
         log.info("%s serves %s (%s): scoring with %s", endpoint, served[0].id, owner,
-                 backend.method.value)
+                 "nothing" if backend.method is None else backend.method.value)
         return backend
 
     def _probe(self, language: Language) -> RemoteMethod:
-        """``chat-logprobs`` where the forms' first tokens separate the labels, else choice.
+        """First-token logprobs if they separate the labels, else whole forms, else choice.
 
         Asked once, without an image: tokenization does not depend on the image.
         """
         answers = [form.text for form in self.verbalizer.forms(language)]
         reply = self._chat(None, question(language), max_tokens=1, logprobs=True,
                            top_logprobs=TOP_LOGPROBS)
-        if _first_token_mass(reply, answers, self.verbalizer, language) is None:
+        if _first_token_mass(reply, answers, self.verbalizer, language) is not None:
+            return RemoteMethod.CHAT_LOGPROBS
+        try:
+            self._form_spans(language, answers)
+        except EndpointError as exc:
+            log.info("no whole-form scores from the endpoint (%s): structured choice", exc)
             return RemoteMethod.CHAT_CHOICE
-        return RemoteMethod.CHAT_LOGPROBS
+        return RemoteMethod.PROMPT_LOGPROBS
 
     def run_record(self) -> dict[str, Any]:
-        """What a run's record says about the endpoint: URL, served model and method."""
-        return {"backend": "openai", "endpoint": str(self.client.base_url),
-                "served_model": self.served_model, "method": self.method.value}
+        """What a run's record says about the endpoint: URL, served model and any method."""
+        record = {"backend": "openai", "endpoint": str(self.client.base_url),
+                  "served_model": self.served_model}
+        return record if self.method is None else {**record, "method": self.method.value}
 
     def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> RemoteBatch:
         """PNG-encode the images (CPU work, done in the pipeline's preparing thread)."""
@@ -182,6 +200,10 @@ class OpenAIBackend:
 
     def score_encoded(self, inputs: RemoteBatch, answers: Sequence[str]) -> np.ndarray:
         """Probabilities of `answers` per chip, by the backend's method (rows sum to 1)."""
+        if self.method is None:
+            raise ParameterError("this remote backend only generates: connect it with a method.")
+        if self.method is RemoteMethod.PROMPT_LOGPROBS:
+            return self._whole_forms(inputs, list(answers))
         score = {
             RemoteMethod.GEOVLM_CLASSIFY: self._classified,
             RemoteMethod.CHAT_LOGPROBS: self._first_tokens,
@@ -212,12 +234,13 @@ class OpenAIBackend:
         images = inputs.images or (None,) * len(inputs.prompts)
         return list(self._pool.map(ask, images, inputs.prompts))
 
-    def _chat(self, image: str | None, prompt: str, **options: Any) -> Any:
+    def _chat(self, image: str | None, prompt: str, after: Sequence[dict[str, Any]] = (),
+              **options: Any) -> Any:
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if image is not None:
             url = f"data:image/png;base64,{image}"
             content.insert(0, {"type": "image_url", "image_url": {"url": url}})
-        messages: Any = [{"role": "user", "content": content}]
+        messages: Any = [{"role": "user", "content": content}, *after]
         return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
             model=self.served_model, messages=messages, temperature=0, **options))
 
@@ -242,6 +265,44 @@ class OpenAIBackend:
                 " endpoint gives no logprobs: use --remote-method chat-choice."
             )
         return row
+
+    def _form_spans(self, language: Language, answers: list[str]) -> dict[str, FormSpan]:
+        """The forms' token spans, each found once (`form_spans`)."""
+        def ask(messages: Any, **body: Any) -> Any:
+            return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
+                model=self.served_model, messages=messages, max_tokens=1, temperature=0,
+                extra_body={"prompt_logprobs": 0, **body}))
+
+        with self._spans_lock:
+            known = self._spans.setdefault(language, {})
+            if missing := [answer for answer in answers if answer not in known]:
+                known.update(form_spans(ask, question(language), missing,
+                                        lambda span, texts: list(self._pool.map(span, texts))))
+            return {answer: known[answer] for answer in answers}
+
+    def _whole_forms(self, inputs: RemoteBatch, answers: list[str]) -> np.ndarray:
+        """Each chip's forms scored whole (one request per chip and form, all concurrent).
+
+        Rows are the softmax of the forms' log-likelihoods, as in-process score mode's.
+        """
+        language = _language(inputs.prompts[0]) if inputs.prompts else Language.EN
+        spans = self._form_spans(language, answers)
+        images = inputs.images or (None,) * len(inputs.prompts)
+        pairs = [(image, prompt, answer) for image, prompt in zip(images, inputs.prompts,
+                                                                  strict=True)
+                 for answer in answers]
+
+        def loglik(pair: tuple[str | None, str, str]) -> float:
+            image, prompt, answer = pair
+            reply = self._chat(image, prompt, [{"role": "assistant", "content": answer}],
+                               max_tokens=1, extra_body={"prompt_logprobs": 0,
+                                                         "add_generation_prompt": False})
+            return spans[answer].logprob(reply)
+
+        scores = np.array(list(self._pool.map(loglik, pairs)), dtype=np.float64)
+        scores = scores.reshape(len(inputs.prompts), len(answers))
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return scores / scores.sum(axis=1, keepdims=True)
 
     def _chosen(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
         reply = self._chat(image, prompt, max_tokens=64,
@@ -285,9 +346,15 @@ def _first_token_mass(reply: Any, answers: list[str], verbalizer: Verbalizer,
     return [p / total for p in row] if total > 0 else None
 
 
+#: zlib level of the PNG chips sent: level 1 encodes a real 256 px chip about 4x faster than
+#: PIL's default 6 for about 10% more bytes, and encoding, not the network, limits the client.
+_PNG_LEVEL = 1
+
+
 def _png(image: Image.Image) -> str:
+    """A chip as lossless base64 PNG (the server sees exactly the pixels classify read)."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
+    image.convert("RGB").save(buffer, format="PNG", compress_level=_PNG_LEVEL)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

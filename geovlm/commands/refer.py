@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from geovlm.options import device_options, output_options, tiling_options
+from geovlm.options import (
+    device_options,
+    endpoint_options,
+    output_options,
+    remote_endpoint,
+    tiling_options,
+)
 from geovlm.progress import ProgressMode
 from geovlm.prompts import Language
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from geovlm.tasks.refer import ReferModels
 
 __all__ = ["refer"]
@@ -37,14 +45,18 @@ DETECT_PRESET = "xview2-qwen3vl"
                    " boxes).")
 @click.option("--rewrite-model", default=None, metavar="PRESET|PATH",
               help="A text model that rewrites each rule-based expression (e.g. gemma-aerial);"
-                   " a rewrite that drops a fact is rejected.")
+                   " a rewrite that drops a fact is rejected. With --backend openai: its id on"
+                   " --endpoint.")
 @click.option("--caption-model", default=None, metavar="PRESET|PATH",
               help="A vision-language model that captions each chip; with --detect it also"
                    " locates the objects, so it must answer Qwen3-VL's grounding boxes. Default:"
-                   " none (no captions), or Qwen/Qwen3-VL-8B-Instruct with --detect.")
+                   " none (no captions), or Qwen/Qwen3-VL-8B-Instruct with --detect. With"
+                   " --backend openai: its id on --endpoint (with --detect, default: the first"
+                   " the endpoint lists).")
 @click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
               show_default=True, help="Language of the expressions and captions.")
 @device_options
+@endpoint_options
 @tiling_options(default_size=512)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Chips per call of the vision model, and per round of rewrites.")
@@ -65,6 +77,10 @@ def refer(
     language: str,
     quantize: str | None,
     device: str | None,
+    backend: str,
+    endpoint: str | None,
+    api_key: str | None,
+    concurrency: int,
     size: int,
     overlap: int,
     bands: tuple[int, ...] | None,
@@ -82,8 +98,7 @@ def refer(
     --xbd-labels and --detect. A chip (--size pixels, after any --gsd) is the frame of its
     objects' expressions; objects on chips skipped under --min-valid are left out.
     """
-    from geovlm.model_choice import ModelChoice
-    from geovlm.tasks.refer import ObjectSource, ReferModels, ReferSettings, refer_scene
+    from geovlm.tasks.refer import ObjectSource, ReferSettings, refer_scene
     from geovlm.tiling import TilingOptions
 
     chosen = [name for name, given in (("--footprints", footprints),
@@ -98,6 +113,47 @@ def refer(
         raise click.UsageError("--footprints-layer names a layer of --footprints; give both.")
     source = (ObjectSource.FOOTPRINTS if footprints else
               ObjectSource.XBD if xbd_labels else ObjectSource.DETECT)
+    server = remote_endpoint(backend, endpoint)
+    if server is not None:
+        load_models, run_parameters = _remote_models(
+            server, api_key, concurrency, rewrite_model, caption_model, detect)
+    else:
+        load_models, run_parameters = _local_models(
+            rewrite_model, caption_model, detect, quantize, device, batch_size,
+            rewrite_batch_size)
+    summary = refer_scene(
+        scene, output,
+        settings=ReferSettings(source, footprints or xbd_labels, Language(language),
+                               footprints_layer, rewrite_batch_size=rewrite_batch_size),
+        tiling=TilingOptions(size, overlap, bands, min_valid, nodata, gsd),
+        load_models=load_models,
+        run_parameters=run_parameters,
+        batch_size=batch_size,
+        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
+        overwrite=overwrite,
+    )
+    if quiet or ProgressMode(progress) is ProgressMode.JSON:
+        return
+    facts = summary.as_dict()
+    rewrites = (f", {facts['rewrites_kept']} rewrites kept, {facts['rewrites_rejected']} rejected"
+                if rewrite_model else "")
+    click.echo(
+        f"Wrote {facts['written']} objects ({facts['unambiguous']} unambiguous{rewrites}) of"
+        f" {facts['total']} chips to {facts['output']} ({facts['already_done']} already done,"
+        f" {facts['source'].get('outside', 0)} outside the scene, {facts['objects_skipped']} on"
+        f" chips under --min-valid, {facts['seconds']:.1f} s).",
+        err=True,
+    )
+
+
+def _local_models(
+    rewrite_model: str | None, caption_model: str | None, detect: bool, quantize: str | None,
+    device: str | None, batch_size: int, rewrite_batch_size: int,
+) -> tuple[Callable[[], ReferModels], dict[str, Any]]:
+    """The in-process models asked for, resolved now and loaded once the checks passed."""
+    from geovlm.model_choice import ModelChoice
+    from geovlm.tasks.refer import ReferModels
+
     rewrite = (ModelChoice.resolve(rewrite_model, quantize=quantize, device=device,
                                    batch_size=rewrite_batch_size, option="--rewrite-model")
                if rewrite_model else None)
@@ -114,29 +170,33 @@ def refer(
         return ReferModels(rewrite=rewrite.load_backend() if rewrite else None,
                            vision=vision.load_backend() if vision else None)
 
-    summary = refer_scene(
-        scene, output,
-        settings=ReferSettings(source, footprints or xbd_labels, Language(language),
-                               footprints_layer, rewrite_batch_size=rewrite_batch_size),
-        tiling=TilingOptions(size, overlap, bands, min_valid, nodata, gsd),
-        load_models=load_models,
-        run_parameters={
-            "rewrite_model": rewrite.run_parameters() if rewrite else None,
-            "caption_model": vision.run_parameters() if vision else None,
-        },
-        batch_size=batch_size,
-        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
-        overwrite=overwrite,
-    )
-    if quiet or ProgressMode(progress) is ProgressMode.JSON:
-        return
-    facts = summary.as_dict()
-    rewrites = (f", {facts['rewrites_kept']} rewrites kept, {facts['rewrites_rejected']} rejected"
-                if rewrite else "")
-    click.echo(
-        f"Wrote {facts['written']} objects ({facts['unambiguous']} unambiguous{rewrites}) of"
-        f" {facts['total']} chips to {facts['output']} ({facts['already_done']} already done,"
-        f" {facts['source'].get('outside', 0)} outside the scene, {facts['objects_skipped']} on"
-        f" chips under --min-valid, {facts['seconds']:.1f} s).",
-        err=True,
-    )
+    return load_models, {
+        "rewrite_model": rewrite.run_parameters() if rewrite else None,
+        "caption_model": vision.run_parameters() if vision else None,
+    }
+
+
+def _remote_models(
+    endpoint: str, api_key: str | None, concurrency: int, rewrite_model: str | None,
+    caption_model: str | None, detect: bool,
+) -> tuple[Callable[[], ReferModels], dict[str, Any]]:
+    """Each model's served id on `endpoint`, checked (reachable, key, listed) before any write.
+
+    The rewrite model and the vision model may be two ids of one server (e.g. two LoRA
+    modules of vLLM) or the same; each has its own ``concurrency`` bound, and refer calls one
+    at a time.
+    """
+    from geovlm.backends.openai import OpenAIBackend
+    from geovlm.tasks.refer import ReferModels
+
+    def connect(served_model: str | None) -> OpenAIBackend:
+        return OpenAIBackend.connect(endpoint, api_key=api_key, method=None,
+                                     served_model=served_model, concurrency=concurrency)
+
+    rewrite = connect(rewrite_model) if rewrite_model else None
+    vision = connect(caption_model) if caption_model or detect else None
+    models = ReferModels(rewrite=rewrite, vision=vision)
+    return (lambda: models), {
+        "rewrite_model": rewrite.run_record() if rewrite else None,
+        "caption_model": vision.run_record() if vision else None,
+    }

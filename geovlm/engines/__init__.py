@@ -1,5 +1,40 @@
-"""Where a run's model works: in this process (``local``) or on a Ray cluster's actors (``ray``).
+"""Engines: where a task's model runs over a run's chips, for the driver that alone writes.
 
-An engine takes the driver's `geovlm.work_items.SceneWork` (scene paths and chip ids) and gives
-back `geovlm.work_items.ProcessedBatch` records; the driver alone writes the output.
+``local`` (`geovlm.engines.local.LocalEngine`): threads in this process. ``ray``
+(`geovlm.engines.ray`): Ray Data actor pools hold the model and read their own chips. Both take
+the same work (`geovlm.work_items.SceneWork`: paths and chip ids, never pixels) and give back
+the same `geovlm.work_items.ProcessedBatch`, so the driver's loop is one.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable
+from typing import Protocol
+
+from geovlm.tiling import TilingOptions
+from geovlm.work_items import ChipSteps, ProcessedBatch, SceneWork
+
+__all__ = ["ChipEngine"]
+
+
+class ChipEngine(Protocol):
+    """Runs a task's steps over work items and gives back processed batches."""
+
+    def start(self, setup: Callable[[], ChipSteps]) -> ChipSteps | None:
+        """Get ready to process (load the model here, or connect to a cluster).
+
+        Returns the steps when they run in this process, so the driver can use their
+        `ChipSteps.wanted`, `ChipSteps.kept` and `ChipSteps.counts`; None when `setup` runs
+        elsewhere (then the task must not need them).
+        """
+        ...
+
+    def processed(self, work: Iterable[SceneWork], tiling: TilingOptions,
+                  batch_size: int) -> Generator[ProcessedBatch, None, None]:
+        """Process every chip of `work`.
+
+        Each chip id comes back exactly once, as a record or counted in
+        `ProcessedBatch.skipped_invalid` (under ``--min-valid``); batches may come back in any
+        order. Closing the iterator stops the work and waits for what is running.
+        """
+        ...

@@ -12,7 +12,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,15 +20,29 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from jinja2 import TemplateError
 
 from geovlm.calibration import Calibration
 from geovlm.errors import GeovlmError
 from geovlm.serve.batcher import Batcher, QueueFull
-from geovlm.serve.engine import Generated, GenerateKey, ModelEngine, Prompt, ScoreKey
+from geovlm.serve.engine import (
+    Generated,
+    GenerateKey,
+    ModelEngine,
+    Prompt,
+    PromptToken,
+    ScoreKey,
+)
 from geovlm.serve.guard import Guard, error_body
 from geovlm.serve.images import decode_image
-from geovlm.serve.protocol import ChatRequest, ClassifyRequest, RequestRejected, user_turn
+from geovlm.serve.protocol import (
+    ChatRequest,
+    ClassifyRequest,
+    Conversation,
+    RequestRejected,
+    conversation,
+)
 from geovlm.serve.settings import ServeSettings
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, scored_answers
 from geovlm.verbalizer import Verbalizer
@@ -149,31 +163,37 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         return decode_image(data, settings.max_image_pixels, where)
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
+    async def chat(body: ChatRequest, request: Request) -> Any:
         _check_model(body.model, served.name)
-        if body.stream or body.n != 1:
-            raise RequestRejected("geovlm serve answers with one choice and no streaming.")
-        if "guided_choice" in (body.model_extra or {}):
-            raise RequestRejected("guided_choice was removed (as in vLLM 0.12): pass"
-                                  " structured_outputs={'choice': [...]}.")
-        turn = user_turn(body.messages)
-        picture = image(turn.image_url, "image_url") if turn.image_url is not None else None
-        prompt = Prompt(turn.text, picture)
+        _check_chat(body)
+        response = await completion(body, request)
+        if not body.stream:
+            return response
+        usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_chunks(response, usage), media_type="text/event-stream")
+
+    async def completion(body: ChatRequest, request: Request) -> dict[str, Any]:
+        talk = conversation(body.messages)
+        picture = image(talk.image_url, "image_url") if talk.image_url is not None else None
+        prompt = Prompt(_rendered(served.backend, talk, body), picture)
         choices = (body.structured_outputs or {}).get("choice")
         if choices is not None:
             if (not isinstance(choices, list) or not choices
                     or not all(isinstance(c, str) and c for c in choices)):
                 raise RequestRejected("structured_outputs.choice must be a non-empty list of"
                                       " non-empty strings.")
-            key = ScoreKey(turn.text, tuple(choices), picture is not None)
+            key = ScoreKey(prompt.text, tuple(choices), picture is not None)
             (row,) = await results(request, submit(key, [prompt]))
             return _chat_response(served.name, _chosen(choices, row, body), prompt_tokens=0)
         top = (body.top_logprobs or 0) if body.logprobs else None
         length = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
-        gkey = GenerateKey(length, top, picture is not None)
+        gkey = GenerateKey(length, top, picture is not None, body.prompt_logprobs)
         (answer,) = await results(request, submit(gkey, [prompt]))
-        return _chat_response(served.name, _generated(answer), answer.prompt_tokens,
-                              answer.completion_tokens, answer.finish_reason)
+        response = _chat_response(served.name, _generated(answer), answer.prompt_tokens,
+                                  answer.completion_tokens, answer.finish_reason)
+        if answer.prompt_logprobs is not None:
+            response["prompt_logprobs"] = [_prompt_entry(t) for t in answer.prompt_logprobs]
+        return response
 
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
@@ -190,8 +210,9 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
             calibration=served.calibration if body.calibration else None,
         )
         forms = run.verbalizer.forms(run.language)
-        key = ScoreKey(run.prompt, tuple(form.text for form in forms), True)
-        rows = await results(request, submit(key, [Prompt(run.prompt, chip) for chip in chips]))
+        rendered = served.backend.chat.render(run.prompt, image=True)
+        key = ScoreKey(rendered, tuple(form.text for form in forms), True)
+        rows = await results(request, submit(key, [Prompt(rendered, chip) for chip in chips]))
         import numpy as np
 
         form_probs = np.stack(rows)
@@ -211,6 +232,40 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         }
 
     return Guard(app, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+
+
+def _check_chat(body: ChatRequest) -> None:
+    """Refuse, as vLLM does or with the reason, what the chat endpoint does not do."""
+    if body.n != 1:
+        raise RequestRejected("geovlm serve answers with one choice: send n=1.")
+    if body.stream and body.prompt_logprobs is not None:
+        raise RequestRejected("`prompt_logprobs` are not available when `stream=True`.")
+    if "guided_choice" in (body.model_extra or {}):
+        raise RequestRejected("guided_choice was removed (as in vLLM 0.12): pass"
+                              " structured_outputs={'choice': [...]}.")
+    if body.echo:
+        raise RequestRejected("geovlm serve does not echo the last message: send echo=false.")
+    if body.continue_final_message and body.add_generation_prompt:
+        raise RequestRejected("Cannot set both `continue_final_message` and"
+                              " `add_generation_prompt` to True (as vLLM): send"
+                              " add_generation_prompt=false.")
+    if body.continue_final_message and body.messages[-1].get("role") != "assistant":
+        raise RequestRejected("continue_final_message continues an assistant message: end the"
+                              " messages with one.")
+    if body.prompt_logprobs is not None and body.structured_outputs is not None:
+        raise RequestRejected("prompt_logprobs are given with generated answers, not with"
+                              " structured_outputs: send one of them.")
+
+
+def _rendered(backend: HFBackend, talk: Conversation, body: ChatRequest) -> str:
+    """The conversation in the model's chat format, as the request asks."""
+    try:
+        return backend.chat.render_turns(
+            talk.turns, add_generation_prompt=body.add_generation_prompt,
+            continue_final_message=body.continue_final_message,
+        )
+    except (ValueError, TemplateError) as exc:
+        raise RequestRejected(f"the model's chat template refuses these messages: {exc}") from None
 
 
 def _check_model(asked: str | None, name: str) -> None:
@@ -261,6 +316,17 @@ def _generated(answer: Generated) -> tuple[str, Any]:
                                      for t in answer.logprobs]}
 
 
+def _prompt_entry(token: PromptToken | None) -> dict[str, Any] | None:
+    """One prompt token as vLLM writes it: its id (and the alternatives') -> logprob, rank, text."""
+    if token is None:
+        return None
+    entry = {str(i): {"logprob": lp, "rank": rank + 1, "decoded_token": text}
+             for rank, (i, text, lp) in enumerate(token.top)}
+    entry[str(token.token_id)] = {"logprob": token.logprob, "rank": token.rank,
+                                  "decoded_token": token.text}
+    return entry
+
+
 def _entry(token: str, logprob: float, top: list[tuple[str, float]]) -> dict[str, Any]:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode()),
             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
@@ -278,3 +344,25 @@ def _chat_response(name: str, answer: tuple[str, Any], prompt_tokens: int,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
+
+
+def _chunks(response: dict[str, Any], usage: bool) -> Iterator[str]:
+    """A finished chat completion as OpenAI's server-sent stream chunks.
+
+    The answer is complete before the first chunk (batched generation does not stream tokens):
+    a role chunk, one content chunk (with its logprobs), a finish chunk, the usage if asked,
+    then ``[DONE]``.
+    """
+    head = {"id": response["id"], "object": "chat.completion.chunk",
+            "created": response["created"], "model": response["model"]}
+    (choice,) = response["choices"]
+    steps = [({"role": "assistant", "content": ""}, None, None),
+             ({"content": choice["message"]["content"]}, choice["logprobs"], None),
+             ({}, None, choice["finish_reason"])]
+    for delta, logprobs, finish in steps:
+        chunk = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
+                                      "finish_reason": finish}]}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    if usage:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': response['usage']})}\n\n"
+    yield "data: [DONE]\n\n"

@@ -17,12 +17,13 @@ from PIL import Image
 if TYPE_CHECKING:
     from geovlm.backends.hf import HFBackend
 
-__all__ = ["GenerateKey", "Generated", "ModelEngine", "Prompt", "ScoreKey", "TokenLogprob"]
+__all__ = ["GenerateKey", "Generated", "ModelEngine", "Prompt", "PromptToken", "ScoreKey",
+           "TokenLogprob"]
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreKey:
-    """Prompts scored together: one question, the same candidate answers, images or not."""
+    """Prompts scored together: one rendered prompt, the same candidate answers, images or not."""
 
     prompt: str
     answers: tuple[str, ...]
@@ -37,11 +38,13 @@ class GenerateKey:
     #: Alternatives reported per token, or None when no log-probabilities are asked for.
     top_logprobs: int | None
     image: bool
+    #: Alternatives reported per prompt token, or None when the prompt's are not asked for.
+    prompt_logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """One user turn: its text and its image (None for text only)."""
+    """One rendered conversation (`geovlm.backends.chat.ChatFormat`) and its image, if any."""
 
     text: str
     image: Image.Image | None = None
@@ -57,6 +60,21 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptToken:
+    """One prompt token given the tokens before it: id, log-probability, rank, alternatives.
+
+    ``rank`` is 1 for the likeliest token, as vLLM counts; ``top`` holds (id, text,
+    log-probability) of the likeliest tokens.
+    """
+
+    token_id: int
+    text: str
+    logprob: float
+    rank: int
+    top: tuple[tuple[int, str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Generated:
     """A generated answer with its token count and, if asked, per-token log-probabilities."""
 
@@ -65,6 +83,8 @@ class Generated:
     completion_tokens: int
     finish_reason: str
     logprobs: tuple[TokenLogprob, ...] | None
+    #: Per prompt token (None for the first, which nothing precedes), if asked for.
+    prompt_logprobs: tuple[PromptToken | None, ...] | None = None
 
 
 class ModelEngine:
@@ -95,7 +115,7 @@ class ModelEngine:
             The backend's model inputs, for `run`.
         """
         images = [p.image for p in payloads] if key.image else None
-        return self.backend.encode(images, [p.text for p in payloads])  # type: ignore[arg-type]
+        return self.backend.encode_rendered(images, [p.text for p in payloads])  # type: ignore[arg-type]
 
     def run(self, key: ScoreKey | GenerateKey, inputs: Any) -> Sequence[Any]:
         """Run one prepared batch on the model.
@@ -121,8 +141,8 @@ class ModelEngine:
         from transformers import GenerationConfig
 
         model, tokenizer = self.backend.model, self.backend.tokenizer
-        eos = model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.pad_token_id}
+        eos = self.backend.stop_ids()  # the end of turn too, as in-process generation
+        stops = set(eos) | {tokenizer.pad_token_id}
         config = GenerationConfig(
             max_new_tokens=key.max_new_tokens, do_sample=False, eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id,
@@ -136,6 +156,8 @@ class ModelEngine:
         new = out.sequences[:, inputs["input_ids"].shape[1]:].tolist()
         logp = (torch.stack(out.logits, dim=1).double().log_softmax(-1)
                 if key.top_logprobs is not None else None)
+        prompts = (self._prompt_logprobs(inputs, key.prompt_logprobs)
+                   if key.prompt_logprobs is not None else [None] * len(new))
         answers = []
         for row, ids in enumerate(new):
             length = next((i for i, t in enumerate(ids) if t in stops), None)
@@ -152,8 +174,45 @@ class ModelEngine:
                 completion_tokens=len(kept) + (length is not None),
                 finish_reason="length" if length is None else "stop",
                 logprobs=tokens,
+                prompt_logprobs=prompts[row],
             ))
         return answers
+
+    def _prompt_logprobs(self, inputs: dict[str, Any],
+                         top: int) -> list[tuple[PromptToken | None, ...]]:
+        """Every real prompt token's log-probability given those before it (one forward).
+
+        Positions are explicit, as in `geovlm.backends.scoring`, so left padding changes
+        nothing.
+        """
+        import torch
+
+        from geovlm.backends.scoring import prefill_positions, rope_index_fn
+
+        model, tokenizer = self.backend.model, self.backend.tokenizer
+        positions, _ = prefill_positions(inputs, rope_index_fn(model))
+        with torch.inference_mode():
+            logits = model(**inputs, position_ids=positions).logits
+        rows = []
+        for row, (ids, mask) in enumerate(zip(inputs["input_ids"], inputs["attention_mask"],
+                                              strict=True)):
+            start = int(mask.nonzero()[0])
+            logp = logits[row, start:-1].double().log_softmax(-1)
+            targets = ids[start + 1:]
+            chosen = logp.gather(-1, targets[:, None]).squeeze(-1)
+            ranks = (logp > chosen[:, None]).sum(-1) + 1
+            values, indices = logp.topk(top) if top else (logp[:, :0], logp[:, :0].long())
+            rows.append((None, *(
+                PromptToken(
+                    token_id=int(token), text=tokenizer.decode([int(token)]),
+                    logprob=_finite(float(lp)), rank=int(rank),
+                    top=tuple((int(i), tokenizer.decode([int(i)]), _finite(float(v)))
+                              for v, i in zip(values[step], indices[step], strict=True)),
+                )
+                for step, (token, lp, rank) in enumerate(zip(targets, chosen, ranks,
+                                                             strict=True))
+            )))
+        return rows
 
     @staticmethod
     def _token(tokenizer: Any, logp: Any, token: int, top: int) -> TokenLogprob:

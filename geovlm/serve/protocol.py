@@ -1,7 +1,8 @@
 """Request bodies of the server's endpoints and the parsing of OpenAI chat messages.
 
-Chat completions follow OpenAI's format; ``structured_outputs: {"choice": [...]}`` is vLLM's
-extension (vLLM 0.12 removed the older ``guided_choice``). `ClassifyRequest` is geovlm's own,
+Chat completions follow OpenAI's format; ``structured_outputs: {"choice": [...]}``,
+``prompt_logprobs``, ``add_generation_prompt`` and ``continue_final_message`` are vLLM's
+extensions (vLLM 0.12 removed the older ``guided_choice``). `ClassifyRequest` is geovlm's own,
 documented in ``docs/serve.md``.
 """
 
@@ -12,10 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from geovlm.backends.chat import ChatTurn
 from geovlm.errors import InputError
 from geovlm.prompts import Language
 
-__all__ = ["ChatRequest", "ClassifyRequest", "RequestRejected", "UserTurn", "user_turn"]
+__all__ = ["ChatRequest", "ClassifyRequest", "Conversation", "RequestRejected", "conversation"]
 
 
 class RequestRejected(InputError):
@@ -35,7 +37,14 @@ class ChatRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     n: int = 1
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
+    #: vLLM's extensions: the log-probability of every prompt token (with this many
+    #: alternatives), and how the messages are rendered (see ``docs/serve.md``).
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    echo: bool = False
 
 
 class ClassifyRequest(BaseModel):
@@ -54,40 +63,59 @@ class ClassifyRequest(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class UserTurn:
-    """The one user message a chat request carries: its text and its image URL, if any."""
+class Conversation:
+    """A chat request's messages as turns, and the URL of its one image, if any."""
 
-    text: str
+    turns: tuple[ChatTurn, ...]
     image_url: str | None
 
 
-def user_turn(messages: list[dict[str, Any]]) -> UserTurn:
-    """The user turn of a chat request: text parts joined by newlines, at most one image.
+def conversation(messages: list[dict[str, Any]]) -> Conversation:
+    """The turns of a chat request: text parts joined by newlines, at most one image in all.
 
     Parameters
     ----------
     messages
-        OpenAI chat messages.
+        OpenAI chat messages: ``system``, ``user`` and ``assistant`` roles; an image only in a
+        user message.
 
     Returns
     -------
-    UserTurn
+    Conversation
 
     Raises
     ------
     RequestRejected
-        Not exactly one user message, another role, an unknown part type, or two images.
+        Another role, an unknown part type, an image outside a user message, or two images.
     """
-    if len(messages) != 1 or messages[0].get("role") != "user":
-        roles = ", ".join(str(m.get("role")) for m in messages)
-        raise RequestRejected(
-            f"geovlm serve answers one user message (with at most one image), not: {roles}."
-        )
-    content = messages[0].get("content")
+    turns: list[ChatTurn] = []
+    images: list[str] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role not in _ROLES:
+            raise RequestRejected(f"messages[{index}] has role {role!r}: geovlm serve reads"
+                                  " system, user and assistant messages.")
+        text, urls = _parts(message.get("content"), f"messages[{index}]")
+        if urls and role != "user":
+            raise RequestRejected(f"messages[{index}] is a {role} message with an image:"
+                                  " send images in user messages.")
+        images += urls
+        turns.append(ChatTurn(role, text, bool(urls)))
+    if len(images) > 1:
+        raise RequestRejected(f"{len(images)} images in one request: send one per request.")
+    return Conversation(tuple(turns), images[0] if images else None)
+
+
+#: The message roles a conversation may have.
+_ROLES = ("system", "user", "assistant")
+
+
+def _parts(content: Any, where: str) -> tuple[str, list[str]]:
+    """A message's text (parts joined by newlines) and its image URLs."""
     if isinstance(content, str):
-        return UserTurn(content, None)
+        return content, []
     if not isinstance(content, list):
-        raise RequestRejected("message content must be a string or a list of parts.")
+        raise RequestRejected(f"{where}: content must be a string or a list of parts.")
     texts: list[str] = []
     images: list[str] = []
     for part in content:
@@ -98,7 +126,9 @@ def user_turn(messages: list[dict[str, Any]]) -> UserTurn:
             url = part["image_url"]
             images.append(url.get("url", "") if isinstance(url, dict) else url)
         else:
-            raise RequestRejected(f"unsupported content part {kind!r}: use text and image_url.")
+            raise RequestRejected(
+                f"{where}: unsupported content part {kind!r}: use text and image_url."
+            )
     if len(images) > 1:
-        raise RequestRejected(f"{len(images)} images in one message: send one per request.")
-    return UserTurn("\n".join(texts), images[0] if images else None)
+        raise RequestRejected(f"{where}: {len(images)} images in one message: send one.")
+    return "\n".join(texts), images

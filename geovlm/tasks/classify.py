@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,10 @@ import numpy as np
 
 from geovlm.backends.base import Backend
 from geovlm.calibration import Calibration
+from geovlm.engines import ChipEngine
 from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
-from geovlm.event_pipeline import run_over_scenes
+from geovlm.event_scenes import RunScenes, one_scene
 from geovlm.gpkg import FieldType
 from geovlm.models import ModelPreset
 from geovlm.pipeline import RunSummary, run_over_chips
@@ -43,8 +44,7 @@ __all__ = [
     "ClassifyMode",
     "ClassifySettings",
     "classify_chips",
-    "classify_event",
-    "classify_scene",
+    "classify_scenes",
     "encode_chips",
     "scored_answers",
 ]
@@ -254,8 +254,8 @@ def classify_chips(
         return _generated_records(backend, chips, inputs, settings)
 
 
-def classify_scene(
-    scene: str | Path,
+def classify_scenes(
+    scenes: str | Path | RunScenes,
     output: str | Path,
     *,
     preset: ModelPreset,
@@ -266,16 +266,18 @@ def classify_scene(
     batch_size: int = 8,
     progress: ProgressMode = ProgressMode.AUTO,
     overwrite: bool = False,
+    engine: ChipEngine | None = None,
 ) -> RunSummary:
-    """Classify every valid chip of a scene into layer ``chips`` of a GeoPackage.
+    """Classify every valid chip of a scene, or of an event's scenes, into layer ``chips``.
 
-    The scene and the output (path, lock, resumable or not) are checked before the model is
-    loaded, so a typo or a refused output costs no model load.
+    The scenes and the output (path, lock, resumable or not) are checked before the model is
+    loaded (once, for every scene), so a typo or a refused output costs no model load.
 
     Parameters
     ----------
-    scene
-        The input raster.
+    scenes
+        The input raster, or the scenes of an event (`geovlm.event_scenes.survey_scenes`:
+        one layer in one CRS, with fields ``scene`` and ``scene_chip_id``).
     output
         The ``.gpkg`` to write or resume.
     preset
@@ -284,7 +286,7 @@ def classify_scene(
         Called without arguments after the checks (never when one fails); returns the
         `Backend`.
     tiling
-        How the scene is cut.
+        How the scenes are cut.
     settings
         Language, mode, confidence threshold and answer forms; all are recorded with the run,
         so resuming with other answer forms is refused like other parameters.
@@ -296,11 +298,13 @@ def classify_scene(
         How progress is reported.
     overwrite
         Start afresh, replacing an existing output instead of resuming it.
+    engine
+        Where the model runs (None: in this process).
 
     Returns
     -------
     RunSummary
-        Counts and timing.
+        Counts and timing; an event's add the scenes processed and those that failed to open.
 
     Raises
     ------
@@ -311,10 +315,9 @@ def classify_scene(
     """
     setup, parameters = _classify_steps(preset, backend_factory, settings, run_parameters)
     return run_over_chips(
-        scene,
+        scenes if isinstance(scenes, RunScenes) else one_scene(scenes, tiling),
         output,
         command="classify",
-        tiling=tiling,
         parameters=parameters,
         layer="chips",
         fields=CLASSIFY_FIELDS,
@@ -324,57 +327,7 @@ def classify_scene(
         progress=progress,
         overwrite=overwrite,
         extra_versions=library_versions(ML_PACKAGES),
-    )
-
-
-def classify_event(
-    scenes: Sequence[str],
-    output: str | Path,
-    *,
-    preset: ModelPreset,
-    backend_factory: Callable[[], Backend],
-    tiling: TilingOptions,
-    settings: ClassifySettings,
-    run_parameters: dict[str, Any],
-    batch_size: int = 8,
-    progress: ProgressMode = ProgressMode.AUTO,
-    overwrite: bool = False,
-    dst_crs: str | None = None,
-) -> RunSummary:
-    """Classify every valid chip of several scenes into one layer ``chips``, loading the model once.
-
-    Parameters are those of `classify_scene`, with `scenes` for the one scene and `dst_crs`,
-    the layer's CRS (None: the scenes' CRS, else EPSG:4326); see
-    `geovlm.event_pipeline.run_over_scenes` for the fields added and the scenes skipped.
-
-    Returns
-    -------
-    RunSummary
-        Counts and timing, with the scenes processed and those that failed to open.
-
-    Raises
-    ------
-    ModelCapabilityError
-        The model reads text only.
-    InputError
-        None of the scenes opens.
-    """
-    setup, parameters = _classify_steps(preset, backend_factory, settings, run_parameters)
-    return run_over_scenes(
-        scenes,
-        output,
-        command="classify",
-        tiling=tiling,
-        parameters=parameters,
-        layer="chips",
-        fields=CLASSIFY_FIELDS,
-        style_qml=categorized_style("label"),
-        setup=setup,
-        batch_size=batch_size,
-        progress=progress,
-        overwrite=overwrite,
-        extra_versions=library_versions(ML_PACKAGES),
-        dst_crs=dst_crs,
+        engine=engine,
     )
 
 

@@ -21,6 +21,7 @@ import shapely
 
 from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
+from geovlm.event_scenes import one_scene
 from geovlm.expression_text import render
 from geovlm.expressions import Frame, Phrase, Target, refer_chip
 from geovlm.gpkg import FieldType, LayerSpec
@@ -334,7 +335,7 @@ def refer_scene(
     style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
                         "expression")
     return run_over_chips(
-        scene, output, command="refer", tiling=tiling,
+        one_scene(scene, tiling), output, command="refer",
         parameters={**settings.as_dict(), **run_parameters},
         layer="objects", fields=OBJECT_FIELDS, style_qml=style, id_field="object_id",
         chip_layer=CHIPS_LAYER, check=run.check, setup=run.setup, batch_size=batch_size,

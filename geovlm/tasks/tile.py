@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from geovlm.chipfiles import write_chip_geotiff
+from geovlm.event_scenes import one_scene
 from geovlm.gpkg import FieldType
 from geovlm.pipeline import RunSummary, run_over_chips
 from geovlm.progress import ProgressMode
@@ -79,10 +80,9 @@ def tile_scene(
         return ChipRecords([chip_record(chip) for chip in batch])
 
     return run_over_chips(
-        scene,
+        one_scene(scene, tiling),
         output,
         command="tile",
-        tiling=tiling,
         parameters={"save_chips": str(save_chips) if save_chips else None},
         layer="chips",
         fields=CHIP_FIELDS,

@@ -13,7 +13,7 @@ from typing import Any
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .engine import EngineError, masked, run_engine
+from .engine import EngineError, run_engine, shown_command
 from .settings import engine_path
 
 __all__ = ["EngineAlgorithm", "layer_file", "tr"]
@@ -93,7 +93,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """
         try:
             engine = engine_path()
-            feedback.pushCommandInfo(" ".join([engine, *masked(args)]))
+            feedback.pushCommandInfo(shown_command(engine, args))
             return run_engine(engine, args, lambda event: self.report(event, feedback, span),
                               feedback.isCanceled)
         except EngineError as exc:

@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (
 
 from .algorithms import DEFAULT_MODEL, LANGUAGES, raster_problem
 from .base import tr
-from .engine import EngineError, engine_json, masked, run_engine
+from .engine import EngineError, engine_json, run_engine, shown_command
 from .settings import engine_path, server_arguments
 from .tasks import BackgroundTask
 
@@ -173,7 +173,7 @@ class GeovlmDock(QgsDockWidget):
             self.log.appendPlainText(exc.message)
             return
         args = self.arguments(layer, output)
-        self.log.appendPlainText(" ".join([engine, *masked(args)]))
+        self.log.appendPlainText(shown_command(engine, args))
         self.progress.setValue(0)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

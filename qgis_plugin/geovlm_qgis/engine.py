@@ -27,6 +27,8 @@ __all__ = [
     "engine_json",
     "find_engine",
     "run_engine",
+    "shown_command",
+    "split_secrets",
 ]
 
 #: The event protocol version this plugin reads.
@@ -89,13 +91,46 @@ def find_engine(configured: str | None = None) -> str:
         " install one or to choose its geovlm executable.", "engine_missing")
 
 
-#: Options whose value is a secret, shown as ``***`` in a logged command line.
-SECRET_OPTIONS = ("--api-key",)
+#: Options whose value is a secret, and the engine's environment variable that carries it
+#: instead: a process's command line is readable by every user of the machine (``ps``), its
+#: environment by its owner only. The engine's ``--api-key`` falls back to this variable.
+SECRET_OPTIONS = {"--api-key": "GEOVLM_API_KEY"}
 
 
-def masked(args: Sequence[str]) -> list[str]:
-    """`args` with the value of every secret option (an API key) replaced by ``***``."""
-    return ["***" if i and args[i - 1] in SECRET_OPTIONS else arg for i, arg in enumerate(args)]
+def split_secrets(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """`args` without their secret options, and those options' values as environment variables.
+
+    Examples
+    --------
+    >>> split_secrets(["classify", "--api-key", "k1", "-o", "x.gpkg"])
+    (['classify', '-o', 'x.gpkg'], {'GEOVLM_API_KEY': 'k1'})
+    """
+    public: list[str] = []
+    secrets: dict[str, str] = {}
+    variable: str | None = None
+    for arg in args:
+        option, equals, value = arg.partition("=")
+        if variable is not None:
+            secrets[variable], variable = arg, None
+        elif arg in SECRET_OPTIONS:
+            variable = SECRET_OPTIONS[arg]
+        elif equals and option in SECRET_OPTIONS:
+            secrets[SECRET_OPTIONS[option]] = value
+        else:
+            public.append(arg)
+    return public, secrets
+
+
+def shown_command(engine: str, args: Sequence[str]) -> str:
+    """The command line as run, for logs: each secret as ``VARIABLE=***`` before it.
+
+    Examples
+    --------
+    >>> shown_command("geovlm", ["classify", "--api-key", "k1"])
+    'GEOVLM_API_KEY=*** geovlm classify'
+    """
+    public, secrets = split_secrets(args)
+    return " ".join([*(f"{variable}=***" for variable in secrets), engine, *public])
 
 
 def engine_environment() -> dict[str, str]:
@@ -111,9 +146,11 @@ def engine_json(engine: str, *args: str, timeout: float = 120.0) -> Any:
     EngineError
         The command failed or printed no JSON.
     """
+    public, secrets = split_secrets(args)
     try:
-        done = subprocess.run([engine, *args], capture_output=True, text=True, timeout=timeout,
-                              env=engine_environment(), check=False)
+        done = subprocess.run([engine, *public], capture_output=True, text=True,
+                              timeout=timeout, env={**engine_environment(), **secrets},
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EngineError(f"Running {engine} {' '.join(args)} failed: {exc}.") from exc
     if done.returncode != 0:
@@ -143,7 +180,8 @@ class EngineRun:
     engine
         The ``geovlm`` executable.
     args
-        The command line after the executable; ``--progress json`` is added.
+        The command line after the executable; ``--progress json`` is added and secret
+        options go into the environment instead (`split_secrets`).
     """
 
     engine: str
@@ -156,14 +194,14 @@ class EngineRun:
 
     @property
     def command(self) -> list[str]:
-        """The full command line."""
-        return [self.engine, *self.args, "--progress", "json"]
+        """The full command line, without secrets (`split_secrets`)."""
+        return [self.engine, *split_secrets(self.args)[0], "--progress", "json"]
 
     def start(self) -> None:
-        """Start the process and the two threads that read its output."""
+        """Start the process, secrets in its environment, and the two threads reading it."""
         self._process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            bufsize=1, env=engine_environment(),
+            bufsize=1, env={**engine_environment(), **split_secrets(self.args)[1]},
         )
         assert self._process.stdout is not None and self._process.stderr is not None
         for name, stream in (("out", self._process.stdout), ("err", self._process.stderr)):

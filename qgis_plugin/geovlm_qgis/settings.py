@@ -52,6 +52,9 @@ def set_server(url: str, api_key: str = "") -> None:
 def server_arguments(url: str = "", api_key: str = "") -> list[str]:
     """Classify's options to run the model on a ``geovlm serve`` server, [] to run it here.
 
+    The key comes as ``--api-key KEY``; `engine.EngineRun` passes it to the engine as
+    ``GEOVLM_API_KEY`` instead, off the engine's command line.
+
     Parameters
     ----------
     url, api_key

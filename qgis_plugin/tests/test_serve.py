@@ -50,7 +50,14 @@ def _classify(scene, model, out, url, key, feedback=None):
         "ENDPOINT": url, "API_KEY": key, "OUTPUT": str(out)}, feedback=feedback)
 
 
-def test_classify_runs_the_model_on_the_server(plugin, server_url, scene, tiny_model, tmp_path):
+def test_classify_runs_the_model_on_the_server(plugin, engine, server_url, scene, tiny_model,
+                                               tmp_path, monkeypatch):
+    # The engine as run, behind a wrapper that records its command line.
+    argv = tmp_path / "argv.txt"
+    wrapper = tmp_path / "geovlm"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{argv}"\nexec "{engine}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("GEOVLM_ENGINE", str(wrapper))
     out = tmp_path / "remote.gpkg"
     feedback = QgsProcessingFeedback(logFeedback=True)
     result = _classify(scene, tiny_model, out, server_url, API_KEY, feedback)
@@ -60,9 +67,14 @@ def test_classify_runs_the_model_on_the_server(plugin, server_url, scene, tiny_m
         parameters = json.loads(db.execute("SELECT parameters FROM runs").fetchone()[0])
     assert parameters["backend"] == "openai"
     assert parameters["endpoint"].rstrip("/") == server_url
+    # The key reached the engine (the server took it) in its environment, not on its argv
+    # (readable by every user through ps), and the log names the variable only.
+    arguments = argv.read_text().splitlines()
+    assert arguments[arguments.index("--endpoint") + 1] == server_url
+    assert "--api-key" not in arguments and API_KEY not in argv.read_text()
     log = feedback.textLog()
-    assert f"--endpoint {server_url} --api-key ***" in log
-    assert API_KEY not in log
+    assert f"GEOVLM_API_KEY=*** {wrapper} classify" in log and f"--endpoint {server_url}" in log
+    assert API_KEY not in log and "--api-key" not in log
 
 
 def test_a_wrong_key_is_a_processing_error_with_the_engines_sentence(plugin, server_url, scene,
@@ -88,3 +100,18 @@ def test_the_saved_server_is_the_default_and_a_parameter_overrides_it(plugin):
                                                             "--endpoint", "http://other:9000/v1"]
     finally:
         set_server(*saved)
+
+
+def test_secret_options_move_into_the_engine_environment(tmp_path):
+    from geovlm_qgis.engine import run_engine, shown_command
+
+    echo = tmp_path / "echo-engine"
+    echo.write_text('#!/bin/sh\nprintf \'{"event": "done", "argv": "%s", "key": "%s"}\\n\''
+                    ' "$*" "$GEOVLM_API_KEY"\n')
+    echo.chmod(0o755)
+    for args in (["classify", "--api-key", API_KEY, "-o", "x.gpkg"],
+                 ["classify", f"--api-key={API_KEY}", "-o", "x.gpkg"]):
+        done = run_engine(str(echo), args, lambda event: None)
+        assert done["argv"] == "classify -o x.gpkg --progress json"
+        assert done["key"] == API_KEY
+        assert shown_command("geovlm", args) == "GEOVLM_API_KEY=*** geovlm classify -o x.gpkg"
