@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,9 +18,11 @@ __all__ = [
     "compose_options",
     "device_options",
     "endpoint_options",
+    "engine_options",
     "model_options",
     "output_options",
     "parse_bands",
+    "ray_engine",
     "remote_endpoint",
     "remote_options",
     "run_options",
@@ -29,6 +31,9 @@ __all__ = [
 
 #: Key of ``click.Context.meta`` set when a command reports in JSON lines (``--progress json``).
 JSON_EVENTS = "geovlm.json_events"
+
+if TYPE_CHECKING:
+    from geovlm.engines.ray import RayEngine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -262,3 +267,61 @@ def remote_options(function: F) -> F:
                           " the labels, else whole-form prompt_logprobs, else a structured"
                           " choice."),
     )(function)
+
+
+def engine_options(function: F) -> F:
+    """Options that choose where the model works: here, or on a Ray cluster's actors."""
+    return compose_options(
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="local: the model works in this process; ray: on the actors of a Ray"
+                          " cluster, one model per actor, while this process writes."),
+        click.option("--ray-address", default=None, metavar="ADDR",
+                     help="The Ray cluster to join, as `ray start --head` prints it (auto: the"
+                          " one on this machine).  [default: $RAY_ADDRESS, else a new cluster"
+                          " on this machine]"),
+        click.option("--ray-actors", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Actors in the pool, each with its own model.  [default: one per GPU"
+                          " of the cluster, else one per node]"),
+        click.option("--ray-gpus", type=click.FloatRange(min=0), default=None, metavar="G",
+                     help="GPUs each actor reserves; fractions share a GPU.  [default: 1 on a"
+                          " cluster with GPUs, else 0; 0 with --backend openai]"),
+    )(function)
+
+
+def ray_engine(
+    engine: str, address: str | None, actors: int | None, gpus: float | None, *, remote: bool
+) -> RayEngine | None:
+    """The engine ``--engine`` names: a `RayEngine`, or None for the local one (the default).
+
+    Parameters
+    ----------
+    engine
+        ``--engine``.
+    address, actors, gpus
+        ``--ray-address``, ``--ray-actors`` and ``--ray-gpus``.
+    remote
+        Whether the model is on a server (``--backend openai``): then actors reserve no GPU
+        unless ``--ray-gpus`` says so.
+
+    Raises
+    ------
+    click.UsageError
+        A ``--ray-*`` option without ``--engine ray``.
+    DependencyError
+        Ray is not installed.
+    EndpointError
+        Nothing listens at the address.
+
+    Examples
+    --------
+    >>> ray_engine("local", None, None, None, remote=False) is None
+    True
+    """
+    if engine != "ray":
+        if address is not None or actors is not None or gpus is not None:
+            raise click.UsageError("--ray-address, --ray-actors and --ray-gpus need --engine ray.")
+        return None
+    from geovlm.engines.ray import RayEngine
+
+    return RayEngine(address, actors, 0.0 if remote and gpus is None else gpus)

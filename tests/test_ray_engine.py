@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from rasterio.crs import CRS
 
+from geovlm.engines.local import batched
 from geovlm.engines.ray import RayEngine
 from geovlm.errors import DependencyError, DeviceError, EndpointError, InputError, ParameterError
-from geovlm.pipeline import batched
 from geovlm.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.work_items import ChipRecords, ChipSteps, ProcessedBatch, SceneEntry, SceneWork
 from tests.test_event_scenes import _warped
@@ -196,7 +196,7 @@ def test_a_pool_larger_than_the_cluster_is_refused(
 def test_an_address_nothing_listens_on_is_refused_at_once() -> None:
     start = time.perf_counter()
     with pytest.raises(EndpointError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"):
-        RayEngine("127.0.0.1:1").start(_plain_steps)
+        RayEngine("127.0.0.1:1")
     assert time.perf_counter() - start < 10
 
 
@@ -205,4 +205,54 @@ def test_without_ray_installed_the_error_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(DependencyError, match=r"pip install 'geovlm\[ray\]'"):
-        RayEngine().start(_plain_steps)
+        RayEngine()
+
+
+def _classify_cli(model: Path, out: Path, *scenes: object, extra: tuple[str, ...] = ()) -> Any:
+    from click.testing import CliRunner
+
+    from geovlm.cli import cli
+
+    args = ["classify", *map(str, scenes), "-o", str(out), "--model", str(model), "--size",
+            "256", "--native-gsd", "--nodata", "0", "--batch-size", str(BATCH), "--quantize",
+            "none", "--device", "cpu", "--progress", "json", *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def test_classify_with_engine_ray_writes_the_records_of_engine_local(
+    ray_cluster: Any, qwen3_vl_dir: Path, scenes: list[SceneWork], tmp_path: Path
+) -> None:
+    import pyogrio
+
+    paths = [item.scene.path for item in scenes]
+    layers, done = {}, {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.gpkg"
+        result = _classify_cli(qwen3_vl_dir, out, *paths, extra=("--engine", engine))
+        assert result.exit_code == 0, result.output
+        done[engine] = json.loads(result.output.splitlines()[-1])
+        layers[engine] = (pyogrio.read_dataframe(out, layer="chips")
+                          .sort_values("scene_chip_id").reset_index(drop=True))
+    local, ray = layers["local"], layers["ray"]
+    assert done["ray"]["written"] == done["local"]["written"] == len(local) > 0
+    assert done["ray"]["skipped_invalid"] == done["local"]["skipped_invalid"] > 0
+    assert list(ray["scene_chip_id"]) == list(local["scene_chip_id"])
+    assert set(ray["scene"]) == {str(Path(path).resolve()) for path in paths}
+    for column in ("chip_id", "row", "col", "label", "runner_up", "answer", "language"):
+        assert list(ray[column]) == list(local[column]), column
+    assert ray["confidence"].to_numpy() == pytest.approx(local["confidence"].to_numpy(),
+                                                          abs=1e-5)
+    assert ray.geometry.geom_equals_exact(local.geometry, 1e-9).all()
+
+
+def test_engine_options_are_checked_before_anything_loads(
+    qwen3_vl_dir: Path, scenes: list[SceneWork], tmp_path: Path
+) -> None:
+    out = tmp_path / "refused.gpkg"
+    scene = scenes[0].scene.path
+    result = _classify_cli(qwen3_vl_dir, out, scene, extra=("--ray-actors", "2"))
+    assert result.exit_code == 2 and "need --engine ray" in result.output
+    result = _classify_cli(qwen3_vl_dir, out, scene,
+                           extra=("--engine", "ray", "--ray-address", "127.0.0.1:1"))
+    assert result.exit_code == 2 and "no Ray cluster answers at 127.0.0.1:1" in result.output
+    assert not out.exists()

@@ -61,6 +61,10 @@ class RayEngine:
     ------
     ParameterError
         `actors` is below 1 or `gpus_per_actor` negative.
+    DependencyError
+        Ray is not installed.
+    EndpointError
+        Nothing listens at `address` (checked here, so before any model loads).
     """
 
     def __init__(
@@ -74,7 +78,9 @@ class RayEngine:
         if actors is not None and actors < 1:
             raise ParameterError(f"--ray-actors {actors} must be at least 1.")
         if gpus_per_actor is not None and gpus_per_actor < 0:
-            raise ParameterError(f"GPUs per Ray actor ({gpus_per_actor}) cannot be negative.")
+            raise ParameterError(f"--ray-gpus {gpus_per_actor} cannot be negative.")
+        _import_ray()
+        _check_reachable(address)
         self.address = address
         self.actors = actors
         self.gpus_per_actor = gpus_per_actor
@@ -104,13 +110,10 @@ class RayEngine:
 
         Raises
         ------
-        DependencyError
-            Ray is not installed.
         EndpointError
             No Ray cluster answers at `address`.
         """
         ray = _import_ray()
-        _check_reachable(self.address)
         if not ray.is_initialized():
             try:
                 ray.init(
