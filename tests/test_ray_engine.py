@@ -256,3 +256,21 @@ def test_engine_options_are_checked_before_anything_loads(
                            extra=("--engine", "ray", "--ray-address", "127.0.0.1:1"))
     assert result.exit_code == 2 and "no Ray cluster answers at 127.0.0.1:1" in result.output
     assert not out.exists()
+
+
+def test_a_task_that_needs_its_steps_here_is_refused_with_ray(
+    ray_cluster: Any, scenes: list[SceneWork], tmp_path: Path
+) -> None:
+    from geovlm.event_scenes import one_scene
+    from geovlm.gpkg import FieldType, LayerSpec
+    from geovlm.pipeline import run_over_chips
+    from geovlm.tasks.tile import CHIP_FIELDS
+
+    with pytest.raises(ParameterError, match="refer needs its steps in this process"):
+        run_over_chips(
+            one_scene(scenes[0].scene.path, TILING), tmp_path / "objects.gpkg", command="refer",
+            parameters={}, layer="objects", fields={"object_id": FieldType.STRING},
+            style_qml="", id_field="object_id", chip_layer=LayerSpec("chips", CHIP_FIELDS, ""),
+            setup=_plain_steps, engine=RayEngine(),
+        )
+    assert not (tmp_path / "objects.gpkg").exists()  # refused before the output is made
