@@ -274,3 +274,23 @@ def test_a_task_that_needs_its_steps_here_is_refused_with_ray(
             setup=_plain_steps, engine=RayEngine(),
         )
     assert not (tmp_path / "objects.gpkg").exists()  # refused before the output is made
+
+
+def test_ray_actors_feed_a_model_server_with_backend_openai(
+    ray_cluster: Any, qwen3_vl_dir: Path, scenes: list[SceneWork], live_server: Any,
+    local_run: Any, tmp_path: Path,
+) -> None:
+    import pyogrio
+
+    from tests.serve_fixtures import API_KEY
+
+    out = tmp_path / "served.gpkg"
+    result = _classify_cli(qwen3_vl_dir, out, *[item.scene.path for item in scenes], extra=(
+        "--engine", "ray", "--backend", "openai", "--endpoint", live_server.url,
+        "--api-key", API_KEY))
+    assert result.exit_code == 0, result.output
+    layer = pyogrio.read_dataframe(out, layer="chips")
+    keys = {item.scene.key: str(Path(item.scene.path).resolve()) for item in scenes}
+    expected = {f"{keys[key]}|{chip_id}" for key, chip_id in local_run[0]}
+    assert set(layer["scene_chip_id"]) == expected and layer["scene_chip_id"].is_unique
+    assert layer["confidence"].between(0, 1).all()
