@@ -121,7 +121,7 @@ class RayEngine:
                     **({"num_cpus": self.num_cpus} if self.num_cpus is not None else {}),
                     include_dashboard=False,
                     log_to_driver=False,
-                    logging_level=logging.WARNING,
+                    logging_level=logging.ERROR,
                 )
             except ConnectionError as exc:
                 raise EndpointError(
