@@ -245,8 +245,12 @@ def classify(
         remote = choice.connect(server, api_key=api_key, served_model=served_model,
                                 method=remote_method, language=language,
                                 concurrency=concurrency)
-        backend_factory, run_parameters = (lambda: remote), {**run_parameters,
-                                                             **remote.run_record()}
+        # The server's model ran, not the preset's weights: the preset gave the answer forms
+        # (and calibration), recorded with the run's other parameters.
+        local = choice.run_parameters()
+        run_parameters = {**{k: v for k, v in run_parameters.items() if k not in local},
+                          "preset": preset.name, **remote.run_record()}
+        backend_factory = lambda: remote  # noqa: E731
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 

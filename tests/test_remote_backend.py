@@ -72,6 +72,9 @@ def test_remote_classify_equals_in_process(live_server, in_process, qwen3_vl_dir
     assert parameters["served_model"] == "tiny"
     assert parameters["method"] == "geovlm-classify"
     assert parameters["backend"] == "openai"
+    # The served model ran, not the preset's weights: those are not recorded as if they had.
+    assert "model" not in parameters and "adapter" not in parameters
+    assert parameters["preset"] and parameters["answers"]
 
 
 def test_retries_recover_from_a_server_restarted_mid_run(
