@@ -259,9 +259,13 @@ def classify(
             method=remote_method, language=language, concurrency=concurrency,
         )
         remote = connect()
+        # The server's model ran, not the preset's weights: the preset gave the answer forms
+        # (and calibration), recorded with the run's other parameters.
+        local = choice.run_parameters()
+        run_parameters = {**{k: v for k, v in run_parameters.items() if k not in local},
+                          "preset": preset.name, **remote.run_record()}
         # Ray's actors connect for themselves: an open client does not travel.
         backend_factory = (lambda: remote) if chip_engine is None else connect
-        run_parameters = {**run_parameters, **remote.run_record()}
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 

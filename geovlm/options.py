@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -237,7 +238,8 @@ def remote_endpoint(backend: str, endpoint: str | None) -> str | None:
     Raises
     ------
     click.UsageError
-        ``--backend openai`` without ``--endpoint``, or ``--endpoint`` without it.
+        ``--backend openai`` without ``--endpoint``, ``--endpoint`` without it, or an
+        endpoint that is not an http(s) URL (caught here, not after a round of retries).
 
     Examples
     --------
@@ -248,7 +250,15 @@ def remote_endpoint(backend: str, endpoint: str | None) -> str | None:
         raise click.UsageError("--backend openai needs --endpoint URL.")
     if backend != "openai" and endpoint:
         raise click.UsageError("--endpoint needs --backend openai.")
-    return endpoint if backend == "openai" else None
+    if endpoint is None:
+        return None
+    url = urlsplit(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise click.UsageError(
+            f"--endpoint {endpoint} is not an http(s) URL: give the server's API base,"
+            " e.g. http://gpu-host:8000/v1."
+        )
+    return endpoint
 
 
 def remote_options(function: F) -> F:

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -32,6 +40,39 @@ def data_url(image: Image.Image, fmt: str = "PNG") -> str:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+@contextmanager
+def serve_process(model_dir: Path, name: str) -> Iterator[SimpleNamespace]:
+    """``geovlm serve`` of `model_dir` as its own process, as a user runs it, until SIGTERM.
+
+    Its key comes from ``GEOVLM_API_KEY`` (`API_KEY`). Yields ``url`` (the API base) and
+    ``process``; after the block, ``stderr`` holds what the server printed.
+    """
+    port = free_port()
+    env = {**os.environ, "GEOVLM_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "geovlm.cli", "serve", "--model", str(model_dir),
+         "--quantize", "none", "--device", "cpu", "--port", str(port),
+         "--served-model-name", name],
+        env=env, stderr=subprocess.PIPE, text=True)
+    running = SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", process=process, stderr="")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"geovlm serve did not start: {process.communicate()[1][-2000:]}")
+                time.sleep(0.2)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        running.stderr = process.communicate(timeout=30)[1]
 
 
 class LiveServer:

@@ -8,23 +8,18 @@ text).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from types import SimpleNamespace
 
-import httpx
 import pyogrio
 import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
 from tests.serve_fixtures import API_KEY, free_port
+from tests.serve_fixtures import serve_process as serve_process_of
 
 SPACENET = "solaris/sample_geotiff.tif"
 SPACENET_LABELS = "vector/solaris/geotiff_labels.geojson"
@@ -53,26 +48,8 @@ def _parameters(path) -> dict:
 @pytest.fixture(scope="module")
 def serve_process(qwen3_vl_dir) -> Iterator[SimpleNamespace]:
     """``geovlm serve`` of the tiny model as its own process, serving it as ``tiny``."""
-    port = free_port()
-    env = {**os.environ, "GEOVLM_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "geovlm.cli", "serve", "--model", str(qwen3_vl_dir),
-         "--quantize", "none", "--device", "cpu", "--port", str(port),
-         "--served-model-name", "tiny"],
-        env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"geovlm serve did not start: {process.communicate()[1][-2000:]}")
-            time.sleep(0.2)
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/v1")
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+    with serve_process_of(qwen3_vl_dir, "tiny") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,9 @@ def test_remote_classify_equals_in_process(live_server, in_process, qwen3_vl_dir
     assert parameters["served_model"] == "tiny"
     assert parameters["method"] == "geovlm-classify"
     assert parameters["backend"] == "openai"
+    # The served model ran, not the preset's weights: those are not recorded as if they had.
+    assert "model" not in parameters and "adapter" not in parameters
+    assert parameters["preset"] and parameters["answers"]
 
 
 def test_retries_recover_from_a_server_restarted_mid_run(
@@ -115,6 +118,11 @@ def test_wrong_key_and_missing_endpoint_exit_2(live_server, qwen3_vl_dir, geotif
     assert result.exit_code == 2 and "API key" in result.output
     result = _classify(geotiff_dir, tmp_path / "x.gpkg", qwen3_vl_dir, "--backend", "openai")
     assert result.exit_code == 2 and "--endpoint" in result.output
+    for endpoint in ("gpu-host:8000", "ftp://gpu-host/v1", "http:///v1"):
+        result = _classify(geotiff_dir, tmp_path / "x.gpkg", qwen3_vl_dir, "--backend", "openai",
+                           "--endpoint", endpoint)
+        assert result.exit_code == 2 and "not an http(s) URL" in result.output
+    assert not (tmp_path / "x.gpkg").exists()
 
 
 def test_chat_choice_method_picks_the_likeliest_form(live_server, served_qwen3_vl):

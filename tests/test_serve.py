@@ -19,7 +19,7 @@ from PIL import Image
 from geovlm.cli import cli
 from geovlm.prompts import DisasterLabel, Language, question
 from geovlm.tasks.classify import ClassifySettings, scored_answers
-from tests.serve_fixtures import API_KEY, LiveServer, data_url
+from tests.serve_fixtures import API_KEY, LiveServer, data_url, serve_process
 
 LABELS = [label.value for label in DisasterLabel]
 
@@ -234,35 +234,11 @@ def test_help():
     assert result.exit_code == 0 and "--max-wait-ms" in result.output
 
 
-def test_serve_command_runs_and_stops_on_sigterm(qwen3_vl_dir, monkeypatch):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.serve_fixtures import free_port
-
-    port = free_port()
-    env = {**os.environ, "GEOVLM_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "geovlm.cli", "serve", "--model", str(qwen3_vl_dir),
-         "--quantize", "none", "--device", "cpu", "--port", str(port),
-         "--served-model-name", "cli-tiny"],
-        env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
+def test_serve_command_runs_and_stops_on_sigterm(qwen3_vl_dir):
+    with serve_process(qwen3_vl_dir, "cli-tiny") as running:
+        client = openai.OpenAI(base_url=running.url, api_key=API_KEY)
         assert [m.id for m in client.models.list().data] == ["cli-tiny"]
         with pytest.raises(openai.AuthenticationError):  # the key came from the environment
-            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").models.list()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr
+            openai.OpenAI(base_url=running.url, api_key="x").models.list()
+    assert running.process.returncode == 0, running.stderr
+    assert "Traceback" not in running.stderr

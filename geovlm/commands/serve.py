@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
               help="Address to listen on; anything but loopback needs an API key.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on.")
-@click.option("--api-key", default=None, metavar="KEY",
-              help=f"Key clients send as 'Authorization: Bearer KEY'; default: ${API_KEY_ENV}.")
+@click.option("--api-key", default=None, metavar="KEY", envvar=API_KEY_ENV, show_envvar=True,
+              help="Key clients must send as 'Authorization: Bearer KEY'; set"
+                   f" {API_KEY_ENV} instead to keep it out of the process list.")
 @click.option("--served-model-name", default=None, metavar="NAME",
               help="The model's id in /v1/models and requests; default: the preset's name.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,

@@ -209,7 +209,8 @@ def build_from_map(
         "chip_size": run.tiling.size,
         "gsd": run.tiling.gsd,
         "tiling": run.tiling.as_dict(),
-        "classify_model": run.parameters.get("model"),
+        # A run on a server records the served model instead of the preset's weights.
+        "classify_model": run.parameters.get("model", run.parameters.get("served_model")),
         "classify_adapter": run.parameters.get("adapter"),
         "block": block,
         "event": blocks.event,
