@@ -236,7 +236,7 @@ def classify(
     if stac_asset is not None and stac is None:
         raise ParameterError("--stac-asset names the asset of STAC items; pass --stac FILE too.")
     chip_engine = ray_engine(engine, ray_address, ray_actors, ray_gpus,
-                             remote=backend == "openai")
+                             cpu_only=backend == "openai" or device == "cpu")
     if stac is not None:
         single, event = None, read_stac_scenes(stac, stac_asset)
     else:

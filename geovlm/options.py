@@ -295,12 +295,13 @@ def engine_options(function: F) -> F:
                           " of the cluster, else one per node]"),
         click.option("--ray-gpus", type=click.FloatRange(min=0), default=None, metavar="G",
                      help="GPUs each actor reserves; fractions share a GPU.  [default: 1 on a"
-                          " cluster with GPUs, else 0; 0 with --backend openai]"),
+                          " cluster with GPUs, else 0; 0 with --backend openai or --device"
+                          " cpu]"),
     )(function)
 
 
 def ray_engine(
-    engine: str, address: str | None, actors: int | None, gpus: float | None, *, remote: bool
+    engine: str, address: str | None, actors: int | None, gpus: float | None, *, cpu_only: bool
 ) -> RayEngine | None:
     """The engine ``--engine`` names: a `RayEngine`, or None for the local one (the default).
 
@@ -310,9 +311,9 @@ def ray_engine(
         ``--engine``.
     address, actors, gpus
         ``--ray-address``, ``--ray-actors`` and ``--ray-gpus``.
-    remote
-        Whether the model is on a server (``--backend openai``): then actors reserve no GPU
-        unless ``--ray-gpus`` says so.
+    cpu_only
+        Whether the actors use no GPU (``--backend openai``: the model is on a server, or
+        ``--device cpu``): then they reserve none unless ``--ray-gpus`` says so.
 
     Raises
     ------
@@ -325,7 +326,7 @@ def ray_engine(
 
     Examples
     --------
-    >>> ray_engine("local", None, None, None, remote=False) is None
+    >>> ray_engine("local", None, None, None, cpu_only=False) is None
     True
     """
     if engine != "ray":
@@ -334,4 +335,4 @@ def ray_engine(
         return None
     from geovlm.engines.ray import RayEngine
 
-    return RayEngine(address, actors, 0.0 if remote and gpus is None else gpus)
+    return RayEngine(address, actors, 0.0 if cpu_only and gpus is None else gpus)
