@@ -86,7 +86,7 @@ class RayEngine:
         self.gpus_per_actor = gpus_per_actor
         self.num_cpus = num_cpus
         self._setup: Callable[[], ChipSteps] | None = None
-        self._owns_cluster = False
+        self._connected_here = False
 
     def __enter__(self) -> RayEngine:
         return self
@@ -128,7 +128,7 @@ class RayEngine:
                     f"no Ray cluster answers at {self.address}; start one with `ray start"
                     " --head` there or fix --ray-address."
                 ) from exc
-            self._owns_cluster = True
+            self._connected_here = True
         _quiet_ray_data(ray)
         self._setup = setup
 
@@ -183,10 +183,13 @@ class RayEngine:
                 yield outcome
 
     def close(self) -> None:
-        """Shut down the cluster if `start` started it (a joined cluster is left running)."""
-        if self._owns_cluster:
+        """Disconnect if `start` connected: a cluster it started stops, a joined one runs on.
+
+        A Ray that was connected before `start` (e.g. a notebook's) is left connected.
+        """
+        if self._connected_here:
             _import_ray().shutdown()
-            self._owns_cluster = False
+            self._connected_here = False
 
     def _pool_size(self, ray: ModuleType) -> tuple[int, float]:
         """The actors and the GPUs of each, checked against what the cluster has now."""
