@@ -294,3 +294,19 @@ def test_ray_actors_feed_a_model_server_with_backend_openai(
     expected = {f"{keys[key]}|{chip_id}" for key, chip_id in local_run[0]}
     assert set(layer["scene_chip_id"]) == expected and layer["scene_chip_id"].is_unique
     assert layer["confidence"].between(0, 1).all()
+
+
+def test_blocks_of_several_rows_give_every_chip_once(
+    ray_cluster: Any, scenes: list[SceneWork], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geovlm.engines import ray as ray_engine
+
+    monkeypatch.setattr(ray_engine, "_MAX_BLOCKS", 3)  # as a huge event's rows would
+    with RayEngine(actors=2) as engine:
+        engine.start(_plain_steps)
+        batches = list(engine.processed(scenes, TILING, 2))
+    ids = [(batch.scene.key, record["chip_id"]) for batch in batches
+           for record in batch.records.chips]
+    assert len(ids) == len(set(ids))
+    assert len(ids) + sum(batch.skipped_invalid for batch in batches) == sum(
+        len(item.chip_ids) for item in scenes)

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 _CONNECT_TIMEOUT_S = 5.0
 #: Scenes an actor keeps open, for rows of a scene that arrive between rows of another.
 _OPEN_SCENES = 2
+#: Most Ray Data blocks of work rows. A row per block streams each batch back as soon as it is
+#: done and spreads rows best over the actors, but each block costs the driver about 1.3 ms to
+#: make (26 s for 20,000 on a 2-core machine): beyond this, blocks hold several rows.
+_MAX_BLOCKS = 4096
 
 
 class RayEngine:
@@ -165,7 +169,8 @@ class RayEngine:
             return
         actors, gpus = self._pool_size(ray)
         logger.info("%d work rows on %d Ray actors with %g GPU each", len(rows), actors, gpus)
-        results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        blocks = min(len(rows), _MAX_BLOCKS)
+        results = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             _ChipWorker,
             batch_size=1,
             batch_format="pyarrow",
