@@ -6,6 +6,8 @@ Ctrl-C stop a run cleanly (marked ``interrupted``, resumable) with status 143 or
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import sys
@@ -28,8 +30,10 @@ from geovlm.models import DEFAULT_MODEL
 from geovlm.options import (
     JSON_EVENTS,
     choose_gsd,
+    engine_options,
     model_options,
     output_options,
+    ray_engine,
     remote_endpoint,
     remote_options,
     tiling_options,
@@ -165,6 +169,7 @@ def tile(
 @click.option("--stac-asset", default=None, metavar="KEY",
               help="The asset of every STAC item to read."
                    "  [default: visual, else the first GeoTIFF with role visual or data]")
+@engine_options
 def classify(
     scenes: tuple[str, ...],
     output: str,
@@ -198,6 +203,10 @@ def classify(
     dst_crs: str | None,
     stac: str | None,
     stac_asset: str | None,
+    engine: str,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_gpus: float | None,
 ) -> None:
     """Classify the disaster type of every chip of SCENE into layer ``chips`` of a GeoPackage.
 
@@ -210,7 +219,8 @@ def classify(
     ground extent the model was trained on. Score mode compares every answer form the preset
     lists (its ``answers:``) and writes each chip's label, the runner-up and their probabilities.
     With --backend openai the chips go to a server (geovlm serve, vLLM); the preset still gives
-    the answer forms and the calibration.
+    the answer forms and the calibration. With --engine ray the model works on the actors of a
+    Ray cluster, which read the chips themselves; this process writes.
     """
     from geovlm.event_scenes import one_scene, scene_entries, survey_scenes
     from geovlm.model_choice import ModelChoice
@@ -225,6 +235,8 @@ def classify(
         raise ParameterError("No scene given; pass one or more SCENE arguments or --stac FILE.")
     if stac_asset is not None and stac is None:
         raise ParameterError("--stac-asset names the asset of STAC items; pass --stac FILE too.")
+    chip_engine = ray_engine(engine, ray_address, ray_actors, ray_gpus,
+                             cpu_only=backend == "openai" or device == "cpu")
     if stac is not None:
         single, event = None, read_stac_scenes(stac, stac_asset)
     else:
@@ -242,32 +254,37 @@ def classify(
                       **({"stac_asset": stac_asset} if stac is not None else {})}
     server = remote_endpoint(backend, endpoint)
     if server is not None:
-        remote = choice.connect(server, api_key=api_key, served_model=served_model,
-                                method=remote_method, language=language,
-                                concurrency=concurrency)
+        connect = functools.partial(
+            choice.connect, server, api_key=api_key, served_model=served_model,
+            method=remote_method, language=language, concurrency=concurrency,
+        )
+        remote = connect()
         # The server's model ran, not the preset's weights: the preset gave the answer forms
         # (and calibration), recorded with the run's other parameters.
         local = choice.run_parameters()
         run_parameters = {**{k: v for k, v in run_parameters.items() if k not in local},
                           "preset": preset.name, **remote.run_record()}
-        backend_factory = lambda: remote  # noqa: E731
+        # Ray's actors connect for themselves: an open client does not travel.
+        backend_factory = (lambda: remote) if chip_engine is None else connect
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
     run_scenes = (one_scene(single, tiling) if single is not None
                   else survey_scenes(event, tiling, dst_crs))
-    summary = classify_scenes(
-        run_scenes, output,
-        preset=preset,
-        backend_factory=backend_factory,
-        tiling=tiling,
-        settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                  max_new_tokens, preset.answers, choice.calibration),
-        run_parameters=run_parameters,
-        batch_size=batch_size,
-        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
-        overwrite=overwrite,
-    )
+    with chip_engine or contextlib.nullcontext():
+        summary = classify_scenes(
+            run_scenes, output,
+            preset=preset,
+            backend_factory=backend_factory,
+            tiling=tiling,
+            settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
+                                      max_new_tokens, preset.answers, choice.calibration),
+            run_parameters=run_parameters,
+            batch_size=batch_size,
+            progress=ProgressMode.NONE if quiet else ProgressMode(progress),
+            overwrite=overwrite,
+            engine=chip_engine,
+        )
     _report(summary.as_dict(), progress, quiet)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -19,9 +19,11 @@ __all__ = [
     "compose_options",
     "device_options",
     "endpoint_options",
+    "engine_options",
     "model_options",
     "output_options",
     "parse_bands",
+    "ray_engine",
     "remote_endpoint",
     "remote_options",
     "run_options",
@@ -30,6 +32,9 @@ __all__ = [
 
 #: Key of ``click.Context.meta`` set when a command reports in JSON lines (``--progress json``).
 JSON_EVENTS = "geovlm.json_events"
+
+if TYPE_CHECKING:
+    from geovlm.engines.ray import RayEngine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -272,3 +277,62 @@ def remote_options(function: F) -> F:
                           " the labels, else whole-form prompt_logprobs, else a structured"
                           " choice."),
     )(function)
+
+
+def engine_options(function: F) -> F:
+    """Options that choose where the model works: here, or on a Ray cluster's actors."""
+    return compose_options(
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="local: the model works in this process; ray: on the actors of a Ray"
+                          " cluster, one model per actor, while this process writes."),
+        click.option("--ray-address", default=None, metavar="ADDR",
+                     help="The Ray cluster to join, as `ray start --head` prints it (auto: the"
+                          " one on this machine).  [default: $RAY_ADDRESS, else a new cluster"
+                          " on this machine]"),
+        click.option("--ray-actors", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Actors in the pool, each with its own model.  [default: one per GPU"
+                          " of the cluster, else one per node]"),
+        click.option("--ray-gpus", type=click.FloatRange(min=0), default=None, metavar="G",
+                     help="GPUs each actor reserves; fractions share a GPU.  [default: 1 on a"
+                          " cluster with GPUs, else 0; 0 with --backend openai or --device"
+                          " cpu]"),
+    )(function)
+
+
+def ray_engine(
+    engine: str, address: str | None, actors: int | None, gpus: float | None, *, cpu_only: bool
+) -> RayEngine | None:
+    """The engine ``--engine`` names: a `RayEngine`, or None for the local one (the default).
+
+    Parameters
+    ----------
+    engine
+        ``--engine``.
+    address, actors, gpus
+        ``--ray-address``, ``--ray-actors`` and ``--ray-gpus``.
+    cpu_only
+        Whether the actors use no GPU (``--backend openai``: the model is on a server, or
+        ``--device cpu``): then they reserve none unless ``--ray-gpus`` says so.
+
+    Raises
+    ------
+    click.UsageError
+        A ``--ray-*`` option without ``--engine ray``.
+    DependencyError
+        Ray is not installed.
+    EndpointError
+        Nothing listens at the address.
+
+    Examples
+    --------
+    >>> ray_engine("local", None, None, None, cpu_only=False) is None
+    True
+    """
+    if engine != "ray":
+        if address is not None or actors is not None or gpus is not None:
+            raise click.UsageError("--ray-address, --ray-actors and --ray-gpus need --engine ray.")
+        return None
+    from geovlm.engines.ray import RayEngine
+
+    return RayEngine(address, actors, 0.0 if cpu_only and gpus is None else gpus)

@@ -29,6 +29,7 @@ from typing import Any
 
 from geovlm.engines import ChipEngine
 from geovlm.engines.local import LocalEngine
+from geovlm.errors import ParameterError
 from geovlm.event_scenes import RunScenes
 from geovlm.gpkg import FieldType, GeoPackageWriter, LayerSpec
 from geovlm.grouped_writes import OrderedWrites, new_rows
@@ -224,6 +225,11 @@ def run_over_chips(
     engine = engine or LocalEngine()
     with writer:
         steps = engine.start(setup)
+        if steps is None and chip_layer is not None:
+            raise ParameterError(
+                f"{command} needs its steps in this process (for its layer {layer}), so it"
+                " cannot run with --engine ray; use --engine local."
+            )
         # After setup, so that a refusal or a missing model stays the only line printed.
         _warn_about_scales(scenes)
         writer.begin()

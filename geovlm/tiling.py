@@ -286,9 +286,13 @@ class SceneTiler:
         for pool in pools:
             pool.shutdown(wait=True, cancel_futures=True)
         with self._handles_lock:
-            for handle in self._handles:
-                handle.close()
-            self._handles.clear()
+            self._close_handles()
+
+    def _close_handles(self) -> None:
+        """Close the reader threads' dataset handles; call with the lock held, no read running."""
+        for handle in self._handles:
+            handle.close()
+        self._handles.clear()
 
     def chips(self, skip: Container[str] = frozenset()) -> Generator[Chip, None, None]:
         """Yield the valid chips in grid order, reading ahead on the thread pool.
@@ -339,6 +343,11 @@ class SceneTiler:
                 pool.shutdown(wait=True, cancel_futures=True)
                 with self._handles_lock:
                     self._pools.discard(pool)
+                    if not self._pools:
+                        # The pool's threads are gone and a later call has threads (and so
+                        # handles) of its own: an actor reading a scene row by row
+                        # (`geovlm.engines.ray`) would otherwise pile up open files.
+                        self._close_handles()
 
     def _source_scale(self) -> tuple[float, float]:
         """Source pixels per output pixel along x and y (1 without a target GSD)."""

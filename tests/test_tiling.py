@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -236,6 +239,27 @@ def test_skip_avoids_reading_done_chips(geotiff_dir):
         done = {cell.chip_id for cell in tiler.cells[:5]}
         rest = [c.chip_id for c in tiler.chips(skip=done)]
     assert len(rest) == len(tiler) - 5 and not set(rest) & done
+
+
+def _open_descriptors(path) -> int:
+    """This process's open files that are `path` (Linux's /proc)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == os.path.realpath(path))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+def test_reading_a_scene_row_by_row_gives_its_chips_and_keeps_no_file_open(geotiff_dir):
+    path = geotiff_dir / "rasterio/cogeo.tif"
+    with _tiler(path, size=256) as tiler:
+        whole = [(c.chip_id, c.image.tobytes()) for c in tiler.chips()]
+        ids = [cell.chip_id for cell in tiler.cells]
+        open_before = _open_descriptors(path)
+        rows = []
+        for start in range(0, len(ids), 3):  # as an engine's worker reads them, batch by batch
+            wanted = set(ids[start:start + 3])
+            rows += [(c.chip_id, c.image.tobytes()) for c in tiler.chips(skip=set(ids) - wanted)]
+            assert _open_descriptors(path) == open_before
+    assert rows == whole
 
 
 @pytest.mark.parametrize(
