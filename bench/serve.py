@@ -1,9 +1,12 @@
 """Benchmark ``geovlm serve``: concurrent clients on loopback against in-process classify.
 
-Usage: ``python bench/serve.py [--requests 200] [--size 256] [--repeat 2]``.
+Usage: ``python bench/serve.py [--requests 200] [--size 256] [--repeat 2] [--width 64]
+[--depth 2]``.
 
 Model: the tests' tiny random Qwen3-VL (``tests.tiny_models.build_qwen3_vl``, float32 on the
-CPU), built into a temporary folder; nothing is downloaded. Chips: ``--requests`` chips of
+CPU), built into a temporary folder; nothing is downloaded. ``--width`` and ``--depth`` make
+it bigger, so that a chip costs the model more next to what a request costs the server (HTTP,
+JSON, base64, PNG decoding), as a real model's chip does. Chips: ``--requests`` chips of
 ``--size`` pixels cut from the real NAIP image of ``../shared/data`` (repeated in order when
 more are asked for), sent as the remote backend sends them (PNG, ``geovlm.backends.openai``).
 
@@ -155,15 +158,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--width", type=int, default=64,
+                        help="hidden size of the random model (64: the tests' tiny model)")
+    parser.add_argument("--depth", type=int, default=2, help="layers of each tower")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tests.tiny_models import build_qwen3_vl
 
-    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f};"
+          f" model width {args.width}, depth {args.depth}")
     images = _chips(args.requests, args.size)
     encoded = [_png(image) for image in images]
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_qwen3_vl(Path(tmp) / "qwen3_vl")
+        model_dir = build_qwen3_vl(Path(tmp) / "qwen3_vl", args.width, args.depth)
         backend, local = _in_process(model_dir, images)
         run = _classify_run(model_dir, backend, Path(tmp), args.size)
         servers = {batch: _start_server(model_dir, batch) for batch in (8, 1)}

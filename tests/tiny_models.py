@@ -342,10 +342,12 @@ def _save(model: torch.nn.Module, processor: object, folder: Path, **generation:
     return folder
 
 
-def build_qwen3_vl(folder: Path) -> Path:
+def build_qwen3_vl(folder: Path, width: int = 64, depth: int = 2) -> Path:
     """Save a tiny `Qwen3VLForConditionalGeneration` and stock `Qwen3VLProcessor` to ``folder``.
 
     Patch 16, merge 2, temporal patch 2 like Qwen3-VL-8B; a 64x64 image is 4 image tokens.
+    `width` (hidden size) and `depth` (layers) of both towers scale the model up for benchmarks
+    that need a chip to cost the model more.
     """
     specials = [
         *_QWEN_SPECIALS,
@@ -382,6 +384,9 @@ def build_qwen3_vl(folder: Path) -> Path:
     config = Qwen3VLConfig(
         text_config={
             **_TEXT,
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": depth,
             "vocab_size": _vocab_size(tokenizer),
             "rope_parameters": {
                 "rope_type": "default",
@@ -392,14 +397,14 @@ def build_qwen3_vl(folder: Path) -> Path:
             "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
+            "depth": depth,
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
             "num_heads": 4,
             "patch_size": 16,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "out_hidden_size": 64,
+            "out_hidden_size": width,
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [1],
         },
