@@ -222,7 +222,8 @@ def run_over_chips(
         extra_layers=[chip_layer] if chip_layer else [],
     )
     layers = [layer] + ([chip_layer.name] if chip_layer else [])
-    engine = engine or LocalEngine()
+    # The scenes are open already (header and grid): the local engine reads through them.
+    engine = engine or LocalEngine({scene.key: tiler for scene, tiler in scenes.opened})
     with writer:
         steps = engine.start(setup)
         if steps is None and chip_layer is not None:

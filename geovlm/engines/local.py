@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from rasterio.crs import CRS
@@ -40,12 +40,13 @@ class _ReadBatch:
     skipped_invalid: int
 
 
-def _read_batches(work: Iterable[SceneWork], tiling: TilingOptions,
-                  batch_size: int) -> Generator[_ReadBatch, None, None]:
+def _read_batches(work: Iterable[SceneWork], tiling: TilingOptions, batch_size: int,
+                  opened: dict[str, SceneTiler]) -> Generator[_ReadBatch, None, None]:
     """The chips of the work, scene after scene, in batches of at most `batch_size`."""
     for item in work:
         wanted = set(item.chip_ids)
-        with SceneTiler(item.scene.path, tiling) as tiler:
+        tiler = opened.pop(item.scene.key, None) or SceneTiler(item.scene.path, tiling)
+        with tiler:
             skip = {cell.chip_id for cell in tiler.cells if cell.chip_id not in wanted}
             counted = 0
             with contextlib.closing(tiler.chips(skip=skip)) as chips:
@@ -58,9 +59,17 @@ def _read_batches(work: Iterable[SceneWork], tiling: TilingOptions,
 
 
 class LocalEngine:
-    """Runs the task's steps in this process (see the module's description)."""
+    """Runs the task's steps in this process (see the module's description).
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    opened
+        Scenes the driver has opened already, by `SceneEntry.key`: read through these tilers
+        instead of opening them again (each is closed once its scene is read).
+    """
+
+    def __init__(self, opened: Mapping[str, SceneTiler] | None = None) -> None:
+        self._opened = dict(opened or {})
         self._steps: ChipSteps | None = None
 
     def start(self, setup: Callable[[], ChipSteps]) -> ChipSteps:
@@ -80,7 +89,8 @@ class LocalEngine:
 
         # Closed in reverse order: the prepare thread first, then the scene being read.
         with (
-            contextlib.closing(_read_batches(work, tiling, batch_size)) as batches,
+            contextlib.closing(_read_batches(work, tiling, batch_size, self._opened))
+            as batches,
             contextlib.closing(prepared_ahead(batches, prepare)) as prepared_batches,
         ):
             for batch, prepared in prepared_batches:
