@@ -41,7 +41,7 @@ from geovlm.errors import EndpointError, ParameterError
 from geovlm.prompts import Language, question
 from geovlm.verbalizer import Verbalizer
 
-__all__ = ["OpenAIBackend", "RemoteBatch", "RemoteMethod"]
+__all__ = ["OpenAIBackend", "RemoteBatch", "RemoteMethod", "chip_url"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class RemoteMethod(CheckedEnum):
 
 @dataclass(frozen=True, slots=True)
 class RemoteBatch:
-    """Chips encoded for the wire: PNG data as base64, each with its question."""
+    """Chips encoded for the wire (`chip_url`'s data URLs), each with its question."""
 
     images: tuple[str, ...] | None
     prompts: tuple[str, ...]
@@ -192,10 +192,10 @@ class OpenAIBackend:
         return record if self.method is None else {**record, "method": self.method.value}
 
     def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> RemoteBatch:
-        """PNG-encode the images (CPU work, done in the pipeline's preparing thread)."""
+        """Encode the images losslessly (CPU work, done in the pipeline's preparing thread)."""
         if images is not None and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
-        encoded = None if images is None else tuple(_png(image) for image in images)
+        encoded = None if images is None else tuple(chip_url(image) for image in images)
         return RemoteBatch(encoded, tuple(prompts))
 
     def score_encoded(self, inputs: RemoteBatch, answers: Sequence[str]) -> np.ndarray:
@@ -238,8 +238,7 @@ class OpenAIBackend:
               **options: Any) -> Any:
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
         if image is not None:
-            url = f"data:image/png;base64,{image}"
-            content.insert(0, {"type": "image_url", "image_url": {"url": url}})
+            content.insert(0, {"type": "image_url", "image_url": {"url": image}})
         messages: Any = [{"role": "user", "content": content}, *after]
         return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
             model=self.served_model, messages=messages, temperature=0, **options))
@@ -346,16 +345,27 @@ def _first_token_mass(reply: Any, answers: list[str], verbalizer: Verbalizer,
     return [p / total for p in row] if total > 0 else None
 
 
-#: zlib level of the PNG chips sent: level 1 encodes a real 256 px chip about 4x faster than
-#: PIL's default 6 for about 10% more bytes, and encoding, not the network, limits the client.
-_PNG_LEVEL = 1
+#: WebP's largest side; a bigger chip goes as PNG.
+_WEBP_MAX_SIDE = 16383
 
 
-def _png(image: Image.Image) -> str:
-    """A chip as lossless base64 PNG (the server sees exactly the pixels classify read)."""
+def chip_url(image: Image.Image) -> str:
+    """A chip as a lossless ``data:`` URL: the server sees exactly the pixels classify read.
+
+    Lossless WebP at its fastest setting: on real 256 px NAIP chips it is about 20% smaller
+    than PNG at zlib level 1, twice as fast to encode and 1.6 times as fast to decode
+    (2.6 vs 6.0 ms, 1.3 vs 2.1 ms here), so both the client and the server spend less per
+    chip. vLLM and OpenAI read WebP, as ``geovlm serve`` does.
+    """
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG", compress_level=_PNG_LEVEL)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    rgb = image.convert("RGB")
+    if max(rgb.size) <= _WEBP_MAX_SIDE:
+        rgb.save(buffer, format="WEBP", lossless=True, quality=0, method=0)
+        kind = "webp"
+    else:
+        rgb.save(buffer, format="PNG", compress_level=1)
+        kind = "png"
+    return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
 def _language(prompt: str) -> Language:
