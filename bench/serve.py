@@ -1,14 +1,21 @@
 """Benchmark ``geovlm serve``: concurrent clients on loopback against in-process classify.
 
 Usage: ``python bench/serve.py [--requests 200] [--size 256] [--repeat 2] [--width 64]
-[--depth 2]``.
+[--depth 2] [--model-threads N]``.
 
 Model: the tests' tiny random Qwen3-VL (``tests.tiny_models.build_qwen3_vl``, float32 on the
 CPU), built into a temporary folder; nothing is downloaded. ``--width`` and ``--depth`` make
 it bigger, so that a chip costs the model more next to what a request costs the server (HTTP,
 JSON, base64, PNG decoding), as a real model's chip does. Chips: ``--requests`` chips of
 ``--size`` pixels cut from the real NAIP image of ``../shared/data`` (repeated in order when
-more are asked for), sent as the remote backend sends them (PNG, ``geovlm.backends.openai``).
+more are asked for), sent as the remote backend sends them (lossless WebP,
+``geovlm.backends.openai``).
+
+``--model-threads 1`` runs the model on one torch thread in both setups (this process's, and
+the server's model process through ``OMP_NUM_THREADS``): one core stands in for the GPU, which
+runs the model apart from the host's cores, and the host's work (the client, HTTP, decoding,
+reading and writing) shares the other. Without it the model's threads take both cores, and
+the served setup's extra host work (the client, HTTP) stalls them.
 
 1. **In-process**: a whole ``classify`` run (``classify_scenes``, the model loaded once; the
    NAIP scene in overlapping chips of ``--size``, a hundred or so; read, encoded, scored and
@@ -45,7 +52,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 NAIP = _ROOT.parent / "shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif"
 
-from geovlm.backends.openai import _png  # noqa: E402
+from geovlm.backends.openai import chip_url  # noqa: E402
 from geovlm.prompts import question  # noqa: E402
 from geovlm.verbalizer import Verbalizer  # noqa: E402
 
@@ -161,14 +168,24 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64,
                         help="hidden size of the random model (64: the tests' tiny model)")
     parser.add_argument("--depth", type=int, default=2, help="layers of each tower")
+    parser.add_argument("--model-threads", type=int, default=None,
+                        help="torch threads of the model in both setups (default: torch's)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.model_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.model_threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.model_threads)  # the servers' model processes
+    import torch
+
     from tests.tiny_models import build_qwen3_vl
 
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f};"
-          f" model width {args.width}, depth {args.depth}")
+          f" model width {args.width}, depth {args.depth}, {torch.get_num_threads()} torch"
+          " threads")
     images = _chips(args.requests, args.size)
-    encoded = [_png(image) for image in images]
+    encoded = [chip_url(image) for image in images]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_qwen3_vl(Path(tmp) / "qwen3_vl", args.width, args.depth)
         backend, local = _in_process(model_dir, images)

@@ -121,14 +121,20 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def served_qwen3_vl(qwen3_vl_dir):
-    """The tiny Qwen3-VL loaded once as `geovlm.serve.app.ServedModel` (float32, CPU)."""
+    """The tiny Qwen3-VL loaded once in this process as `geovlm.serve.app.ServedModel`.
+
+    Its engine is `geovlm.serve.engine.ModelEngine` (float32, CPU), so servers start in
+    milliseconds; ``geovlm serve`` itself runs the model in a process of its own
+    (`serve_process`, `geovlm.serve.model_process`).
+    """
     from geovlm.model_choice import ModelChoice
     from geovlm.serve.app import ServedModel
+    from geovlm.serve.engine import ModelEngine
 
     choice = ModelChoice.resolve(str(qwen3_vl_dir), quantize="none", device="cpu")
     return ServedModel(name="tiny", model_id=choice.preset.model_id,
-                       backend=choice.load_backend(), verbalizer=choice.preset.answers,
-                       calibration=choice.calibration)
+                       engine=ModelEngine(choice.load_backend()),
+                       verbalizer=choice.preset.answers, calibration=choice.calibration)
 
 
 @pytest.fixture(scope="session")

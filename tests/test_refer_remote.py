@@ -130,7 +130,7 @@ def test_remote_text_only_answers_equal_in_process(serve_process, served_qwen3_v
                ("the only building", "the large building in the north-west corner",
                 "the destroyed building in the south")]
     remote = OpenAIBackend.connect(serve_process.url, api_key=API_KEY, method=None)
-    assert remote.generate(None, prompts, 24) == served_qwen3_vl.backend.generate(
+    assert remote.generate(None, prompts, 24) == served_qwen3_vl.engine.backend.generate(
         None, prompts, 24)
 
 
@@ -143,6 +143,7 @@ def test_the_server_stops_at_the_end_of_turn_like_in_process(qwen3_vl_dir):
 
     from geovlm.model_choice import ModelChoice
     from geovlm.serve.app import ServedModel
+    from geovlm.serve.engine import ModelEngine
     from tests.serve_fixtures import LiveServer
 
     backend = ModelChoice.resolve(str(qwen3_vl_dir), quantize="none",
@@ -152,7 +153,7 @@ def test_the_server_stops_at_the_end_of_turn_like_in_process(qwen3_vl_dir):
     boost = torch.zeros(backend.model.lm_head.out_features)
     boost[end_of_turn] = 1e4
     backend.model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + boost)
-    server = LiveServer(ServedModel("eot", str(qwen3_vl_dir), backend,
+    server = LiveServer(ServedModel("eot", str(qwen3_vl_dir), ModelEngine(backend),
                                     ModelChoice.resolve(str(qwen3_vl_dir)).preset.answers)).start()
     try:
         reply = openai.OpenAI(base_url=server.url, api_key="none").chat.completions.create(

@@ -131,7 +131,7 @@ def test_chat_choice_method_picks_the_likeliest_form(live_server, served_qwen3_v
     chips = _chips(3, seed=7)
     forms = [f.text for f in Verbalizer.default().forms("en")]
     rows = remote.score(chips, question("en"), forms)
-    expected = served_qwen3_vl.backend.score(chips, question("en"), forms)
+    expected = served_qwen3_vl.engine.backend.score(chips, question("en"), forms)
     assert (rows.sum(axis=1) == 1).all() and set(np.unique(rows)) <= {0.0, 1.0}
     assert list(rows.argmax(axis=1)) == list(expected.argmax(axis=1))
 

@@ -118,7 +118,7 @@ def test_classify_equals_the_engine_score_mode(live_server, served_qwen3_vl):
     settings = ClassifySettings(Language.JA, verbalizer=served_qwen3_vl.verbalizer)
     forms = [f.text for f in settings.verbalizer.forms(Language.JA)]
     assert [f["text"] for f in result["forms"]] == forms
-    expected = scored_answers(served_qwen3_vl.backend.score(chips, question("ja"), forms),
+    expected = scored_answers(served_qwen3_vl.engine.backend.score(chips, question("ja"), forms),
                               settings)
     for got, want in zip(result["data"], expected, strict=True):
         assert list(got["probs"]) == LABELS

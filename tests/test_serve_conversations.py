@@ -58,13 +58,13 @@ def test_prompt_logprobs_score_the_answer_as_in_process(live_server, served_qwen
             model="tiny", messages=_answered(chip, answer), max_tokens=1,
             extra_body={"prompt_logprobs": 0, "add_generation_prompt": False})
         entries = _prompt_logprobs(reply)
-        scored = len(served_qwen3_vl.backend.answer_ids(answer))
+        scored = len(served_qwen3_vl.engine.backend.answer_ids(answer))
         span = entries[opened.usage.prompt_tokens:][:scored]
         tokens = [next(iter(entry)) for entry in span]
-        assert [int(t) for t in tokens] == served_qwen3_vl.backend.answer_ids(answer)
+        assert [int(t) for t in tokens] == served_qwen3_vl.engine.backend.answer_ids(answer)
         totals.append(sum(next(iter(entry.values()))["logprob"] for entry in span))
     remote = np.exp(np.array(totals) - max(totals))
-    local = served_qwen3_vl.backend.score([chip], question("en"), answers)[0]
+    local = served_qwen3_vl.engine.backend.score([chip], question("en"), answers)[0]
     np.testing.assert_allclose(remote / remote.sum(), local, atol=1e-5)
 
 

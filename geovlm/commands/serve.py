@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
 
 import click
 
 from geovlm.options import model_options
 from geovlm.serve.settings import API_KEY_ENV, ServeSettings
-
-if TYPE_CHECKING:
-    from geovlm.backends.hf import HFBackend
 
 __all__ = ["serve"]
 
@@ -75,16 +71,18 @@ def serve(
     import uvicorn
 
     from geovlm.serve.app import ServedModel, create_app
-
-    served = ServedModel(
-        name=served_model_name or choice.preset.name, model_id=choice.preset.model_id,
-        backend=cast("HFBackend", choice.load_backend()), verbalizer=choice.preset.answers,
-        calibration=choice.calibration,
-    )
+    from geovlm.serve.model_process import ModelProcess
     from geovlm.signals import Interrupted
 
+    model_process = ModelProcess(choice)
+    served = ServedModel(
+        name=served_model_name or choice.preset.name, model_id=choice.preset.model_id,
+        engine=model_process, verbalizer=choice.preset.answers, calibration=choice.calibration,
+    )
     click.echo(f"Serving {served.name} on http://{host}:{port}/v1", err=True)
     try:
         uvicorn.run(create_app(served, settings), host=host, port=port, log_level="warning")
     except Interrupted:  # uvicorn re-raises the signal it stopped on: a normal end here
         click.echo("Stopped.", err=True)
+    finally:
+        model_process.close()

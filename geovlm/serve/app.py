@@ -29,13 +29,13 @@ from geovlm.serve.batcher import Batcher, QueueFull
 from geovlm.serve.engine import (
     Generated,
     GenerateKey,
-    ModelEngine,
     Prompt,
     PromptToken,
     ScoreKey,
 )
 from geovlm.serve.guard import Guard, error_body
 from geovlm.serve.images import decode_image
+from geovlm.serve.model_process import ModelProcessExited
 from geovlm.serve.protocol import (
     ChatRequest,
     ClassifyRequest,
@@ -48,7 +48,8 @@ from geovlm.tasks.classify import ClassifyMode, ClassifySettings, scored_answers
 from geovlm.verbalizer import Verbalizer
 
 if TYPE_CHECKING:
-    from geovlm.backends.hf import HFBackend
+    from geovlm.backends.chat import ChatFormat
+    from geovlm.serve.engine import BatchEngine
 
 __all__ = ["ServedModel", "create_app"]
 
@@ -66,8 +67,9 @@ class ServedModel:
         The id clients send as ``model`` and `/v1/models` lists.
     model_id
         The weights it was loaded from (``root`` in `/v1/models`).
-    backend
-        The loaded model.
+    engine
+        The loaded model's batch stages: a `geovlm.serve.model_process.ModelProcess`, or a
+        `geovlm.serve.engine.ModelEngine` in this process.
     verbalizer
         The answer forms `/v1/classify` scores (the preset's).
     calibration
@@ -76,7 +78,7 @@ class ServedModel:
 
     name: str
     model_id: str
-    backend: HFBackend
+    engine: BatchEngine
     verbalizer: Verbalizer
     calibration: Calibration | None = None
 
@@ -106,7 +108,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         Run it with uvicorn; ``app.state.batcher`` (on the inner FastAPI app, reachable as
         ``.app``) holds the queue.
     """
-    engine = ModelEngine(served.backend)
+    engine = served.engine
     batcher = Batcher(engine.prepare, engine.run, max_batch=settings.max_batch,
                       max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
 
@@ -124,6 +126,10 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         return JSONResponse(error_body(str(exc), kind, exc.code), exc.status, exc.headers)
 
+    @app.exception_handler(ModelProcessExited)
+    async def model_gone(_: Request, exc: ModelProcessExited) -> JSONResponse:
+        return JSONResponse(error_body(str(exc), "server_error", "model_exited"), 500)
+
     @app.exception_handler(GeovlmError)
     async def bad_input(_: Request, exc: GeovlmError) -> JSONResponse:
         return JSONResponse(error_body(str(exc), "invalid_request_error", "bad_input"), 400)
@@ -136,7 +142,10 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
         return JSONResponse(error_body(message, "invalid_request_error", "invalid_body"), 400)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> Any:
+        if not engine.alive:
+            return JSONResponse({"status": "model process exited", "server": "geovlm",
+                                 "model": served.name}, 503)
         return {"status": "ok", "server": "geovlm", "model": served.name,
                 "queued": batcher.pending()}
 
@@ -158,7 +167,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
                            {"Retry-After": "1"}) from None
 
     def image(data: str, where: str) -> Any:
-        if not served.backend.supports_images:
+        if not engine.supports_images:
             raise RequestRejected(f"{served.name} reads text only: send no images.")
         return decode_image(data, settings.max_image_pixels, where)
 
@@ -175,7 +184,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
     async def completion(body: ChatRequest, request: Request) -> dict[str, Any]:
         talk = conversation(body.messages)
         picture = image(talk.image_url, "image_url") if talk.image_url is not None else None
-        prompt = Prompt(_rendered(served.backend, talk, body), picture)
+        prompt = Prompt(_rendered(engine.chat, talk, body), picture)
         choices = (body.structured_outputs or {}).get("choice")
         if choices is not None:
             if (not isinstance(choices, list) or not choices
@@ -210,7 +219,7 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
             calibration=served.calibration if body.calibration else None,
         )
         forms = run.verbalizer.forms(run.language)
-        rendered = served.backend.chat.render(run.prompt, image=True)
+        rendered = engine.chat.render(run.prompt, image=True)
         key = ScoreKey(rendered, tuple(form.text for form in forms), True)
         rows = await results(request, submit(key, [Prompt(rendered, chip) for chip in chips]))
         import numpy as np
@@ -257,10 +266,10 @@ def _check_chat(body: ChatRequest) -> None:
                               " structured_outputs: send one of them.")
 
 
-def _rendered(backend: HFBackend, talk: Conversation, body: ChatRequest) -> str:
+def _rendered(chat: ChatFormat, talk: Conversation, body: ChatRequest) -> str:
     """The conversation in the model's chat format, as the request asks."""
     try:
-        return backend.chat.render_turns(
+        return chat.render_turns(
             talk.turns, add_generation_prompt=body.add_generation_prompt,
             continue_final_message=body.continue_final_message,
         )

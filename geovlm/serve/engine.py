@@ -9,16 +9,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
+    from geovlm.backends.chat import ChatFormat
     from geovlm.backends.hf import HFBackend
 
-__all__ = ["GenerateKey", "Generated", "ModelEngine", "Prompt", "PromptToken", "ScoreKey",
-           "TokenLogprob"]
+__all__ = ["BatchEngine", "GenerateKey", "Generated", "ModelEngine", "Prompt", "PromptToken",
+           "ScoreKey", "TokenLogprob"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,23 @@ class Generated:
     prompt_logprobs: tuple[PromptToken | None, ...] | None = None
 
 
+class BatchEngine(Protocol):
+    """What the server needs of its model: the chat format and a batcher's two stages."""
+
+    supports_images: bool
+    chat: ChatFormat
+
+    @property
+    def alive(self) -> bool:
+        """Whether the model can still answer."""
+
+    def prepare(self, key: ScoreKey | GenerateKey, payloads: list[Prompt]) -> Any:
+        """Start one batch (e.g. encode it)."""
+
+    def run(self, key: ScoreKey | GenerateKey, inputs: Any) -> Sequence[Any]:
+        """Finish one batch: its results, one per payload."""
+
+
 class ModelEngine:
     """Runs batches of `ScoreKey` or `GenerateKey` items on one loaded backend.
 
@@ -96,8 +114,13 @@ class ModelEngine:
         The model (generation reads its ``model`` and ``tokenizer``).
     """
 
+    #: In the server's own process, the model lives as long as the server.
+    alive = True
+
     def __init__(self, backend: HFBackend) -> None:
         self.backend = backend
+        self.supports_images = backend.supports_images
+        self.chat = backend.chat
 
     def prepare(self, key: ScoreKey | GenerateKey, payloads: list[Prompt]) -> Any:
         """Encode one batch (CPU work, done while the model runs the previous batch).
