@@ -1,21 +1,22 @@
 """Benchmark ``geovlm serve``: concurrent clients on loopback against in-process classify.
 
 Usage: ``python bench/serve.py [--requests 200] [--size 256] [--repeat 2] [--width 64]
-[--depth 2] [--model-threads N]``.
+[--depth 2] [--model-threads 1] [--connections 32]``.
 
 Model: the tests' tiny random Qwen3-VL (``tests.tiny_models.build_qwen3_vl``, float32 on the
 CPU), built into a temporary folder; nothing is downloaded. ``--width`` and ``--depth`` make
 it bigger, so that a chip costs the model more next to what a request costs the server (HTTP,
-JSON, base64, PNG decoding), as a real model's chip does. Chips: ``--requests`` chips of
+JSON, base64, image decoding), as a real model's chip does. Chips: ``--requests`` chips of
 ``--size`` pixels cut from the real NAIP image of ``../shared/data`` (repeated in order when
 more are asked for), sent as the remote backend sends them (lossless WebP,
 ``geovlm.backends.openai``).
 
-``--model-threads 1`` runs the model on one torch thread in both setups (this process's, and
-the server's model process through ``OMP_NUM_THREADS``): one core stands in for the GPU, which
-runs the model apart from the host's cores, and the host's work (the client, HTTP, decoding,
-reading and writing) shares the other. Without it the model's threads take both cores, and
-the served setup's extra host work (the client, HTTP) stalls them.
+The model runs on ``--model-threads`` torch threads in both setups (this process's, and the
+server's model process through ``OMP_NUM_THREADS``), one by default: one core stands in for
+the GPU, which runs the model apart from the host's cores, and the host's work (the client,
+HTTP, decoding, reading and writing) shares the other. With ``--model-threads 2`` the model's
+threads take both cores, and the served setup's extra host work (the client and HTTP, which a
+real deployment runs on other machines and cores) stalls them: a CPU-only effect.
 
 1. **In-process**: a whole ``classify`` run (``classify_scenes``, the model loaded once; the
    NAIP scene in overlapping chips of ``--size``, a hundred or so; read, encoded, scored and
@@ -24,7 +25,8 @@ the served setup's extra host work (the client, HTTP) stalls them.
    of 8, no tiling or writing.
 2. **Served**: ``geovlm serve`` in a subprocess on 127.0.0.1 (``--max-batch 8`` then ``1``), and
    ``--requests`` concurrent ``POST /v1/classify`` requests of one chip each from one
-   ``openai.AsyncOpenAI`` client (retries off, so every error counts). Printed: errors, p50 and
+   ``openai.AsyncOpenAI`` client (retries off, so every error counts) over at most
+   ``--connections`` keep-alive connections. Printed: errors, p50 and
    p95 latency, chips/s and its ratio to the classify run (target >= 0.9 with batching), and the
    batching gain (chips/s at max-batch 8 over max-batch 1).
 
@@ -131,10 +133,16 @@ def _start_server(model_dir: Path, max_batch: int) -> tuple[subprocess.Popen, st
     raise RuntimeError("geovlm serve did not start")
 
 
-async def _burst(url: str, chips: list[str]) -> tuple[int, list[float], float]:
+async def _burst(url: str, chips: list[str],
+                 connections: int) -> tuple[int, list[float], float]:
+    import httpx
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+    # At most `connections` open at once, as a real client pools them: with one connection per
+    # request the client's pool bookkeeping took more CPU than its requests on this machine.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    client = openai.AsyncOpenAI(base_url=url, api_key="none", max_retries=0, timeout=600,
+                                http_client=openai.DefaultAsyncHttpxClient(limits=limits))
 
     async def one(chip: str) -> float | None:
         start = time.perf_counter()
@@ -153,8 +161,8 @@ async def _burst(url: str, chips: list[str]) -> tuple[int, list[float], float]:
     return len(chips) - len(ok), ok, wall
 
 
-def _served(url: str, chips: list[str]) -> dict:
-    errors, latencies, wall = asyncio.run(_burst(url, chips))
+def _served(url: str, chips: list[str], connections: int) -> dict:
+    errors, latencies, wall = asyncio.run(_burst(url, chips, connections))
     return {"errors": errors, "p50": float(np.percentile(latencies, 50)),
             "p95": float(np.percentile(latencies, 95)), "chips_s": len(chips) / wall}
 
@@ -168,17 +176,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64,
                         help="hidden size of the random model (64: the tests' tiny model)")
     parser.add_argument("--depth", type=int, default=2, help="layers of each tower")
-    parser.add_argument("--model-threads", type=int, default=None,
-                        help="torch threads of the model in both setups (default: torch's)")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="HTTP connections the client keeps open for its requests")
+    parser.add_argument("--model-threads", type=int, default=1,
+                        help="torch threads of the model in both setups (1: a core as the GPU)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.model_threads is not None:
-        import torch
-
-        torch.set_num_threads(args.model_threads)
-        os.environ["OMP_NUM_THREADS"] = str(args.model_threads)  # the servers' model processes
     import torch
 
+    torch.set_num_threads(args.model_threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.model_threads)  # the servers' model processes
     from tests.tiny_models import build_qwen3_vl
 
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f};"
@@ -199,7 +206,7 @@ def main() -> None:
                 best["local"] = max(best.get("local", 0.0), local())
                 best["run"] = max(best.get("run", 0.0), run())
                 for batch, (_, url) in servers.items():
-                    result = _served(url, encoded)
+                    result = _served(url, encoded, args.connections)
                     errors += result["errors"]
                     if result["chips_s"] > served.get(batch, {}).get("chips_s", 0.0):
                         served[batch] = result
