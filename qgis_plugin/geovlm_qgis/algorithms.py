@@ -78,6 +78,8 @@ class RasterAlgorithm(EngineAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     QUANTIZE = "QUANTIZE"
     DEVICE = "DEVICE"
+    ENDPOINT = "ENDPOINT"
+    API_KEY = "API_KEY"
 
     #: Default chip size; 0 means the model preset's.
     DEFAULT_CHIP_SIZE = 512
@@ -200,6 +202,21 @@ class RasterAlgorithm(EngineAlgorithm):
             args += ["--device", device]
         return args
 
+    def add_server_parameters(self, endpoint_label: str) -> None:
+        """Add ENDPOINT and API_KEY: a ``geovlm serve`` or vLLM server to run the models on."""
+        self.addParameter(QgsProcessingParameterString(
+            self.ENDPOINT, endpoint_label, optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.API_KEY, tr("The server's API key (empty: the plugin setting)"),
+            optional=True))
+
+    def server_run_arguments(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> list[str]:
+        """Engine options for ENDPOINT and API_KEY, or the saved server's; [] to run here."""
+        return server_arguments(self.parameterAsString(parameters, self.ENDPOINT, context),
+                                self.parameterAsString(parameters, self.API_KEY, context))
+
     def done_message(self, event: dict[str, Any]) -> str:
         return tr("Wrote {} chips ({} already done, {} skipped) in {} s.").format(
             event.get("written"), event.get("already_done"), event.get("skipped_invalid"),
@@ -237,8 +254,6 @@ class ClassifyAlgorithm(RasterAlgorithm):
     MODE = "MODE"
     MIN_CONFIDENCE = "MIN_CONFIDENCE"
     NATIVE_GSD = "NATIVE_GSD"
-    ENDPOINT = "ENDPOINT"
-    API_KEY = "API_KEY"
 
     def add_task_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterString(
@@ -257,12 +272,8 @@ class ClassifyAlgorithm(RasterAlgorithm):
         self.add_model_run_parameters()
         self.addParameter(QgsProcessingParameterBoolean(
             self.NATIVE_GSD, tr("Keep the raster's resolution (not the preset's)"), False))
-        self.addParameter(QgsProcessingParameterString(
-            self.ENDPOINT, tr("geovlm serve URL, e.g. http://gpu-host:8000/v1 (empty: the"
-                              " plugin setting, else the model runs here)"), optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.API_KEY, tr("The server's API key (empty: the plugin setting)"),
-            optional=True))
+        self.add_server_parameters(tr("geovlm serve URL, e.g. http://gpu-host:8000/v1 (empty:"
+                                      " the plugin setting, else the model runs here)"))
 
     def task_arguments(
         self, parameters: dict[str, Any], context: QgsProcessingContext
@@ -281,9 +292,7 @@ class ClassifyAlgorithm(RasterAlgorithm):
             args.append("--no-adapter")
         if self.parameterAsBool(parameters, self.NATIVE_GSD, context):
             args.append("--native-gsd")
-        return args + server_arguments(
-            self.parameterAsString(parameters, self.ENDPOINT, context),
-            self.parameterAsString(parameters, self.API_KEY, context))
+        return args + self.server_run_arguments(parameters, context)
 
 class ReferAlgorithm(RasterAlgorithm):
     """``geovlm:refer``: a referring expression for every object of the raster."""
@@ -322,6 +331,9 @@ class ReferAlgorithm(RasterAlgorithm):
             self.CAPTION_MODEL, tr("Vision-language model that captions chips (optional)"),
             optional=True))
         self.add_model_run_parameters()
+        self.add_server_parameters(tr(
+            "geovlm serve or vLLM URL, e.g. http://gpu-host:8000/v1, whose served models the"
+            " model names above are (empty: the plugin setting, else the models run here)"))
 
     def task_arguments(
         self, parameters: dict[str, Any], context: QgsProcessingContext
@@ -341,11 +353,16 @@ class ReferAlgorithm(RasterAlgorithm):
             args += ["--xbd-labels", labels]
         else:
             args.append("--detect")
+        models = False
         for name, option in ((self.REWRITE_MODEL, "--rewrite-model"),
                              (self.CAPTION_MODEL, "--caption-model")):
             model = self.parameterAsString(parameters, name, context).strip()
             if model:
                 args += [option, model]
+                models = True
+        # Rule-based expressions alone run no model, so they need no server.
+        if models or detect:
+            args += self.server_run_arguments(parameters, context)
         return args
 
     def done_message(self, event: dict[str, Any]) -> str:

@@ -115,3 +115,17 @@ def test_secret_options_move_into_the_engine_environment(tmp_path):
         assert done["argv"] == "classify -o x.gpkg --progress json"
         assert done["key"] == API_KEY
         assert shown_command("geovlm", args) == "GEOVLM_API_KEY=*** geovlm classify -o x.gpkg"
+
+
+def test_refer_detects_on_the_server(plugin, server_url, scene, tmp_path):
+    out = tmp_path / "objects.gpkg"
+    # Without a caption model, --detect takes the server's first model.
+    result = processing.run("geovlm:refer", {
+        "INPUT": str(scene), "DETECT": True, "CHIP_SIZE": 512, "ENDPOINT": server_url,
+        "API_KEY": API_KEY, "OUTPUT": str(out)})
+    assert result["STATUS"] == "complete"
+    assert result["OUTPUT"] == f"{out}|layername=objects"
+    with closing(sqlite3.connect(out)) as db:
+        parameters = json.loads(db.execute("SELECT parameters FROM runs").fetchone()[0])
+    caption = parameters["caption_model"]
+    assert caption["backend"] == "openai" and caption["endpoint"].rstrip("/") == server_url
