@@ -252,6 +252,7 @@ def classify(
     run_parameters = {**choice.run_parameters(),
                       # None: each item's visual asset, else its first visual or data GeoTIFF.
                       **({"stac_asset": stac_asset} if stac is not None else {})}
+    calibration = choice.calibration
     server = remote_endpoint(backend, endpoint)
     if server is not None:
         connect = functools.partial(
@@ -266,6 +267,7 @@ def classify(
                           "preset": preset.name, **remote.run_record()}
         # Ray's actors connect for themselves: an open client does not travel.
         backend_factory = (lambda: remote) if chip_engine is None else connect
+        calibration = choice.remote_calibration(remote)
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
 
@@ -278,7 +280,7 @@ def classify(
             backend_factory=backend_factory,
             tiling=tiling,
             settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                      max_new_tokens, preset.answers, choice.calibration),
+                                      max_new_tokens, preset.answers, calibration),
             run_parameters=run_parameters,
             batch_size=batch_size,
             progress=ProgressMode.NONE if quiet else ProgressMode(progress),

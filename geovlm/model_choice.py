@@ -129,6 +129,24 @@ class ModelChoice:
             return None
         return calibration
 
+    def remote_calibration(self, remote: OpenAIBackend) -> Calibration | None:
+        """The preset's calibration for its model on a server, unless the server runs another.
+
+        A calibration fits one model's probabilities: applied to another's, it makes them
+        wrong, not better. A server that names its weights (`/v1/models`) must name the
+        preset's base and this adapter; one that names none is taken at the user's word.
+        """
+        calibration = self.calibration
+        served = remote.weights
+        if calibration is None or served is None:
+            return calibration
+        if (served.base, served.adapter) != (self.preset.model_id, self.adapter):
+            expected = self.preset.model_id + (f" + {self.adapter}" if self.adapter else "")
+            log.warning("%s on the server runs %s, not %s: %s's calibration is not applied",
+                        remote.served_model, served, expected, self.preset.name)
+            return None
+        return calibration
+
     def run_parameters(self) -> dict[str, Any]:
         """The model's choices that change results, to record with a run."""
         return {

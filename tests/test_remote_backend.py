@@ -196,3 +196,57 @@ def test_a_reply_without_prompt_logprobs_is_an_endpoint_error(live_server):
     remote = OpenAIBackend.connect(live_server.url, api_key=API_KEY, method="chat-choice")
     with pytest.raises(EndpointError, match="chat-choice"):
         prompt_token_logprobs(remote._chat(None, "Hi", max_tokens=1))
+
+
+@pytest.mark.parametrize(("entry", "weights"), [
+    ({"owned_by": "geovlm", "root": "org/base", "adapter": "org/lora"}, ("org/base", "org/lora")),
+    ({"owned_by": "geovlm", "root": "org/base", "adapter": None}, ("org/base", None)),
+    ({"owned_by": "vllm", "root": "org/lora", "parent": "org/base"}, ("org/base", "org/lora")),
+    ({"owned_by": "vllm", "root": "org/base", "parent": None}, ("org/base", None)),
+    ({"owned_by": "someone"}, None),
+])
+def test_served_weights_read_geovlm_and_vllm_model_entries(entry, weights):
+    from openai.types import Model
+
+    from geovlm.backends.openai import ServedWeights
+
+    got = ServedWeights.from_entry(Model(id="m", object="model", created=0, **entry))
+    assert (got if got is None else (got.base, got.adapter)) == weights
+
+
+def _calibrated_preset(folder, model_dir, adapter):
+    """A site preset of the tiny model with a calibration (and, if given, its adapter)."""
+    import yaml
+
+    from geovlm.calibration import Calibration
+
+    folder.mkdir(exist_ok=True)
+    name = "cal-tiny" if adapter is None else "cal-tiny-lora"
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump({
+        "name": name, "model_id": str(model_dir), "family": "qwen3_vl", "chip_size": 256,
+        "supports_images": True, "calibration": Calibration(2.0, (0.0,) * 6).to_mapping(),
+        **({"adapter_id": adapter} if adapter else {}),
+    }))
+    return name
+
+
+def test_a_calibration_applies_on_a_server_only_to_its_own_model(
+    live_server, qwen3_vl_dir, geotiff_dir, tmp_path, monkeypatch, caplog
+):
+    presets = tmp_path / "presets"
+    monkeypatch.setenv("GEOVLM_PRESETS", str(presets))
+    remote = ("--backend", "openai", "--endpoint", live_server.url, "--api-key", API_KEY)
+    # The server runs the tiny model without an adapter: its own preset's calibration applies.
+    same = _calibrated_preset(presets, qwen3_vl_dir, None)
+    result = _classify(geotiff_dir, tmp_path / "same.gpkg", same, *remote)
+    assert result.exit_code == 0, result.output
+    parameters = _parameters(tmp_path / "same.gpkg")
+    assert parameters["calibration"]["temperature"] == 2.0
+    assert parameters["served_weights"] == str(qwen3_vl_dir)
+    # A preset calibrated for an adapter the server does not run: not applied, and said so.
+    other = _calibrated_preset(presets, qwen3_vl_dir, "org/adapter")
+    with caplog.at_level("WARNING", logger="geovlm.model_choice"):
+        result = _classify(geotiff_dir, tmp_path / "other.gpkg", other, *remote)
+    assert result.exit_code == 0, result.output
+    assert "calibration" not in _parameters(tmp_path / "other.gpkg")
+    assert "org/adapter" in caplog.text and "not applied" in caplog.text

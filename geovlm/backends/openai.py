@@ -41,7 +41,7 @@ from geovlm.errors import EndpointError, ParameterError
 from geovlm.prompts import Language, question
 from geovlm.verbalizer import Verbalizer
 
-__all__ = ["OpenAIBackend", "RemoteBatch", "RemoteMethod", "chip_url"]
+__all__ = ["OpenAIBackend", "RemoteBatch", "RemoteMethod", "ServedWeights", "chip_url"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,35 @@ class RemoteMethod(CheckedEnum):
     CHAT_LOGPROBS = "chat-logprobs"
     PROMPT_LOGPROBS = "prompt-logprobs"
     CHAT_CHOICE = "chat-choice"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedWeights:
+    """The weights a server says a served model id runs: a base model and any LoRA adapter.
+
+    Read from its `/v1/models` entry: geovlm serve gives ``root`` (the base) and ``adapter``;
+    vLLM gives a LoRA module's path or hub id as ``root`` and its base as ``parent``, and a base
+    model's as ``root`` alone.
+    """
+
+    base: str
+    adapter: str | None
+
+    @classmethod
+    def from_entry(cls, entry: Any) -> ServedWeights | None:
+        """The entry's weights, or None when it names none."""
+        root, parent = getattr(entry, "root", None), getattr(entry, "parent", None)
+        if not isinstance(root, str) or not root:
+            return None
+        if getattr(entry, "owned_by", None) == "geovlm":
+            adapter = getattr(entry, "adapter", None)
+            return cls(root, adapter if isinstance(adapter, str) else None)
+        if isinstance(parent, str) and parent:
+            return cls(parent, root)
+        return cls(root, None)
+
+    def __str__(self) -> str:
+        return self.base if self.adapter is None else f"{self.base} + {self.adapter}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +115,18 @@ class OpenAIBackend:
         The forms' labels (``chat-logprobs`` adds first-token mass per label).
     concurrency
         Most requests in flight.
+    weights
+        What the server says `served_model` runs, or None if it does not say.
     """
 
     supports_images = True
 
     def __init__(self, client: openai.OpenAI, served_model: str, method: RemoteMethod | None,
-                 verbalizer: Verbalizer, concurrency: int = 8) -> None:
+                 verbalizer: Verbalizer, concurrency: int = 8,
+                 weights: ServedWeights | None = None) -> None:
         self.client = client
         self.served_model = served_model
+        self.weights = weights
         self.method = method
         self.verbalizer = verbalizer
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="geovlm-remote")
@@ -160,7 +193,8 @@ class OpenAIBackend:
         owner = getattr(served[0], "owned_by", None)
         forms = verbalizer or Verbalizer.default()
         chosen = None if method is None else RemoteMethod(method)
-        backend = cls(client, served[0].id, chosen, forms, concurrency)
+        backend = cls(client, served[0].id, chosen, forms, concurrency,
+                      ServedWeights.from_entry(served[0]))
         if backend.method is RemoteMethod.AUTO:
             backend.method = (RemoteMethod.GEOVLM_CLASSIFY if owner == "geovlm"
                               else backend._probe(Language(language)))
@@ -188,7 +222,8 @@ class OpenAIBackend:
     def run_record(self) -> dict[str, Any]:
         """What a run's record says about the endpoint: URL, served model and any method."""
         record = {"backend": "openai", "endpoint": str(self.client.base_url),
-                  "served_model": self.served_model}
+                  "served_model": self.served_model,
+                  **({"served_weights": str(self.weights)} if self.weights else {})}
         return record if self.method is None else {**record, "method": self.method.value}
 
     def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> RemoteBatch:

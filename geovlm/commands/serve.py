@@ -78,6 +78,7 @@ def serve(
     served = ServedModel(
         name=served_model_name or choice.preset.name, model_id=choice.preset.model_id,
         engine=model_process, verbalizer=choice.preset.answers, calibration=choice.calibration,
+        adapter=choice.adapter,
     )
     click.echo(f"Serving {served.name} on http://{host}:{port}/v1", err=True)
     try:

@@ -74,6 +74,8 @@ class ServedModel:
         The answer forms `/v1/classify` scores (the preset's).
     calibration
         The preset's calibration, or None.
+    adapter
+        The LoRA adapter on top of `model_id` (``adapter`` in `/v1/models`), or None.
     """
 
     name: str
@@ -81,6 +83,7 @@ class ServedModel:
     engine: BatchEngine
     verbalizer: Verbalizer
     calibration: Calibration | None = None
+    adapter: str | None = None
 
 
 class _Refused(Exception):
@@ -153,7 +156,8 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{
             "id": served.name, "object": "model", "created": 0, "owned_by": "geovlm",
-            "root": served.model_id, "capabilities": ["chat", "classify"],
+            "root": served.model_id, "adapter": served.adapter,
+            "capabilities": ["chat", "classify"],
         }]}
 
     async def results(request: Request, futures: list[Future[Any]]) -> list[Any]:
