@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import signal
@@ -310,3 +311,38 @@ def test_blocks_of_several_rows_give_every_chip_once(
     assert len(ids) == len(set(ids))
     assert len(ids) + sum(batch.skipped_invalid for batch in batches) == sum(
         len(item.chip_ids) for item in scenes)
+
+
+def _timed_steps(log: Path) -> ChipSteps:
+    """Steps that take a while and log when each stage of each row ran (start, end)."""
+    def timed(kind: str, result: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        time.sleep(0.15)
+        with log.open("a") as file:
+            file.write(f"{kind} {start} {time.monotonic()}\n")
+        return result()
+
+    plain = _plain_steps()
+    return ChipSteps(prepare=lambda chips: timed("prepare", lambda: plain.prepare(chips)),
+                     process=lambda chips, p: timed("process", lambda: plain.process(chips, p)))
+
+
+def test_an_actor_prepares_a_row_while_its_model_runs_another(
+    ray_cluster: Any, scenes: list[SceneWork], tmp_path: Path
+) -> None:
+    log = tmp_path / "stages.log"
+    with RayEngine(actors=1) as engine:
+        engine.start(functools.partial(_timed_steps, log))
+        batches = list(engine.processed(scenes[:1], TILING, 4))
+    spans: dict[str, list[tuple[float, float]]] = {"prepare": [], "process": []}
+    for line in log.read_text().splitlines():
+        kind, start, end = line.split()
+        spans[kind].append((float(start), float(end)))
+    assert len(spans["process"]) == len(batches) > 2
+
+    def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return a[0] < b[1] and b[0] < a[1]
+
+    runs = sorted(spans["process"])
+    assert not any(overlap(a, b) for a, b in itertools.pairwise(runs))  # one model call at once
+    assert any(overlap(p, r) for p in spans["prepare"] for r in runs)

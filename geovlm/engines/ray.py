@@ -4,13 +4,15 @@ The driver cuts each scene's chip ids into work rows of at most ``batch_size`` i
 path and the ids, never pixels) and hands them to a Ray Data pool of actors. Each actor runs the
 task's setup once (its own model load, on its own GPU), opens a row's scene with `SceneTiler`
 (kept open for the scene's next rows), reads just the row's chips on the tiler's threads and runs
-the task's steps on them. One `ProcessedBatch` per row streams back to the driver, pickled, in
-the order the actors finish. Ray Data restarts an actor that dies (a killed process, a lost node)
-and gives its rows to the pool again (its actor defaults: ``max_restarts=-1``,
-``max_task_retries=-1``), so a run survives lost workers and no chip comes back twice. Scene
-paths must be readable by every worker (a shared file system or URLs). Ray's progress bars and
-logs are kept quiet, so the CLI's own progress stays readable; a worker's logs stay in the
-cluster's session folder.
+the task's steps on them. Each actor takes two rows at once (Ray Data's threaded calls): one is
+read and prepared while the model runs the other, which holds the actor's model lock, as the
+local engine's threads overlap them. One `ProcessedBatch` per row streams back to the driver,
+pickled, in the order the actors finish. Ray Data restarts an actor that dies (a killed
+process, a lost node) and gives its rows to the pool again (its actor defaults:
+``max_restarts=-1``, ``max_task_retries=-1``), so a run survives lost workers and no chip
+comes back twice. Scene paths must be readable by every worker (a shared file system or URLs).
+Ray's progress bars and logs are kept quiet, so the CLI's own progress stays readable; a
+worker's logs stay in the cluster's session folder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import contextlib
 import logging
 import pickle
 import socket
-from collections import OrderedDict
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +39,10 @@ logger = logging.getLogger(__name__)
 #: Seconds to wait for a cluster's address to accept a connection; Ray's own connection
 #: attempts would retry for minutes on a mistyped address.
 _CONNECT_TIMEOUT_S = 5.0
-#: Scenes an actor keeps open, for rows of a scene that arrive between rows of another.
+#: Rows an actor works on at once: one on the model, one read and prepared meanwhile.
+_ROWS_PER_ACTOR = 2
+#: Scenes an actor keeps open (when none of its rows reads them), for rows of a scene that
+#: arrive between rows of another.
 _OPEN_SCENES = 2
 #: Most Ray Data blocks of work rows. A row per block streams each batch back as soon as it is
 #: done and spreads rows best over the actors, but each block costs the driver about 1.3 ms to
@@ -174,7 +180,10 @@ class RayEngine:
             _ChipWorker,
             batch_size=1,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            compute=ray.data.ActorPoolStrategy(
+                size=actors, max_concurrent_calls_per_actor=_ROWS_PER_ACTOR,
+                enable_true_multi_threading=True,
+            ),
             fn_constructor_kwargs={"setup": self._setup, "tiling": tiling},
             num_cpus=1,
             num_gpus=gpus,
@@ -221,7 +230,11 @@ class RayEngine:
 
 
 class _ChipWorker:
-    """An actor of the pool: the task's steps (its model) and the scenes it has open."""
+    """An actor of the pool: the task's steps (its model) and the scenes it has open.
+
+    Called from `_ROWS_PER_ACTOR` threads at once: reading and preparing run in parallel,
+    the model one row at a time.
+    """
 
     def __init__(self, setup: Callable[[], ChipSteps], tiling: TilingOptions) -> None:
         self._steps: ChipSteps | None = None
@@ -232,7 +245,11 @@ class _ChipWorker:
         except GeovlmError as exc:
             self._refusal = exc
         self._tiling = tiling
+        self._model = threading.Lock()
+        self._scenes = threading.Lock()
         self._tilers: OrderedDict[str, tuple[SceneTiler, frozenset[str]]] = OrderedDict()
+        #: Rows reading each open scene now: a scene in use is never closed.
+        self._readers: Counter[str] = Counter()
 
     def __call__(self, rows: Any) -> Any:
         import pyarrow as pa
@@ -255,37 +272,46 @@ class _ChipWorker:
 
     def _process(self, scene: SceneEntry, path: str, chip_ids: list[str]) -> ProcessedBatch:
         assert self._steps is not None  # else __call__ raised the refusal
-        tiler, cell_ids = self._tiler(path)
-        unknown = set(chip_ids) - cell_ids
-        if unknown:
-            raise InputError(
-                f"{path} has no chip {min(unknown)} on this Ray worker; every worker must read"
-                " the same file as the driver (a shared file system or a URL)."
-            )
-        skipped_before = tiler.skipped_invalid
-        chips = list(tiler.chips(skip=cell_ids.difference(chip_ids)))
-        records = self._steps.process(chips, self._steps.prepare(chips)) if chips else (
-            ChipRecords([])
-        )
+        with self._reading(path) as (tiler, cell_ids):
+            unknown = set(chip_ids) - cell_ids
+            if unknown:
+                raise InputError(
+                    f"{path} has no chip {min(unknown)} on this Ray worker; every worker must"
+                    " read the same file as the driver (a shared file system or a URL)."
+                )
+            chips = list(tiler.chips(skip=cell_ids.difference(chip_ids)))
+            crs = tiler.info.crs
+        prepared = self._steps.prepare(chips) if chips else None
+        with self._model:
+            records = self._steps.process(chips, prepared) if chips else ChipRecords([])
         return ProcessedBatch(
             scene=scene,
-            crs=tiler.info.crs,
+            crs=crs,
             footprints=[chip.footprint for chip in chips],
             records=records,
-            skipped_invalid=tiler.skipped_invalid - skipped_before,
+            # The row's chips the tiler left out: under --min-valid.
+            skipped_invalid=len(set(chip_ids)) - len(chips),
         )
 
-    def _tiler(self, path: str) -> tuple[SceneTiler, frozenset[str]]:
-        """The scene's open tiler and its chip ids, opening it (and closing the oldest) if new."""
-        if path in self._tilers:
-            self._tilers.move_to_end(path)
-            return self._tilers[path]
-        tiler = SceneTiler(path, self._tiling)
-        self._tilers[path] = (tiler, frozenset(cell.chip_id for cell in tiler.cells))
-        if len(self._tilers) > _OPEN_SCENES:
-            _, (oldest, _) = self._tilers.popitem(last=False)
-            oldest.close()
-        return self._tilers[path]
+    @contextlib.contextmanager
+    def _reading(self, path: str) -> Iterator[tuple[SceneTiler, frozenset[str]]]:
+        """The scene's open tiler and its chip ids, opened if new, kept open while in use."""
+        with self._scenes:
+            if path in self._tilers:
+                self._tilers.move_to_end(path)
+            else:
+                tiler = SceneTiler(path, self._tiling)
+                self._tilers[path] = (tiler, frozenset(cell.chip_id for cell in tiler.cells))
+            self._readers[path] += 1
+            opened = self._tilers[path]
+        try:
+            yield opened
+        finally:
+            with self._scenes:
+                self._readers[path] -= 1
+                idle = [p for p in self._tilers if not self._readers[p]]
+                for oldest in idle[: max(0, len(self._tilers) - _OPEN_SCENES)]:
+                    self._tilers.pop(oldest)[0].close()
 
 
 def _work_rows(work: Iterable[SceneWork], batch_size: int) -> Iterator[dict[str, Any]]:
