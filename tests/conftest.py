@@ -1,6 +1,5 @@
 """Shared fixtures: the real test data in ../shared/data."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,11 @@ def _one_torch_thread() -> None:
 
     On a busy 2-core machine torch's default two threads mostly wait for each other: they trained
     the tiny recipe 7 to 12 times slower than one thread (to the same weights), and left no core
-    for the pipeline's reading and encoding threads. Child processes (``geovlm serve``'s model
-    process) inherit it through ``OMP_NUM_THREADS``, and so compute as this process does.
+    for the pipeline's reading and encoding threads.
     """
     import torch
 
     torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -32,7 +32,10 @@ def _start(qwen3_vl_dir):
 
 @pytest.fixture(scope="module")
 def model_process(qwen3_vl_dir):
-    process = _start(qwen3_vl_dir)
+    """A model process on one torch thread, as this process's tests compute (the same sums)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # read by torch in the spawned child
+        process = _start(qwen3_vl_dir)
     yield process
     process.close()
 
