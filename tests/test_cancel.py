@@ -272,9 +272,9 @@ def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(qwen3_vl_dir, geotif
     out = tmp_path / "o.gpkg"
     command = ["classify", str(geotiff_dir / "solaris/sample_geotiff.tif"), "-o", str(out),
                "--model", str(qwen3_vl_dir), "--quantize", "none", "--device", "cpu",
-               "--size", "100", "--batch-size", "4"]
+               "--size", "50", "--batch-size", "4"]  # 324 chips: a fast machine is still busy
     _stop_and_resume(command, out, signal.SIGTERM, 143, min_rows=8)
-    assert count_rows(out) == 81
+    assert count_rows(out) == 324
 
 
 def test_a_symlinked_output_meets_the_same_lock(tmp_path):
