@@ -25,7 +25,7 @@ from geovlm.commands.tile import tile
 from geovlm.commands.train import train
 from geovlm.errors import GeovlmError, first_line
 from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
-from geovlm.library_warnings import silence_harmless_warnings
+from geovlm.library_warnings import LOG_FORMAT, silence_harmless_warnings
 from geovlm.options import JSON_EVENTS
 from geovlm.signals import Interrupted, stop_on_signals
 
@@ -71,7 +71,7 @@ class _Group(click.Group):
 def cli(verbose: int) -> None:
     """Run vision-language models over GeoTIFF scenes and write GeoPackage layers for QGIS."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     silence_harmless_warnings()
 
 

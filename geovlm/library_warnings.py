@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import warnings
 
-__all__ = ["silence_harmless_warnings"]
+__all__ = ["LOG_FORMAT", "silence_harmless_warnings"]
+
+#: geovlm's log lines on stderr: the CLI's, and those of geovlm serve's model process.
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 #: ``(category, message regex, module regex)`` of `warnings` that ask nothing of a geovlm user.
 _HARMLESS_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (

@@ -142,7 +142,8 @@ class ModelChoice:
             return calibration
         if (served.base, served.adapter) != (self.preset.model_id, self.adapter):
             expected = self.preset.model_id + (f" + {self.adapter}" if self.adapter else "")
-            log.warning("%s on the server runs %s, not %s: %s's calibration is not applied",
+            log.warning("%s on the server runs %s, not %s: %s's calibration is not applied"
+                        " (serve the preset's weights by their hub ids to have it applied)",
                         remote.served_model, served, expected, self.preset.name)
             return None
         return calibration

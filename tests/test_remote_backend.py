@@ -204,13 +204,19 @@ def test_a_reply_without_prompt_logprobs_is_an_endpoint_error(live_server):
     ({"owned_by": "vllm", "root": "org/lora", "parent": "org/base"}, ("org/base", "org/lora")),
     ({"owned_by": "vllm", "root": "org/base", "parent": None}, ("org/base", None)),
     ({"owned_by": "someone"}, None),
+    # A geovlm serve from before it named its adapter: unknown, not "no adapter".
+    ({"owned_by": "geovlm", "root": "org/base"}, None),
+    # vLLM's LoRA parent is its base's served id (an alias here), whose root names the weights.
+    ({"owned_by": "vllm", "root": "org/lora", "parent": "qwen"}, ("org/base", "org/lora")),
 ])
 def test_served_weights_read_geovlm_and_vllm_model_entries(entry, weights):
     from openai.types import Model
 
     from geovlm.backends.openai import ServedWeights
 
-    got = ServedWeights.from_entry(Model(id="m", object="model", created=0, **entry))
+    base = Model(id="qwen", object="model", created=0, owned_by="vllm", root="org/base")
+    got = ServedWeights.from_entry(Model(id="m", object="model", created=0, **entry),
+                                   [base])
     assert (got if got is None else (got.base, got.adapter)) == weights
 
 

@@ -63,6 +63,10 @@ def test_batches_answer_as_in_this_process(model_process, served_qwen3_vl):
 
 def test_a_failing_batch_fails_alone(model_process):
     rendered = model_process.chat.render(question("en"), image=True)
+    unsendable = Prompt(rendered, lambda: None)  # type: ignore[arg-type]
+    for _ in range(3):  # more than the batches in flight: none keeps its place
+        with pytest.raises(Exception):  # noqa: B017 - pickle's error for a lambda
+            model_process.prepare(ScoreKey(rendered, ("fire",), True), [unsendable])
     with pytest.raises(Exception):  # noqa: B017 - whatever the processor raises for no image
         _run(model_process, ScoreKey(rendered, ("fire",), True), [Prompt(rendered, None)])
     (row,) = _run(model_process, ScoreKey(rendered, ("fire", "flood"), True),

@@ -74,16 +74,31 @@ class ServedWeights:
     adapter: str | None
 
     @classmethod
-    def from_entry(cls, entry: Any) -> ServedWeights | None:
-        """The entry's weights, or None when it names none."""
+    def from_entry(cls, entry: Any, listed: Sequence[Any] = ()) -> ServedWeights | None:
+        """The entry's weights, or None when it does not name them.
+
+        Parameters
+        ----------
+        entry
+            The served model's `/v1/models` entry.
+        listed
+            All the entries: a vLLM LoRA's ``parent`` is its base's served id, whose ``root``
+            names the weights.
+        """
         root, parent = getattr(entry, "root", None), getattr(entry, "parent", None)
         if not isinstance(root, str) or not root:
             return None
         if getattr(entry, "owned_by", None) == "geovlm":
-            adapter = getattr(entry, "adapter", None)
+            extra = getattr(entry, "model_extra", None) or {}
+            if "adapter" not in extra:  # a geovlm serve from before it said
+                return None
+            adapter = extra["adapter"]
             return cls(root, adapter if isinstance(adapter, str) else None)
         if isinstance(parent, str) and parent:
-            return cls(parent, root)
+            base = next((other.root for other in listed
+                         if other.id == parent and isinstance(getattr(other, "root", None), str)),
+                        parent)
+            return cls(base, root)
         return cls(root, None)
 
     def __str__(self) -> str:
@@ -179,7 +194,8 @@ class OpenAIBackend:
         client = openai.OpenAI(base_url=endpoint, api_key=api_key or "none",
                                max_retries=retries, timeout=timeout_s)
         # A typo in --endpoint should not wait through a whole run's retries.
-        served = _call(endpoint, lambda: client.with_options(max_retries=1).models.list().data)
+        served = everything = _call(
+            endpoint, lambda: client.with_options(max_retries=1).models.list().data)
         if not served:
             raise EndpointError(f"{endpoint} serves no model: start the server with one.")
         if served_model is not None:
@@ -194,7 +210,7 @@ class OpenAIBackend:
         forms = verbalizer or Verbalizer.default()
         chosen = None if method is None else RemoteMethod(method)
         backend = cls(client, served[0].id, chosen, forms, concurrency,
-                      ServedWeights.from_entry(served[0]))
+                      ServedWeights.from_entry(served[0], everything))
         if backend.method is RemoteMethod.AUTO:
             backend.method = (RemoteMethod.GEOVLM_CLASSIFY if owner == "geovlm"
                               else backend._probe(Language(language)))

@@ -74,7 +74,12 @@ def serve(
     from geovlm.serve.model_process import ModelProcess
     from geovlm.signals import Interrupted
 
-    model_process = ModelProcess(choice)
+    try:
+        # Loading happens in the model process; Ctrl-C meanwhile stops it too.
+        model_process = ModelProcess(choice)
+    except Interrupted:
+        click.echo("Stopped while loading the model.", err=True)
+        return
     served = ServedModel(
         name=served_model_name or choice.preset.name, model_id=choice.preset.model_id,
         engine=model_process, verbalizer=choice.preset.answers, calibration=choice.calibration,

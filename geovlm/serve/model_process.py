@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import pickle
 import queue
 import signal
 import threading
@@ -22,6 +23,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from geovlm.errors import GeovlmError
+from geovlm.library_warnings import LOG_FORMAT, silence_harmless_warnings
 
 if TYPE_CHECKING:
     from geovlm.backends.chat import ChatFormat
@@ -75,7 +77,8 @@ class ModelProcess:
         requests_in, self._requests = context.Pipe(duplex=False)
         self._results, results_out = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_serve_model, args=(choice, requests_in, results_out),
+            target=_serve_model,
+            args=(choice, requests_in, results_out, logging.getLogger().getEffectiveLevel()),
             name="geovlm-serve-model", daemon=True,
         )
         self._process.start()
@@ -83,7 +86,12 @@ class ModelProcess:
         requests_in.close()
         results_out.close()
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
-        ready = self._receive()
+        try:
+            ready = self._receive()
+        except BaseException:  # died loading, or Ctrl-C meanwhile: nothing worth waiting for
+            self._process.kill()
+            self._process.join()
+            raise
         if isinstance(ready, BaseException):
             self.close()
             raise ready
@@ -100,9 +108,11 @@ class ModelProcess:
         self._slots.acquire()
         try:
             self._requests.send((key, payloads))
-        except OSError:
+        except BaseException as exc:  # nothing was sent: the slot is free again
             self._slots.release()
-            raise self._exited() from None
+            if isinstance(exc, OSError):
+                raise self._exited() from None
+            raise
 
     def run(self, key: ScoreKey | GenerateKey, inputs: None) -> Sequence[Any]:
         """The oldest sent batch's results (the batcher's second stage).
@@ -132,10 +142,13 @@ class ModelProcess:
         self._results.close()
 
     def _receive(self) -> Any:
+        """The next answer; one that does not unpickle here becomes that answer's error."""
         try:
             return self._results.recv()
         except (EOFError, OSError):
             raise self._exited() from None
+        except Exception as exc:
+            return RuntimeError(f"an answer of the model process could not be read: {exc}")
 
     def _exited(self) -> ModelProcessExited:
         self._process.join(timeout=5)
@@ -146,17 +159,22 @@ class ModelProcess:
         )
 
 
-def _serve_model(choice: ModelChoice, requests: Connection, results: Connection) -> None:
+def _serve_model(choice: ModelChoice, requests: Connection, results: Connection,
+                 log_level: int) -> None:
     """The child: load the model, then answer batches until told to stop or orphaned."""
-    # Ctrl-C reaches the whole process group; the HTTP process decides when this one stops.
+    # Signals to the whole process group (Ctrl-C, systemd's SIGTERM) reach this process too;
+    # the HTTP process finishes its requests first, then closes the pipe, which ends this one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    silence_harmless_warnings()
     from geovlm.backends.hf import HFBackend
     from geovlm.serve.engine import ModelEngine
 
     try:
         backend = choice.load_backend()
-    except Exception as exc:  # sent back whole: the HTTP process reports it as the CLI would
-        results.send(exc)
+    except Exception as exc:  # sent back: the HTTP process reports it as the CLI would
+        results.send(_sendable(exc))
         return
     assert isinstance(backend, HFBackend), "geovlm serve runs local weights"
     engine = ModelEngine(backend)
@@ -169,6 +187,9 @@ def _serve_model(choice: ModelChoice, requests: Connection, results: Connection)
                 request = requests.recv()
             except (EOFError, OSError):
                 request = None
+            except Exception as exc:  # a batch that does not unpickle: it fails alone
+                prepared.put((None, exc))
+                continue
             if request is None:
                 prepared.put(None)
                 return
@@ -187,8 +208,15 @@ def _serve_model(choice: ModelChoice, requests: Connection, results: Connection)
         except Exception as exc:
             answer = exc
         try:
-            results.send(answer)
+            results.send(_sendable(answer) if isinstance(answer, Exception) else answer)
         except OSError:  # the HTTP process is gone
             return
-        except Exception:  # an exception that does not pickle: its words travel instead
-            results.send(RuntimeError(f"{type(answer).__name__}: {answer}"))
+
+
+def _sendable(exc: Exception) -> Exception:
+    """`exc` if it survives the pipe (pickled and unpickled), else an error with its words."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc

@@ -333,7 +333,7 @@ class ReferAlgorithm(RasterAlgorithm):
         self.add_model_run_parameters()
         self.add_server_parameters(tr(
             "geovlm serve or vLLM URL, e.g. http://gpu-host:8000/v1, whose served models the"
-            " model names above are (empty: the plugin setting, else the models run here)"))
+            " model names above are (empty: the models run here)"))
 
     def task_arguments(
         self, parameters: dict[str, Any], context: QgsProcessingContext
@@ -360,8 +360,10 @@ class ReferAlgorithm(RasterAlgorithm):
             if model:
                 args += [option, model]
                 models = True
+        # Only a server named here: the saved one is classify's, whose model names differ.
         # Rule-based expressions alone run no model, so they need no server.
-        if models or detect:
+        endpoint = self.parameterAsString(parameters, self.ENDPOINT, context).strip()
+        if endpoint and (models or detect):
             args += self.server_run_arguments(parameters, context)
         return args
 

@@ -129,3 +129,22 @@ def test_refer_detects_on_the_server(plugin, server_url, scene, tmp_path):
         parameters = json.loads(db.execute("SELECT parameters FROM runs").fetchone()[0])
     caption = parameters["caption_model"]
     assert caption["backend"] == "openai" and caption["endpoint"].rstrip("/") == server_url
+
+
+def test_refer_runs_on_its_own_endpoint_not_the_saved_one(plugin, scene):
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    from geovlm_qgis.settings import server, set_server
+
+    refer = QgsApplication.processingRegistry().algorithmById("geovlm:refer")
+    context = QgsProcessingContext()
+    saved = server()
+    try:
+        set_server("http://gpu-host:8000/v1", "saved-key")  # classify's server
+        detect = {"INPUT": str(scene), "DETECT": True}
+        assert "--backend" not in refer.task_arguments(detect, context)
+        args = refer.task_arguments({**detect, "ENDPOINT": "http://other:9000/v1"}, context)
+        assert args[args.index("--endpoint") + 1:] == ["http://other:9000/v1", "--api-key",
+                                                       "saved-key"]
+    finally:
+        set_server(*saved)
