@@ -136,12 +136,14 @@ class ModelChoice:
         wrong, not better. A server that names its weights (`/v1/models`) must name the
         preset's base and this adapter; one that names none is taken at the user's word.
         """
+        from geovlm.backends.openai import ServedWeights
+
         calibration = self.calibration
         served = remote.weights
         if calibration is None or served is None:
             return calibration
-        if (served.base, served.adapter) != (self.preset.model_id, self.adapter):
-            expected = self.preset.model_id + (f" + {self.adapter}" if self.adapter else "")
+        expected = ServedWeights(self.preset.model_id, self.adapter)
+        if served != expected:
             log.warning("%s on the server runs %s, not %s: %s's calibration is not applied"
                         " (serve the preset's weights by their hub ids to have it applied)",
                         remote.served_model, served, expected, self.preset.name)

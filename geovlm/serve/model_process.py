@@ -14,16 +14,16 @@ import contextlib
 import logging
 import multiprocessing
 import pickle
-import queue
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from geovlm.errors import GeovlmError
 from geovlm.library_warnings import LOG_FORMAT, silence_harmless_warnings
+from geovlm.prefetch import prepared_ahead
 
 if TYPE_CHECKING:
     from geovlm.backends.chat import ChatFormat
@@ -179,38 +179,43 @@ def _serve_model(choice: ModelChoice, requests: Connection, results: Connection,
     assert isinstance(backend, HFBackend), "geovlm serve runs local weights"
     engine = ModelEngine(backend)
     results.send(_Ready(backend.supports_images, backend.chat))
-    prepared: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=1)
 
-    def receive_and_prepare() -> None:
+    def received() -> Iterator[tuple[Any, list[Any]] | Exception]:
+        """The batches sent, until the HTTP process says stop or is gone."""
         while True:
             try:
                 request = requests.recv()
             except (EOFError, OSError):
-                request = None
+                return
             except Exception as exc:  # a batch that does not unpickle: it fails alone
-                prepared.put((None, exc))
+                yield exc
                 continue
             if request is None:
-                prepared.put(None)
                 return
-            key, payloads = request
-            try:
-                prepared.put((key, engine.prepare(key, payloads)))
-            except Exception as exc:  # answered in its turn, as the batch's failure
-                prepared.put((key, exc))
+            yield request
 
-    threading.Thread(target=receive_and_prepare, name="geovlm-serve-prepare",
-                     daemon=True).start()
-    while (batch := prepared.get()) is not None:
-        key, inputs = batch
+    def prepared(request: tuple[Any, list[Any]] | Exception) -> Any:
+        """The batch's model inputs, or what went wrong (answered in its turn)."""
+        if isinstance(request, Exception):
+            return request
         try:
-            answer = inputs if isinstance(inputs, Exception) else list(engine.run(key, inputs))
+            return engine.prepare(*request)
         except Exception as exc:
-            answer = exc
-        try:
-            results.send(_sendable(answer) if isinstance(answer, Exception) else answer)
-        except OSError:  # the HTTP process is gone
-            return
+            return exc
+
+    # The next batch is received and encoded while the model runs this one.
+    with contextlib.closing(prepared_ahead(received(), prepared)) as batches:
+        for request, inputs in batches:
+            answer: Any = inputs
+            if not isinstance(inputs, Exception):
+                try:
+                    answer = list(engine.run(request[0], inputs))  # type: ignore[index]
+                except Exception as exc:
+                    answer = exc
+            try:
+                results.send(_sendable(answer) if isinstance(answer, Exception) else answer)
+            except OSError:  # the HTTP process is gone
+                return
 
 
 def _sendable(exc: Exception) -> Exception:
