@@ -63,6 +63,7 @@ classify: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint qgis qgis-venv
 	$(BIN)/python -m pytest -q; status=$$?; \

@@ -281,11 +281,11 @@ def _run(
     import torch
     import transformers
 
-    from geovlm.models import resolve_model
-    from geovlm.progress import ProgressMode
-    from geovlm.prompts import Language, answers
+    from geovlm.events.progress import ProgressMode
+    from geovlm.labels.prompts import Language, answers
+    from geovlm.models.presets import resolve_model
+    from geovlm.scenes.tiling import TilingOptions, iter_chips
     from geovlm.tasks.classify import ClassifySettings, classify_scenes
-    from geovlm.tiling import TilingOptions, iter_chips
 
     folder = _tiny_folder(work)
     scene_chips = list(iter_chips(SCENE, SIZE, OVERLAP))

@@ -117,7 +117,7 @@ def overview_reads(case: Case, chips: int = 8) -> tuple[int, set[str]]:
     """How many of the first chips' reads GDAL served from an overview, and which ones."""
     from rasterio.env import get_gdal_config, set_gdal_config
 
-    from geovlm.tiling import SceneTiler, TilingOptions
+    from geovlm.scenes.tiling import SceneTiler, TilingOptions
 
     selected: list[str] = []
 
@@ -148,9 +148,9 @@ def overview_reads(case: Case, chips: int = 8) -> tuple[int, set[str]]:
 
 def measure(case: Case, backend: InstantModel, preset: Any, work: Path, batch: int) -> Timing:
     """One full ``classify_scenes`` run of `case` with the instant model."""
-    from geovlm.progress import ProgressMode
+    from geovlm.events.progress import ProgressMode
+    from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.classify import ClassifySettings, classify_scenes
-    from geovlm.tiling import TilingOptions
 
     output = work / "host.gpkg"
     cpu, start = time.process_time(), time.perf_counter()
@@ -165,7 +165,7 @@ def measure(case: Case, backend: InstantModel, preset: Any, work: Path, batch: i
 
 def run(real_backend: Any, work: Path, out: Path, repeat: int, batch: int) -> None:
     """Measure the three cases and print the table (``real_backend``: a loaded HFBackend)."""
-    from geovlm.models import resolve_model
+    from geovlm.models.presets import resolve_model
 
     gsd = resolve_model("xview2-qwen3vl").gsd
     plain, with_overviews = scenes(out)

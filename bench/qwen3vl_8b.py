@@ -145,7 +145,7 @@ def backend(processor: Any, config: Any, device: str, quantize: str, batch_size:
     from geovlm.backends.chat import PromptTemplate
     from geovlm.backends.hf import HFBackend
     from geovlm.backends.loading import LoadedModel
-    from geovlm.quantization import Quantization
+    from geovlm.models.quantization import Quantization
 
     loaded = LoadedModel(
         model=build_8b(config, device, quantize), processor=processor, supports_images=True,

@@ -7,14 +7,14 @@ Usage: ``python bench/refer.py [--chip-size 512] [--dense 1000] [--batch-size 8]
    rule-based expression from its xBD label, per chip of ``--chip-size`` pixels; the share of
    objects whose expression denotes them alone is printed per tile and in all (target >= 99 %).
    The SpaceNet and opengeos footprints are printed for comparison.
-2. **Time per 1,000 objects, rules only**: `geovlm.expressions.refer_chip` plus rendering, over
+2. **Time per 1,000 objects, rules only**: `geovlm.refer.rules.refer_chip` plus rendering, over
    the real xBD chips and over ``--dense`` synthetic objects in chips of 25, 50 and 100 objects
    (xBD's densest tiles hold about 100 buildings per 512 px chip).
 3. **Time per 1,000 objects with the tiny rewrite model**: the tests' tiny random Gemma 3
    (``tests.tiny_models.build_gemma_text``, float32 on the CPU, nothing downloaded) rewrites the
    real xBD expressions, ``--batch-size`` chips a round, before (calls of 8 prompts, 48 new
-   tokens) and after (`geovlm.rewriting`: calls of 64 sorted by length, budgeted tokens), in the
-   same run; the share of rewrites kept by the fact check is printed (a random model's junk is
+   tokens) and after (`geovlm.refer.rewriting`: calls of 64 sorted by length, budgeted tokens), in
+   the same run; the share of rewrites kept by the fact check is printed (a random model's junk is
    all rejected: the check works, not the model).
 
 Figures depend on what else the machine runs; the machine's core count is printed.
@@ -33,23 +33,22 @@ from pathlib import Path
 _HERE = Path(__file__).resolve()
 sys.path.insert(0, str(_HERE.parents[1]))
 
-from geovlm.expression_text import render  # noqa: E402
-from geovlm.expressions import Frame, Target, refer_chip  # noqa: E402
-from geovlm.progress import ProgressMode  # noqa: E402
-from geovlm.prompts import Language  # noqa: E402
+from geovlm.events.progress import ProgressMode  # noqa: E402
+from geovlm.labels.damage import Damage  # noqa: E402
+from geovlm.labels.prompts import Language  # noqa: E402
+from geovlm.refer.rules import Frame, Target, refer_chip  # noqa: E402
+from geovlm.refer.text import render  # noqa: E402
+from geovlm.scenes.tiling import SceneTiler, TilingOptions, cell_footprints  # noqa: E402
 from geovlm.sources.footprints import (  # noqa: E402
     SceneObjects,
     read_vector_objects,
     read_xbd_objects,
 )
-from geovlm.tiling import SceneTiler, TilingOptions  # noqa: E402
-from geovlm.xbd import Damage  # noqa: E402
 
 DATA = _HERE.parents[2] / "shared" / "data"
 
 
 def _chips(objects: SceneObjects, tiler: SceneTiler) -> list[tuple[Frame, list[Target]]]:
-    from geovlm.datasets.scene_chips import cell_footprints
 
     cells = cell_footprints(tiler)
     return [
@@ -146,7 +145,7 @@ def _rewrite_bench(chips: list[tuple[Frame, list[Target]]], tmp: Path, batch: in
 
     Both rewrite the same expressions, `batch` chips per round as ``refer --batch-size`` does.
     Before: the round's prompts in model calls of 8 (the vision batch size), 48 new tokens each.
-    After: `geovlm.rewriting.rewrite_expressions`: calls of 64 prompts sorted by length, each
+    After: `geovlm.refer.rewriting.rewrite_expressions`: calls of 64 prompts sorted by length, each
     allowed about twice its longest rule text. The random model never ends its turn, so both
     run to their token limits; a real model stops at its end-of-turn token in both.
     """
@@ -154,8 +153,8 @@ def _rewrite_bench(chips: list[tuple[Frame, list[Target]]], tmp: Path, batch: in
     import torch
 
     from geovlm.backends.hf import HFBackend
-    from geovlm.expression_text import keeps_facts
-    from geovlm.rewriting import rewrite_expressions, rewrite_prompt
+    from geovlm.refer.rewriting import rewrite_expressions, rewrite_prompt
+    from geovlm.refer.text import keeps_facts
     from tests.tiny_models import build_gemma_text
 
     backend = HFBackend.load(str(build_gemma_text(tmp / "gemma")), quantize="none",

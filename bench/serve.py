@@ -55,12 +55,12 @@ sys.path.insert(0, str(_ROOT))
 NAIP = _ROOT.parent / "shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif"
 
 from geovlm.backends.openai import chip_url  # noqa: E402
-from geovlm.prompts import question  # noqa: E402
-from geovlm.verbalizer import Verbalizer  # noqa: E402
+from geovlm.labels.prompts import question  # noqa: E402
+from geovlm.labels.verbalizer import Verbalizer  # noqa: E402
 
 
 def _chips(n: int, size: int) -> list:
-    from geovlm.tiling import SceneTiler, TilingOptions
+    from geovlm.scenes.tiling import SceneTiler, TilingOptions
 
     with SceneTiler(NAIP, TilingOptions(size, min_valid=0.0)) as tiler:
         chips = [chip.image for chip in tiler.chips()]
@@ -85,10 +85,10 @@ def _in_process(model_dir: Path, chips: list):
 
 def _classify_run(model_dir: Path, backend: object, folder: Path, size: int):
     """A timer of a whole in-process ``classify`` run (model loaded once): chips/s written."""
-    from geovlm.models import resolve_model
-    from geovlm.progress import ProgressMode
+    from geovlm.events.progress import ProgressMode
+    from geovlm.models.presets import resolve_model
+    from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.classify import ClassifySettings, classify_scenes
-    from geovlm.tiling import TilingOptions
 
     runs = iter(range(10**6))
 

@@ -122,7 +122,7 @@ def _bound(path: str) -> int:
 
 
 def _geovlm(path: str) -> int:
-    from geovlm.tiling import SceneTiler
+    from geovlm.scenes.tiling import SceneTiler
 
     count = 0
     with SceneTiler(path) as tiler:
@@ -177,7 +177,7 @@ def _child(kind: str, path: str) -> None:
         import torchgeo.datasets  # noqa: F401
     import rasterio  # noqa: F401
 
-    import geovlm.tiling  # noqa: F401
+    import geovlm.scenes.tiling  # noqa: F401
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime

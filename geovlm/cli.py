@@ -21,13 +21,13 @@ from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.classify import classify
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.models import models
+from geovlm.commands.options import JSON_EVENTS
 from geovlm.commands.tile import tile
 from geovlm.commands.train import train
 from geovlm.errors import GeovlmError, first_line
-from geovlm.events import EventKind, RunStatus, error_kind, stdout_events
-from geovlm.library_warnings import LOG_FORMAT, silence_harmless_warnings
-from geovlm.options import JSON_EVENTS
-from geovlm.signals import Interrupted, stop_on_signals
+from geovlm.events.library_warnings import LOG_FORMAT, silence_harmless_warnings
+from geovlm.events.protocol import EventKind, RunStatus, error_kind, stdout_events
+from geovlm.events.signals import Interrupted, stop_on_signals
 
 __all__ = ["cli", "main"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from geovlm.progress import ProgressMode
+from geovlm.events.progress import ProgressMode
 from geovlm.tasks.xbd_georef import georeference_xbd
 
 

@@ -127,7 +127,7 @@ def served_qwen3_vl(qwen3_vl_dir):
     milliseconds; ``geovlm serve`` itself runs the model in a process of its own
     (`serve_process`, `geovlm.serve.model_process`).
     """
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
     from geovlm.serve.app import ServedModel
     from geovlm.serve.engine import ModelEngine
 

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from geovlm.prompts import DisasterLabel
-from geovlm.xbd import Damage
+from geovlm.labels.damage import Damage
+from geovlm.labels.prompts import DisasterLabel
 
 __all__ = ["DEFAULT_EVENTS", "write_synthetic_xbd"]
 

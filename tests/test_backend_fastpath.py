@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from geovlm.backends.qwen_fastpath import QwenPatches, patch_embeddings_as_matmul
-from geovlm.tiling import iter_chips
+from geovlm.scenes.tiling import iter_chips
 from tests.tiny_models import QUESTION_EN
 
 

@@ -9,7 +9,7 @@ import torch
 from geovlm.backends.hf import HFBackend
 from geovlm.backends.loading import bnb_config
 from geovlm.errors import ModelNotFoundError
-from geovlm.quantization import Quantization
+from geovlm.models.quantization import Quantization
 from tests.tiny_models import ANSWERS_EN, QUESTION_EN, QUESTION_ZH
 
 

@@ -26,9 +26,9 @@ from geovlm.backends.devices import resolve_device
 from geovlm.backends.preflight import plan_model
 from geovlm.cli import cli
 from geovlm.errors import DeviceError, GeovlmError, ModelFileError, ParameterError
-from geovlm.models import resolve_model
+from geovlm.models.presets import resolve_model
+from geovlm.scenes.tiling import TilingOptions
 from geovlm.tasks.classify import ClassifySettings, classify_scenes
-from geovlm.tiling import TilingOptions
 from tests.helpers import cache_snapshot
 
 SCENE = "rasterio/cogeo.tif"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import yaml
 
-from geovlm.calibration import Calibration, cross_fitted_probabilities, fit_calibration
 from geovlm.errors import PresetError
-from geovlm.metrics import expected_calibration_error, negative_log_likelihood
-from geovlm.models import ModelPreset
-from geovlm.prompts import DisasterLabel
+from geovlm.evaluation.metrics import expected_calibration_error, negative_log_likelihood
+from geovlm.labels.calibration import Calibration, cross_fitted_probabilities, fit_calibration
+from geovlm.labels.prompts import DisasterLabel
+from geovlm.models.presets import ModelPreset
 
 
 def _softmax(z):
@@ -109,7 +109,7 @@ def test_preset_reads_its_calibration(tmp_path):
 
 
 def test_a_calibration_applies_only_with_the_presets_own_adapter(tmp_path):
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
 
     cal = Calibration(2.0, (0.0,) * 6)
     path = _preset_file(tmp_path, cal.to_mapping())
@@ -125,7 +125,7 @@ def test_a_calibration_applies_only_with_the_presets_own_adapter(tmp_path):
 
 def test_a_bare_folder_name_with_a_preset_receives_the_calibration(tmp_path, monkeypatch):
     from geovlm.errors import ParameterError
-    from geovlm.preset_calibration import calibration_folder
+    from geovlm.evaluation.preset_calibration import calibration_folder
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run1").mkdir()

@@ -23,16 +23,16 @@ from click.testing import CliRunner
 
 from geovlm.cli import cli
 from geovlm.errors import OutputError
-from geovlm.event_scenes import one_scene
-from geovlm.locking import OutputLock
-from geovlm.models import ModelPreset
-from geovlm.pipeline import run_over_chips
-from geovlm.progress import ProgressMode
-from geovlm.styles import outline_style
+from geovlm.events.progress import ProgressMode
+from geovlm.models.presets import ModelPreset
+from geovlm.output.locking import OutputLock
+from geovlm.output.styles import outline_style
+from geovlm.pipeline.driver import run_over_chips
+from geovlm.pipeline.run_scenes import one_scene
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.scenes.tiling import SceneTiler, TilingOptions
 from geovlm.tasks.classify import ClassifySettings, classify_scenes
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
-from geovlm.tiling import SceneTiler, TilingOptions
-from geovlm.work_items import ChipRecords, ChipSteps
 from tests.helpers import count_rows
 
 COGEO = "rasterio/cogeo.tif"

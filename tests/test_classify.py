@@ -16,12 +16,12 @@ from click.testing import CliRunner
 
 from geovlm.cli import cli
 from geovlm.errors import OutputError
-from geovlm.models import ModelPreset
-from geovlm.progress import ProgressMode
-from geovlm.prompts import DisasterLabel, Language, question
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.verbalizer import Verbalizer, label_probabilities
+from geovlm.models.presets import ModelPreset
+from geovlm.scenes.tiling import TilingOptions, iter_chips
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scenes
-from geovlm.tiling import TilingOptions, iter_chips
-from geovlm.verbalizer import Verbalizer, label_probabilities
 from tests.helpers import assert_valid_geopackage, count_rows
 
 LABELS = [label.value for label in DisasterLabel]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from geovlm.datasets import DatasetWriter, Sample, Split, SplitBy, SplitRule, Task, read_dataset
 from geovlm.errors import DatasetError, OutputError
-from geovlm.prompts import Language
+from geovlm.labels.prompts import Language
 
 
 def _write(root: Path, rule: SplitRule, tiles: int = 6, **kwargs: object) -> None:

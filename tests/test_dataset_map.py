@@ -20,9 +20,9 @@ from geovlm.cli import cli
 from geovlm.datasets import SplitRule, read_dataset
 from geovlm.datasets.from_map import build_from_map, read_classify_run
 from geovlm.errors import InputError
-from geovlm.prompts import Language
-from geovlm.tiling import SceneTiler
-from geovlm.verbalizer import Verbalizer
+from geovlm.labels.prompts import Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.scenes.tiling import SceneTiler
 from tests.helpers import edit_geopackage
 
 SCENE = "rasterio/RGB.byte.tif"

@@ -15,9 +15,9 @@ from geovlm.cli import cli
 from geovlm.datasets import SplitRule, read_dataset
 from geovlm.datasets.from_vector import build_from_vector
 from geovlm.errors import InputError, ParameterError
-from geovlm.prompts import Language
-from geovlm.tiling import SceneTiler, TilingOptions
-from geovlm.verbalizer import Verbalizer
+from geovlm.labels.prompts import Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.scenes.tiling import SceneTiler, TilingOptions
 from tests.conftest import SHARED_DATA
 
 DSM = SHARED_DATA / "geotiff/opengeos/dsm.tif"  # EPSG:26918, 2 m, float32

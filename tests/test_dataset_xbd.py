@@ -17,16 +17,17 @@ from geovlm.datasets import SplitBy, SplitRule, Task, read_dataset
 from geovlm.datasets.damage import DamageLevel, damage_answer, damage_question
 from geovlm.datasets.from_xbd import build_from_xbd
 from geovlm.errors import DatasetError, OutputError, XbdError
-from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.verbalizer import Verbalizer
-from geovlm.xbd import Damage
+from geovlm.labels.damage import Damage
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.verbalizer import Verbalizer
 from tests.synthetic_xbd import _ROOF, write_synthetic_xbd
 
 _SEVERITY = ["no-damage", "minor-damage", "major-damage", "destroyed"]
 
 
 def _worst_in_chip(label_file: Path, x: int, y: int, size: int) -> str | None:
-    """The damage label of one chip, straight from the raw JSON (independent of geovlm.xbd)."""
+    """The damage label of one chip, straight from the raw JSON (independent of
+    geovlm.sources.xbd)."""
     features = json.loads(label_file.read_text())["features"]["xy"]
     chip = box(x, y, x + size, y + size)
     grades, touched = [], False

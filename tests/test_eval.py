@@ -13,13 +13,13 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from geovlm.calibration import Calibration
 from geovlm.cli import cli
 from geovlm.datasets import DatasetWriter, Sample, SplitRule, Task, read_dataset
-from geovlm.evaluate import LABELS, score_samples, select_samples
-from geovlm.models import ModelPreset
-from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.verbalizer import Verbalizer, label_probabilities
+from geovlm.evaluation.scoring import LABELS, score_samples, select_samples
+from geovlm.labels.calibration import Calibration
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.verbalizer import Verbalizer, label_probabilities
+from geovlm.models.presets import ModelPreset
 
 TILES = 8
 

@@ -11,9 +11,10 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from shapely.ops import unary_union
 
 from geovlm.errors import InputError
-from geovlm.event_scenes import scene_entries, survey_scenes
-from geovlm.reprojection import reproject_polygon
-from geovlm.tiling import TilingOptions
+from geovlm.pipeline.run_scenes import survey_scenes
+from geovlm.scenes.entry import scene_entries
+from geovlm.scenes.reprojection import reproject_polygon
+from geovlm.scenes.tiling import TilingOptions
 
 WGS84 = CRS.from_epsg(4326)
 TILING = TilingOptions(size=256, min_valid=0.0)

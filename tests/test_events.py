@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
-from geovlm.events import PROTOCOL
+from geovlm.events.protocol import PROTOCOL
 from tests.helpers import count_rows
 from tests.test_cancel import write_random_scene
 
@@ -50,7 +50,7 @@ def test_warnings_become_events(geotiff_dir, tmp_path):
     events = _events(result.stdout)
     warning = next(e for e in events if e["event"] == "warning")
     assert "7% of one 512 px chip" in warning["message"]
-    assert warning["source"] == "geovlm.pipeline"
+    assert warning["source"] == "geovlm.pipeline.driver"
     assert events[-1]["status"] == "complete"
 
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geovlm.expression_text import facts, keeps_facts, render
-from geovlm.expressions import (
+from geovlm.labels.damage import Damage
+from geovlm.labels.prompts import Language
+from geovlm.refer.rules import (
     CLUSTER_GAP,
     Cell,
     Direction,
@@ -19,8 +20,7 @@ from geovlm.expressions import (
     Target,
     refer_chip,
 )
-from geovlm.prompts import Language
-from geovlm.xbd import Damage
+from geovlm.refer.text import facts, keeps_facts, render
 
 FRAME = Frame(0.0, 0.0, 100.0, 100.0)
 _CELL_GRID = [[Cell.NW, Cell.N, Cell.NE], [Cell.W, Cell.C, Cell.E], [Cell.SW, Cell.S, Cell.SE]]

@@ -11,9 +11,9 @@ import shapely
 from shapely.geometry import Polygon, box
 
 from geovlm.errors import InputError
+from geovlm.labels.damage import Damage
+from geovlm.scenes.tiling import SceneTiler, TilingOptions
 from geovlm.sources.footprints import read_vector_objects, read_xbd_objects
-from geovlm.tiling import SceneTiler, TilingOptions
-from geovlm.xbd import Damage
 
 SPACENET = "solaris/sample_geotiff.tif"
 
@@ -136,7 +136,7 @@ def test_xbd_label_objects_on_the_georeferenced_tile(real_xbd, real_xbd_georef):
 
 
 def test_with_overlap_each_object_goes_to_the_chip_centred_nearest(geotiff_dir):
-    from geovlm.datasets.scene_chips import cell_footprints
+    from geovlm.scenes.tiling import cell_footprints
 
     labels = geotiff_dir.parent / "vector/solaris/geotiff_labels.geojson"
     with SceneTiler(geotiff_dir / SPACENET, TilingOptions(256, overlap=128)) as tiler:

@@ -20,7 +20,7 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform
 
 from geovlm.errors import InputError
-from geovlm.scene import open_scene
+from geovlm.scenes.scene import open_scene
 
 WGS84 = Geod(ellps="WGS84")
 #: WGS84 semi-major axis and first eccentricity squared.
@@ -156,9 +156,9 @@ def test_centre_off_the_earth_is_refused(tmp_path):
 
 def test_runs_record_the_measured_ground_scale(geotiff_dir, tmp_path):
     """Chips are cut by ground distance, so the scene's measured scale is part of the signature."""
-    from geovlm.progress import ProgressMode
+    from geovlm.events.progress import ProgressMode
+    from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.tile import tile_scene
-    from geovlm.tiling import TilingOptions
 
     out = tmp_path / "o.gpkg"
     tile_scene(geotiff_dir / "rasterio/cogeo.tif", out, TilingOptions(256),

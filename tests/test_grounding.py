@@ -8,7 +8,7 @@ from affine import Affine
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geovlm.grounding import Box, Grounding, parse_boxes
+from geovlm.refer.grounding import Box, Grounding, parse_boxes
 
 _coord = st.integers(0, 1000)
 

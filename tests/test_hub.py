@@ -23,7 +23,7 @@ from huggingface_hub import constants
 
 from geovlm.cli import cli
 from geovlm.errors import ModelNotFoundError
-from geovlm.hub import HubAnswer, HubWeights, check_downloads, probe_hub
+from geovlm.models.hub import HubAnswer, HubWeights, check_downloads, probe_hub
 from tests.helpers import ADAPTER_FILES, MODEL_FILES, cache_snapshot
 
 MODEL = HubWeights("geovlm-tests/no-such-model", "--model")

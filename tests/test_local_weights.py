@@ -7,7 +7,7 @@ import json
 import pytest
 
 from geovlm.errors import ModelFileError
-from geovlm.local_weights import (
+from geovlm.models.local_weights import (
     Lack,
     find_folder,
     is_complete,

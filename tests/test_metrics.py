@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geovlm.metrics import (
+from geovlm.evaluation.metrics import (
     brier_score,
     calibration_metrics,
     classification_metrics,

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import geovlm.models
+import geovlm
+import geovlm.models.presets
 from geovlm.errors import GeovlmError, ModelNotFoundError, PresetError
-from geovlm.models import (
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.models.preset_files import SHIPPED_PRESETS
+from geovlm.models.presets import (
     DEFAULT_MODEL,
     ModelFamily,
     ModelPreset,
@@ -17,9 +20,7 @@ from geovlm.models import (
     list_presets,
     resolve_model,
 )
-from geovlm.preset_files import SHIPPED_PRESETS
-from geovlm.quantization import Quantization
-from geovlm.verbalizer import Verbalizer
+from geovlm.models.quantization import Quantization
 from tests.helpers import ADAPTER_FILES, MODEL_FILES, cache_snapshot
 
 EXPECTED = {
@@ -81,7 +82,7 @@ def _cache_repo(cache: Path, repo_id: str, filename: str, content: dict) -> Path
 
 
 def test_presets_ship_inside_the_package():
-    assert Path(str(SHIPPED_PRESETS)) == Path(geovlm.models.__file__).parent / "presets"
+    assert Path(str(SHIPPED_PRESETS)) == Path(geovlm.__file__).parent / "presets"
     shipped = sorted(p.name for p in SHIPPED_PRESETS.iterdir())
     assert shipped == sorted(f"{name}.yaml" for name in EXPECTED)
 
@@ -286,6 +287,6 @@ def test_enum_errors_list_options():
 
 
 def test_doctests():
-    result = doctest.testmod(geovlm.models)
+    result = doctest.testmod(geovlm.models.presets)
     assert result.attempted > 0
     assert result.failed == 0

@@ -10,13 +10,13 @@ from click.testing import CliRunner
 
 from geovlm.cli import cli
 from geovlm.errors import PresetError
-from geovlm.models import list_presets, resolve_model
-from geovlm.preset_files import (
+from geovlm.models.preset_files import (
     SHIPPED_PRESETS,
     PresetOrigin,
     find_preset_files,
     site_preset_folders,
 )
+from geovlm.models.presets import list_presets, resolve_model
 
 SHIPPED = ["gemma-aerial", "vqwen3-4b", "xview2-qwen3vl"]
 
@@ -53,7 +53,7 @@ def test_site_preset_joins_the_shipped_ones(monkeypatch, tmp_path):
 def test_site_preset_replaces_a_shipped_name_and_says_so(monkeypatch, tmp_path, caplog):
     path = _preset(tmp_path, "xview2-qwen3vl", model_id="/mirror/qwen3-vl-8b")
     monkeypatch.setenv("GEOVLM_PRESETS", str(tmp_path))
-    with caplog.at_level(logging.INFO, logger="geovlm.preset_files"):
+    with caplog.at_level(logging.INFO, logger="geovlm.models.preset_files"):
         found = {f.name: f for f in find_preset_files()}
     winner = found["xview2-qwen3vl"]
     assert (winner.path, winner.origin) == (path, PresetOrigin.SITE)

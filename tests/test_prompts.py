@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import geovlm.prompts
-from geovlm.prompts import DisasterLabel, Language, answer, answers, parse_label, question
+import geovlm.labels.prompts
+from geovlm.labels.prompts import DisasterLabel, Language, answer, answers, parse_label, question
 
 SEED_CARD = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "qwen3vl-8b-qlora-xview2.md"
 
@@ -174,7 +174,7 @@ def test_enum_lookup_and_errors():
 
 
 def test_doctests():
-    result = doctest.testmod(geovlm.prompts)
+    result = doctest.testmod(geovlm.labels.prompts)
     assert result.attempted > 0
     assert result.failed == 0
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
-from geovlm.styles import LABEL_COLOURS
+from geovlm.output.styles import LABEL_COLOURS
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SCRIPT = Path(__file__).with_name("qgis_open_layer.py")

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from rasterio.crs import CRS
 
-from geovlm.engines.local import batched
-from geovlm.engines.ray import RayEngine
 from geovlm.errors import DependencyError, DeviceError, EndpointError, InputError, ParameterError
-from geovlm.tiling import Chip, SceneTiler, TilingOptions
-from geovlm.work_items import ChipRecords, ChipSteps, ProcessedBatch, SceneEntry, SceneWork
+from geovlm.pipeline.engines.local import batched
+from geovlm.pipeline.engines.ray import RayEngine
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps, ProcessedBatch, SceneWork
+from geovlm.scenes.entry import SceneEntry
+from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions
 from tests.test_event_scenes import _warped
 
 #: Two CRSs; the UTM warp of the Web Mercator COG has empty corners, left out by --min-valid.
@@ -60,7 +61,7 @@ def scenes(geotiff_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[
 @pytest.fixture(scope="module")
 def classify_setup(qwen3_vl_dir: Path) -> Callable[[], ChipSteps]:
     """Classify's setup of the tiny Qwen3-VL on the CPU (the model loads where it is called)."""
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
     from geovlm.tasks.classify import ClassifySettings, _classify_steps
 
     choice = ModelChoice.resolve(str(qwen3_vl_dir), quantize="none", device="cpu")
@@ -262,9 +263,9 @@ def test_engine_options_are_checked_before_anything_loads(
 def test_a_task_that_needs_its_steps_here_is_refused_with_ray(
     ray_cluster: Any, scenes: list[SceneWork], tmp_path: Path
 ) -> None:
-    from geovlm.event_scenes import one_scene
-    from geovlm.gpkg import FieldType, LayerSpec
-    from geovlm.pipeline import run_over_chips
+    from geovlm.output.geopackage import FieldType, LayerSpec
+    from geovlm.pipeline.driver import run_over_chips
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.tasks.tile import CHIP_FIELDS
 
     with pytest.raises(ParameterError, match="refer needs its steps in this process"):
@@ -300,7 +301,7 @@ def test_ray_actors_feed_a_model_server_with_backend_openai(
 def test_blocks_of_several_rows_give_every_chip_once(
     ray_cluster: Any, scenes: list[SceneWork], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from geovlm.engines import ray as ray_engine
+    from geovlm.pipeline.engines import ray as ray_engine
 
     monkeypatch.setattr(ray_engine, "_MAX_BLOCKS", 3)  # as a huge event's rows would
     with RayEngine(actors=2) as engine:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
-from geovlm.styles import DAMAGE_COLOURS
+from geovlm.output.styles import DAMAGE_COLOURS
 from tests.test_qgis_style import SYSTEM_PYTHON, _qgis_available
 
 #: Run by /usr/bin/python3 (QGIS's Python has no torch): prints what QGIS sees of ``objects``.

@@ -123,8 +123,8 @@ def test_remote_text_only_answers_equal_in_process(serve_process, served_qwen3_v
     # Random weights seldom keep a rewrite's facts, so the layers above may hold rule texts
     # only: compare the raw text-only answers behind them too.
     from geovlm.backends.openai import OpenAIBackend
-    from geovlm.prompts import Language
-    from geovlm.rewriting import rewrite_prompt
+    from geovlm.labels.prompts import Language
+    from geovlm.refer.rewriting import rewrite_prompt
 
     prompts = [rewrite_prompt(text, Language.EN) for text in
                ("the only building", "the large building in the north-west corner",
@@ -141,7 +141,7 @@ def test_the_server_stops_at_the_end_of_turn_like_in_process(qwen3_vl_dir):
     import openai
     import torch
 
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
     from geovlm.serve.app import ServedModel
     from geovlm.serve.engine import ModelEngine
     from tests.serve_fixtures import LiveServer

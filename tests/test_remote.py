@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from geovlm.tiling import iter_chips
+from geovlm.scenes.tiling import iter_chips
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):

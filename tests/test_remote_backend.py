@@ -22,8 +22,8 @@ from geovlm.backends.openai import OpenAIBackend, RemoteMethod
 from geovlm.backends.prompt_logprobs import prompt_token_logprobs
 from geovlm.cli import cli
 from geovlm.errors import EndpointError
-from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.verbalizer import Verbalizer
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.verbalizer import Verbalizer
 from tests.serve_fixtures import API_KEY, LiveServer, free_port
 from tests.test_serve import _chips
 
@@ -224,7 +224,7 @@ def _calibrated_preset(folder, model_dir, adapter):
     """A site preset of the tiny model with a calibration (and, if given, its adapter)."""
     import yaml
 
-    from geovlm.calibration import Calibration
+    from geovlm.labels.calibration import Calibration
 
     folder.mkdir(exist_ok=True)
     name = "cal-tiny" if adapter is None else "cal-tiny-lora"
@@ -251,7 +251,7 @@ def test_a_calibration_applies_on_a_server_only_to_its_own_model(
     assert parameters["served_weights"] == str(qwen3_vl_dir)
     # A preset calibrated for an adapter the server does not run: not applied, and said so.
     other = _calibrated_preset(presets, qwen3_vl_dir, "org/adapter")
-    with caplog.at_level("WARNING", logger="geovlm.model_choice"):
+    with caplog.at_level("WARNING", logger="geovlm.backends.choice"):
         result = _classify(geotiff_dir, tmp_path / "other.gpkg", other, *remote)
     assert result.exit_code == 0, result.output
     assert "calibration" not in _parameters(tmp_path / "other.gpkg")

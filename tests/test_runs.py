@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
-from geovlm.runs import (
+from geovlm.output.runs import (
     RunRecord,
     RunStatus,
     create_table,

@@ -9,8 +9,8 @@ from rasterio.warp import transform_bounds
 from shapely.geometry import Point, box
 
 from geovlm.errors import InputError, ParameterError
-from geovlm.reprojection import EVENT_DEFAULT_CRS, event_crs, reproject_polygon
-from geovlm.scene_list import expand_scenes
+from geovlm.scenes.listing import expand_scenes
+from geovlm.scenes.reprojection import EVENT_DEFAULT_CRS, event_crs, reproject_polygon
 
 
 @pytest.fixture()

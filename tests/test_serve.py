@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geovlm.cli import cli
-from geovlm.prompts import DisasterLabel, Language, question
+from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.tasks.classify import ClassifySettings, scored_answers
 from tests.serve_fixtures import API_KEY, LiveServer, data_url, serve_process
 

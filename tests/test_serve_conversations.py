@@ -8,7 +8,7 @@ import numpy as np
 import openai
 import pytest
 
-from geovlm.prompts import question
+from geovlm.labels.prompts import question
 from tests.serve_fixtures import API_KEY, LiveServer
 from tests.test_serve import _chips, _image_message
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geovlm.cli import cli
-from geovlm.prompts import question
+from geovlm.labels.prompts import question
 from geovlm.serve.engine import GenerateKey, Prompt, ScoreKey
 from tests.serve_fixtures import LiveServer
 
@@ -24,7 +24,7 @@ def _chips(n: int, seed: int) -> list[Image.Image]:
 
 
 def _start(qwen3_vl_dir):
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
     from geovlm.serve.model_process import ModelProcess
 
     return ModelProcess(ModelChoice.resolve(str(qwen3_vl_dir), quantize="none", device="cpu"))

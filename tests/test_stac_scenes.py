@@ -14,10 +14,10 @@ import rasterio
 import shapely
 
 from geovlm.errors import InputError
-from geovlm.gpkg import FieldType, GeoPackageWriter
-from geovlm.runs import RunRecord
-from geovlm.stac_scenes import read_stac_scenes
-from geovlm.work_items import SceneEntry
+from geovlm.output.geopackage import FieldType, GeoPackageWriter
+from geovlm.output.runs import RunRecord
+from geovlm.scenes.entry import SceneEntry
+from geovlm.scenes.stac import read_stac_scenes
 from tests.stac_fixtures import EVENT_ITEMS, stac_item
 
 

@@ -18,7 +18,7 @@ from shapely.geometry import box
 from shapely.ops import unary_union
 
 from geovlm.errors import InputError, ParameterError
-from geovlm.tiling import Chip, SceneTiler, TilingOptions, chip_offsets, iter_chips
+from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions, chip_offsets, iter_chips
 
 
 def _tiler(path, **options) -> SceneTiler:

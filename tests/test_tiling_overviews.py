@@ -8,8 +8,8 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from geovlm.scene import open_scene
-from geovlm.tiling import SceneTiler, TilingOptions
+from geovlm.scenes.scene import open_scene
+from geovlm.scenes.tiling import SceneTiler, TilingOptions
 
 
 def _noise_scene(path, side: int, overviews: list[int]) -> None:

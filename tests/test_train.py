@@ -22,11 +22,11 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from geovlm.calibration import Calibration
 from geovlm.cli import cli
 from geovlm.datasets import read_dataset
-from geovlm.models import FOLDER_PRESET, ModelPreset, resolve_model
-from geovlm.prompts import DisasterLabel, Language, question
+from geovlm.labels.calibration import Calibration
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.models.presets import FOLDER_PRESET, ModelPreset, resolve_model
 from tests.training_fixtures import HELD_OUT_EVENTS, invoke
 
 #: Steps of the tiny-cpu recipe on `disaster_dataset`: 10 epochs of 72 samples in batches of 4.

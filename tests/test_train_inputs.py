@@ -11,8 +11,8 @@ from PIL import Image
 
 from geovlm.cli import cli
 from geovlm.errors import ParameterError
-from geovlm.models import FOLDER_PRESET, resolve_model
-from geovlm.prompts import question
+from geovlm.labels.prompts import question
+from geovlm.models.presets import FOLDER_PRESET, resolve_model
 from geovlm.training.data import IGNORE_INDEX, Collator, SequenceBuilder
 
 ANSWER = "A fire disaster occurred in this image."
@@ -146,7 +146,7 @@ def test_help():
 
 def test_answers_that_name_two_labels_are_refused(no_weights, qwen3_vl_dir, tmp_path):
     from geovlm.datasets import DatasetWriter, Sample, SplitRule, Task
-    from geovlm.prompts import Language
+    from geovlm.labels.prompts import Language
 
     with DatasetWriter(tmp_path / "ds", "test", SplitRule(test_fraction=0)) as writer:
         for label in ("fire", "flood"):

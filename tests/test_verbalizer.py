@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import geovlm.verbalizer
-from geovlm.models import list_presets
-from geovlm.prompts import DisasterLabel, Language, answer, parse_label, question
-from geovlm.verbalizer import AnswerForm, Verbalizer, label_probabilities
+import geovlm.labels.verbalizer
+from geovlm.labels.prompts import DisasterLabel, Language, answer, parse_label, question
+from geovlm.labels.verbalizer import AnswerForm, Verbalizer, label_probabilities
+from geovlm.models.presets import list_presets
 from tests.test_backend_scoring import _brute_force_logp
 from tests.test_prompts import SEED_ANSWERS
 
@@ -150,6 +150,6 @@ def test_label_scores_equal_brute_force_over_all_forms(qwen3_vl_backend, chip_im
 
 
 def test_doctests():
-    result = doctest.testmod(geovlm.verbalizer)
+    result = doctest.testmod(geovlm.labels.verbalizer)
     assert result.attempted > 0
     assert result.failed == 0

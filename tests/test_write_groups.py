@@ -7,16 +7,16 @@ from contextlib import closing
 
 import pytest
 
-from geovlm import grouped_writes
-from geovlm.event_scenes import one_scene
-from geovlm.gpkg import GeoPackageWriter
-from geovlm.pipeline import run_over_chips
-from geovlm.progress import ProgressMode
-from geovlm.styles import outline_style
+from geovlm.events.progress import ProgressMode
+from geovlm.output import grouped_writes
+from geovlm.output.geopackage import GeoPackageWriter
+from geovlm.output.styles import outline_style
+from geovlm.pipeline.driver import run_over_chips
+from geovlm.pipeline.run_scenes import one_scene
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.scenes.tiling import TilingOptions
 from geovlm.tasks.refer import ObjectSource, ReferModels, ReferSettings, refer_scene
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
-from geovlm.tiling import TilingOptions
-from geovlm.work_items import ChipRecords, ChipSteps
 from tests.helpers import assert_valid_geopackage
 
 SCENE = "rasterio/RGB.byte.tif"

@@ -15,8 +15,9 @@ import shapely
 from PIL import Image
 
 from geovlm.errors import XbdError
-from geovlm.prompts import DisasterLabel
-from geovlm.xbd import Damage, Phase, XbdTile, read_xbd
+from geovlm.labels.damage import Damage
+from geovlm.labels.prompts import DisasterLabel
+from geovlm.sources.xbd import Phase, XbdTile, read_xbd
 from tests.synthetic_xbd import DEFAULT_EVENTS, write_synthetic_xbd
 
 D = Damage

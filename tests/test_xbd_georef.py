@@ -17,9 +17,9 @@ from PIL import Image
 
 from geovlm.cli import cli
 from geovlm.errors import GeoreferenceError, OutputError
-from geovlm.georef import AffineFit
+from geovlm.sources.georef import AffineFit
+from geovlm.sources.xbd import Phase, read_xbd
 from geovlm.tasks.xbd_georef import fit_tile, georeference_xbd
-from geovlm.xbd import Phase, read_xbd
 from tests.helpers import assert_valid_geopackage
 from tests.synthetic_xbd import write_synthetic_xbd
 

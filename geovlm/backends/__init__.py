@@ -16,7 +16,7 @@ __all__ = ["Backend", "HFBackend", "PromptTemplate", "Quantization"]
 _LAZY = {
     "HFBackend": "geovlm.backends.hf",
     "PromptTemplate": "geovlm.backends.chat",
-    "Quantization": "geovlm.quantization",
+    "Quantization": "geovlm.models.quantization",
 }
 
 

@@ -25,8 +25,8 @@ from geovlm.backends.loading import LoadedModel, load_model
 from geovlm.backends.qwen_fastpath import QwenPatches, patch_embeddings_as_matmul
 from geovlm.backends.scoring import score_candidates
 from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.models.quantization import Quantization
 from geovlm.prefetch import prepared_ahead
-from geovlm.quantization import Quantization
 
 __all__ = ["HFBackend"]
 

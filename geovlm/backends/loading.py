@@ -17,7 +17,7 @@ import torch
 
 from geovlm.backends.preflight import ModelPlan, adapter_mismatch, not_found, plan_model
 from geovlm.errors import DependencyError, DeviceError, ModelFileError, first_line
-from geovlm.quantization import Quantization
+from geovlm.models.quantization import Quantization
 
 __all__ = ["LoadedModel", "bnb_config", "load_model", "load_weights"]
 

@@ -38,8 +38,8 @@ from PIL import Image
 from geovlm.backends.prompt_logprobs import FormSpan, form_spans
 from geovlm.enums import CheckedEnum
 from geovlm.errors import EndpointError, ParameterError
-from geovlm.prompts import Language, question
-from geovlm.verbalizer import Verbalizer
+from geovlm.labels.prompts import Language, question
+from geovlm.labels.verbalizer import Verbalizer
 
 __all__ = ["OpenAIBackend", "RemoteBatch", "RemoteMethod", "ServedWeights", "chip_url"]
 

@@ -17,7 +17,7 @@ import torch
 
 from geovlm.backends.devices import resolve_device
 from geovlm.errors import DependencyError, ModelFileError, ModelNotFoundError, first_line
-from geovlm.local_weights import (
+from geovlm.models.local_weights import (
     Lack,
     adapter_weights,
     find_folder,
@@ -25,7 +25,7 @@ from geovlm.local_weights import (
     model_weights,
     read_json,
 )
-from geovlm.quantization import Quantization
+from geovlm.models.quantization import Quantization
 
 __all__ = ["ModelPlan", "adapter_mismatch", "not_found", "plan_model"]
 

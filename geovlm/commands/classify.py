@@ -7,9 +7,7 @@ import functools
 
 import click
 
-from geovlm.commands.tile import report_chips
-from geovlm.errors import ParameterError
-from geovlm.options import (
+from geovlm.commands.options import (
     choose_gsd,
     engine_options,
     model_options,
@@ -19,8 +17,10 @@ from geovlm.options import (
     remote_options,
     tiling_options,
 )
-from geovlm.progress import ProgressMode
-from geovlm.prompts import Language
+from geovlm.commands.tile import report_chips
+from geovlm.errors import ParameterError
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import Language
 
 __all__ = ["classify"]
 
@@ -109,12 +109,13 @@ def classify(
     the answer forms and the calibration. With --engine ray the model works on the actors of a
     Ray cluster, which read the chips themselves; this process writes.
     """
-    from geovlm.event_scenes import one_scene, scene_entries, survey_scenes
-    from geovlm.model_choice import ModelChoice
-    from geovlm.scene_list import expand_scenes, single_scene
-    from geovlm.stac_scenes import read_stac_scenes
+    from geovlm.backends.choice import ModelChoice
+    from geovlm.pipeline.run_scenes import one_scene, survey_scenes
+    from geovlm.scenes.entry import scene_entries
+    from geovlm.scenes.listing import expand_scenes, single_scene
+    from geovlm.scenes.stac import read_stac_scenes
+    from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_scenes
-    from geovlm.tiling import TilingOptions
 
     if stac is not None and scenes:
         raise ParameterError("Pass scenes as SCENE arguments or --stac, not both.")

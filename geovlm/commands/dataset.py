@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from geovlm.commands.options import choose_gsd, compose_options, run_options, tiling_options
 from geovlm.datasets.splits import SplitBy
-from geovlm.models import DEFAULT_MODEL
-from geovlm.options import choose_gsd, compose_options, run_options, tiling_options
-from geovlm.progress import ProgressMode
-from geovlm.prompts import Language
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import Language
+from geovlm.models.presets import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from geovlm.datasets import SplitRule, TrainingSet
-    from geovlm.models import ModelPreset
+    from geovlm.models.presets import ModelPreset
 
 __all__ = ["dataset"]
 
@@ -100,8 +100,8 @@ def _preset(model: str) -> ModelPreset:
     from pathlib import Path
 
     from geovlm.errors import ParameterError
-    from geovlm.models import resolve_model
-    from geovlm.preset_files import find_preset_files
+    from geovlm.models.preset_files import find_preset_files
+    from geovlm.models.presets import resolve_model
 
     known = sorted(found.name for found in find_preset_files())
     if model not in known and "/" not in model and not Path(model).expanduser().is_dir():
@@ -228,7 +228,7 @@ def from_vector(scene: str, labels_path: str, field: str, layer: str | None, min
     and GSD default to the preset's), so the set trains on what classify will see.
     """
     from geovlm.datasets.from_vector import build_from_vector
-    from geovlm.tiling import TilingOptions
+    from geovlm.scenes.tiling import TilingOptions
 
     preset = _preset(model)
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,

@@ -9,12 +9,13 @@ from tempfile import TemporaryDirectory
 
 import click
 
-from geovlm.datasets.format import MANIFEST, Split, TrainingSet, read_dataset
+from geovlm.commands.options import model_options, run_options
+from geovlm.datasets.format import MANIFEST, TrainingSet, read_dataset
+from geovlm.datasets.samples import Split
 from geovlm.errors import DatasetError
-from geovlm.options import model_options, run_options
-from geovlm.progress import ProgressMode
-from geovlm.prompts import Language
-from geovlm.verbalizer import Verbalizer
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import Language
+from geovlm.labels.verbalizer import Verbalizer
 
 __all__ = ["evaluate"]
 
@@ -61,11 +62,11 @@ def evaluate(
     matrix, the expected calibration error (ECE) with a reliability diagram, and with
     --fit-calibration the ECE before and after calibration on held-out tiles.
     """
-    from geovlm.evaluate import select_samples
-    from geovlm.evaluation_report import EvaluationContext
-    from geovlm.evaluation_run import run_evaluation
-    from geovlm.model_choice import ModelChoice
-    from geovlm.preset_calibration import calibration_folder
+    from geovlm.backends.choice import ModelChoice
+    from geovlm.evaluation.preset_calibration import calibration_folder
+    from geovlm.evaluation.report import EvaluationContext
+    from geovlm.evaluation.run import run_evaluation
+    from geovlm.evaluation.scoring import select_samples
 
     choice = ModelChoice.resolve(model, adapter=adapter, no_adapter=no_adapter,
                                  quantize=quantize, device=device, batch_size=batch_size)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from geovlm.models import DEFAULT_MODEL
+from geovlm.models.presets import DEFAULT_MODEL
 
 __all__ = ["models"]
 
@@ -21,8 +21,8 @@ def models(as_json: bool) -> None:
     Site presets (in GEOVLM_PRESETS, else the platform config folder) replace shipped ones of
     the same name.
     """
-    from geovlm.models import ModelPreset, availability
-    from geovlm.preset_files import find_preset_files
+    from geovlm.models.preset_files import find_preset_files
+    from geovlm.models.presets import ModelPreset, availability
 
     listed: list[dict[str, Any]] = []
     for found in find_preset_files():

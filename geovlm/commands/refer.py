@@ -6,15 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from geovlm.options import (
+from geovlm.commands.options import (
     device_options,
     endpoint_options,
     output_options,
     remote_endpoint,
     tiling_options,
 )
-from geovlm.progress import ProgressMode
-from geovlm.prompts import Language
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import Language
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +25,7 @@ __all__ = ["refer"]
 
 #: The vision-language model --detect uses when --caption-model is not given: the base model of
 #: this preset without its adapter, Qwen3-VL-8B-Instruct, which answers grounding prompts with
-#: boxes in Qwen3-VL's 0-1000 coordinates (`geovlm.grounding`).
+#: boxes in Qwen3-VL's 0-1000 coordinates (`geovlm.refer.grounding`).
 DETECT_PRESET = "xview2-qwen3vl"
 
 
@@ -98,8 +98,8 @@ def refer(
     --xbd-labels and --detect. A chip (--size pixels, after any --gsd) is the frame of its
     objects' expressions; objects on chips skipped under --min-valid are left out.
     """
+    from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.refer import ObjectSource, ReferSettings, refer_scene
-    from geovlm.tiling import TilingOptions
 
     chosen = [name for name, given in (("--footprints", footprints),
                                        ("--xbd-labels", xbd_labels), ("--detect", detect))
@@ -151,7 +151,7 @@ def _local_models(
     device: str | None, batch_size: int, rewrite_batch_size: int,
 ) -> tuple[Callable[[], ReferModels], dict[str, Any]]:
     """The in-process models asked for, resolved now and loaded once the checks passed."""
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
     from geovlm.tasks.refer import ReferModels
 
     rewrite = (ModelChoice.resolve(rewrite_model, quantize=quantize, device=device,

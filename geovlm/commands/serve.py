@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from geovlm.options import model_options
+from geovlm.commands.options import model_options
 from geovlm.serve.settings import API_KEY_ENV, ServeSettings
 
 __all__ = ["serve"]
@@ -64,15 +64,15 @@ def serve(
         max_queue=max_queue, max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_images=max_images, timeout_s=timeout,
     )
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
 
     choice = ModelChoice.resolve(model, adapter=adapter, no_adapter=no_adapter,
                                  quantize=quantize, device=device, batch_size=max_batch)
     import uvicorn
 
+    from geovlm.events.signals import Interrupted
     from geovlm.serve.app import ServedModel, create_app
     from geovlm.serve.model_process import ModelProcess
-    from geovlm.signals import Interrupted
 
     try:
         # Loading happens in the model process; Ctrl-C meanwhile stops it too.

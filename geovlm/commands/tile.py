@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from geovlm.options import output_options, tiling_options
-from geovlm.progress import ProgressMode
+from geovlm.commands.options import output_options, tiling_options
+from geovlm.events.progress import ProgressMode
 
 __all__ = ["report_chips", "tile"]
 
@@ -48,8 +48,8 @@ def tile(
 
     SCENE is any raster GDAL opens: GeoTIFF, COG, VRT or a /vsicurl/ URL.
     """
+    from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.tile import tile_scene
-    from geovlm.tiling import TilingOptions
 
     summary = tile_scene(
         scene,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from geovlm.options import run_options
-from geovlm.progress import ProgressMode
+from geovlm.commands.options import run_options
+from geovlm.events.progress import ProgressMode
 
 __all__ = ["train"]
 
@@ -53,8 +53,8 @@ def train(
     from geovlm.backends.devices import check_device_name
     from geovlm.datasets.format import read_dataset
     from geovlm.errors import ParameterError
-    from geovlm.hub import HubWeights, check_downloads
-    from geovlm.models import resolve_model
+    from geovlm.models.hub import HubWeights, check_downloads
+    from geovlm.models.presets import resolve_model
     from geovlm.training.config import TrainConfig, find_config
 
     if resume and overwrite:

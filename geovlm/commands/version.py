@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from geovlm import __version__
-from geovlm.events import PROTOCOL
+from geovlm.events.protocol import PROTOCOL
 
 __all__ = ["engine_report", "version"]
 

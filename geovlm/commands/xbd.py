@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from geovlm.options import run_options
-from geovlm.progress import ProgressMode
+from geovlm.commands.options import run_options
+from geovlm.events.progress import ProgressMode
 
 __all__ = ["xbd"]
 

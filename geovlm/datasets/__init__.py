@@ -1,13 +1,7 @@
 """Training sets: images plus LLaMA-Factory sharegpt records, built from xBD, maps or vectors."""
 
-from geovlm.datasets.format import (
-    DatasetWriter,
-    Sample,
-    Split,
-    Task,
-    TrainingSet,
-    read_dataset,
-)
+from geovlm.datasets.format import DatasetWriter, TrainingSet, read_dataset
+from geovlm.datasets.samples import Sample, Split, Task
 from geovlm.datasets.splits import SplitBy, SplitRule
 
 __all__ = [

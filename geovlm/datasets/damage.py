@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from shapely.geometry import Polygon, box
 
 from geovlm.enums import CheckedEnum
-from geovlm.prompts import Language
+from geovlm.labels.prompts import Language
 
 __all__ = ["DamageLevel", "chip_damage", "damage_answer", "damage_question"]
 

@@ -1,7 +1,7 @@
 """The disaster-type question: samples in a preset's answer forms, and labels typed by people.
 
-The question is `geovlm.prompts.question` (the seed adapter's training question) and the answer
-the label's first form in the verbalizer (its training sentence), so a set built for a preset
+The question is `geovlm.labels.prompts.question` (the seed adapter's training question) and the
+answer the label's first form in the verbalizer (its training sentence), so a set built for a preset
 teaches exactly the forms its classifier scores. Labels from a map or a vector layer are words
 an analyst typed or QGIS kept: `read_label` accepts a label's name in any case (``Flood``,
 ``flooding``) or any answer form the verbalizer knows (``Flood disaster``, ``洪水``), and
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from geovlm.datasets.format import Sample, Task
-from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.verbalizer import Verbalizer
+from geovlm.datasets.samples import Sample, Task
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.verbalizer import Verbalizer
 
 __all__ = [
     "disaster_samples", "is_unlabelled", "read_label", "training_answer", "verbalizer_record",
@@ -91,7 +91,7 @@ def read_label(value: Any, verbalizer: Verbalizer) -> DisasterLabel | None:
     ----------
     value
         A label value: a `DisasterLabel` name in any case (xBD's ``flooding`` too), or any
-        answer form of `verbalizer` in any language, or a word `geovlm.prompts.parse_label`
+        answer form of `verbalizer` in any language, or a word `geovlm.labels.prompts.parse_label`
         knows (``wildfire``, ``台風``).
     verbalizer
         The answer forms that count as names.

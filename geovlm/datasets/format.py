@@ -29,19 +29,14 @@ from typing import Any
 from PIL import Image
 
 from geovlm import __version__
+from geovlm.datasets.samples import Sample, Split
 from geovlm.datasets.splits import SplitRule, assign_splits
-from geovlm.enums import CheckedEnum
 from geovlm.errors import DatasetError, OutputError
-from geovlm.prompts import Language
 
 __all__ = [
     "DATASET_INFO",
-    "IMAGE_TOKEN",
     "MANIFEST",
     "DatasetWriter",
-    "Sample",
-    "Split",
-    "Task",
     "TrainingSet",
     "read_dataset",
 ]
@@ -50,122 +45,7 @@ __all__ = [
 DATASET_INFO = "dataset_info.json"
 #: geovlm's description of the set; a folder without it is no finished dataset.
 MANIFEST = "geovlm-dataset.json"
-#: LLaMA-Factory's image placeholder in a user turn.
-IMAGE_TOKEN = "<image>"
 _FORMAT_VERSION = 1
-
-
-class Split(CheckedEnum):
-    """Which part of a dataset a sample belongs to."""
-
-    TRAIN = "train"
-    TEST = "test"
-
-
-class Task(CheckedEnum):
-    """What a sample asks: the disaster type of an image, or the damage within it."""
-
-    DISASTER = "disaster"
-    DAMAGE = "damage"
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One question about one image, its answer, and where the image came from.
-
-    Attributes
-    ----------
-    image
-        The picture's path relative to the dataset folder, e.g. ``images/t1.png``.
-    question, answer
-        The user's question (no chat markup, no ``<image>``) and the assistant's reply.
-    label
-        The class the answer names (a `geovlm.prompts.DisasterLabel` value for the disaster
-        task), kept so evaluation never parses answers.
-    language, task
-        The question's language and kind.
-    tile
-        The unit a tile split keeps whole (an xBD tile, or a scene); chips of one tile never
-        straddle train and test.
-    event
-        The disaster (xBD's ``disaster``, or the analyst's name for a scene's event); an event
-        split holds whole events out.
-    """
-
-    image: str
-    question: str
-    answer: str
-    label: str
-    language: Language
-    task: Task
-    tile: str
-    event: str
-
-    def to_record(self) -> dict[str, Any]:
-        """Return the sharegpt record LLaMA-Factory reads, with geovlm's fields beside it."""
-        return {
-            "messages": [
-                {"role": "user", "content": f"{IMAGE_TOKEN}\n{self.question}"},
-                {"role": "assistant", "content": self.answer},
-            ],
-            "images": [self.image],
-            "geovlm": {
-                "label": self.label,
-                "language": self.language.value,
-                "task": self.task.value,
-                "tile": self.tile,
-                "event": self.event,
-            },
-        }
-
-    @classmethod
-    def from_record(cls, record: Any, where: str) -> Sample:
-        """Read a record written by `to_record`.
-
-        Parameters
-        ----------
-        record
-            One element of ``train.json`` or ``test.json``.
-        where
-            Names the record in errors, e.g. ``"DS/train.json record 3"``.
-
-        Returns
-        -------
-        Sample
-
-        Raises
-        ------
-        DatasetError
-            If the record breaks LLaMA-Factory's rules or lacks geovlm's fields.
-        """
-        def broken(reason: str) -> DatasetError:
-            return DatasetError(f"{where} {reason}: rebuild the dataset with `geovlm dataset`.")
-
-        try:
-            user, assistant = record["messages"]
-            images = record["images"]
-            meta = record["geovlm"]
-            question = str(user["content"])
-            roles = (user["role"], assistant["role"])
-            sample = cls(
-                image=str(images[0]) if isinstance(images, list) and images else "",
-                question=question.replace(IMAGE_TOKEN, "", 1).lstrip("\n"),
-                answer=str(assistant["content"]),
-                label=str(meta["label"]),
-                language=Language(meta["language"]),
-                task=Task(meta["task"]),
-                tile=str(meta["tile"]),
-                event=str(meta["event"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise broken(f"is not a geovlm sharegpt record ({type(exc).__name__}: {exc})") from None
-        if not isinstance(images, list) or len(images) != 1:
-            raise broken("must have 'images' as a list of one path")
-        if roles != ("user", "assistant"):
-            raise broken(f"has turns {roles}, not user then assistant")
-        if question.count(IMAGE_TOKEN) != len(images):
-            raise broken(f"has {question.count(IMAGE_TOKEN)} {IMAGE_TOKEN} for {len(images)} image")
-        return sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +89,8 @@ class DatasetWriter:
     --------
     >>> import tempfile
     >>> from PIL import Image
+    >>> from geovlm.datasets.samples import Sample, Task
+    >>> from geovlm.labels.prompts import Language
     >>> root = Path(tempfile.mkdtemp()) / "ds"
     >>> with DatasetWriter(root, "example", SplitRule()) as writer:
     ...     for tile in ("a", "b"):

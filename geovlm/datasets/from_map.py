@@ -27,10 +27,10 @@ from geovlm.datasets.format import DatasetWriter, TrainingSet, read_dataset
 from geovlm.datasets.scene_chips import ChipBlocks, write_scene_chips
 from geovlm.datasets.splits import SplitRule
 from geovlm.errors import InputError
-from geovlm.progress import ProgressMode
-from geovlm.prompts import DisasterLabel, Language
-from geovlm.tiling import SceneTiler, TilingOptions
-from geovlm.verbalizer import Verbalizer
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import DisasterLabel, Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.scenes.tiling import SceneTiler, TilingOptions
 
 __all__ = ["ClassifyRun", "build_from_map", "read_classify_run"]
 

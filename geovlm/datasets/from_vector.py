@@ -20,14 +20,14 @@ import shapely
 
 from geovlm.datasets.disaster import is_unlabelled, read_label, verbalizer_record
 from geovlm.datasets.format import DatasetWriter, TrainingSet, read_dataset
-from geovlm.datasets.scene_chips import ChipBlocks, cell_footprints, write_scene_chips
+from geovlm.datasets.scene_chips import ChipBlocks, write_scene_chips
 from geovlm.datasets.splits import SplitRule
 from geovlm.errors import InputError, ParameterError
-from geovlm.progress import ProgressMode
-from geovlm.prompts import DisasterLabel, Language
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import DisasterLabel, Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.scenes.tiling import SceneTiler, TilingOptions, cell_footprints
 from geovlm.sources.footprints import check_vector
-from geovlm.tiling import SceneTiler, TilingOptions
-from geovlm.verbalizer import Verbalizer
 
 __all__ = ["build_from_vector", "check_label_field"]
 

@@ -20,14 +20,15 @@ from PIL import Image, UnidentifiedImageError
 
 from geovlm.datasets.damage import chip_damage, damage_answer, damage_question
 from geovlm.datasets.disaster import disaster_samples, verbalizer_record
-from geovlm.datasets.format import DatasetWriter, Sample, Task, TrainingSet, read_dataset
+from geovlm.datasets.format import DatasetWriter, TrainingSet, read_dataset
+from geovlm.datasets.samples import Sample, Task
 from geovlm.datasets.splits import SplitBy, SplitRule
 from geovlm.errors import ParameterError, XbdError
-from geovlm.progress import ProgressMode, ProgressReporter
-from geovlm.prompts import Language
-from geovlm.tiling import MIN_CHIP_SIZE, chip_offsets
-from geovlm.verbalizer import Verbalizer
-from geovlm.xbd import Phase, XbdTile, read_xbd
+from geovlm.events.progress import ProgressMode, ProgressReporter
+from geovlm.labels.prompts import Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.scenes.tiling import MIN_CHIP_SIZE, chip_offsets
+from geovlm.sources.xbd import Phase, XbdTile, read_xbd
 
 __all__ = ["build_from_xbd"]
 

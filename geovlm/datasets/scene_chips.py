@@ -1,7 +1,7 @@
 """Labelled chips of one scene into a dataset: the reads `classify` made, and the split unit.
 
-Chips are read by `geovlm.tiling.SceneTiler` with the caller's `TilingOptions`, so a chip trains
-on exactly the pixels (window, resampling, stretch) that ``classify`` sees for it.
+Chips are read by `geovlm.scenes.tiling.SceneTiler` with the caller's `TilingOptions`, so a chip
+trains on exactly the pixels (window, resampling, stretch) that ``classify`` sees for it.
 
 Neighbouring chips of one scene share sensor, date, light and often the same buildings, so a
 split by chip would leak the test set into training. The split unit (`Sample.tile`) is a block
@@ -22,12 +22,12 @@ from geovlm.datasets.disaster import disaster_samples
 from geovlm.datasets.format import DatasetWriter
 from geovlm.datasets.splits import SplitBy, SplitRule
 from geovlm.errors import InputError, ParameterError
-from geovlm.progress import ProgressMode, ProgressReporter
-from geovlm.prompts import DisasterLabel, Language
-from geovlm.tiling import SceneTiler
-from geovlm.verbalizer import Verbalizer
+from geovlm.events.progress import ProgressMode, ProgressReporter
+from geovlm.labels.prompts import DisasterLabel, Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.scenes.tiling import SceneTiler
 
-__all__ = ["ChipBlocks", "cell_footprints", "write_scene_chips"]
+__all__ = ["ChipBlocks", "write_scene_chips"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,28 +73,6 @@ class ChipBlocks:
     def tile(self, row: int, col: int) -> str:
         """Return the unit id of the chip at a grid position."""
         return f"{self.name}_b{row // self.block:03d}_{col // self.block:03d}"
-
-
-def cell_footprints(tiler: SceneTiler) -> dict[str, Polygon]:
-    """Return every grid cell's outline in scene coordinates, without reading any pixel.
-
-    Parameters
-    ----------
-    tiler
-        The opened scene and its grid.
-
-    Returns
-    -------
-    dict of str to Polygon
-        Chip id to the outline of the source window it reads.
-    """
-    transform = tiler.info.transform
-    outlines = {}
-    for cell in tiler.cells:
-        x, y, w, h = cell.window.col_off, cell.window.row_off, cell.window.width, cell.window.height
-        corners = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
-        outlines[cell.chip_id] = Polygon([transform @ corner for corner in corners])
-    return outlines
 
 
 def write_scene_chips(

@@ -9,15 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from geovlm.datasets.samples import Sample, Split
 from geovlm.enums import CheckedEnum
 from geovlm.errors import DatasetError
-
-if TYPE_CHECKING:
-    from geovlm.datasets.format import Sample, Split
 
 __all__ = ["SplitBy", "SplitRule", "assign_splits"]
 
@@ -137,7 +135,6 @@ def assign_splits(samples: Sequence[Sample], rule: SplitRule) -> list[Split]:
     DatasetError
         As `SplitRule.test_units`.
     """
-    from geovlm.datasets.format import Split
 
     def unit(sample: Sample) -> str:
         return sample.event if rule.by is SplitBy.EVENT else sample.tile

@@ -23,8 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from jinja2 import TemplateError
 
-from geovlm.calibration import Calibration
 from geovlm.errors import GeovlmError
+from geovlm.labels.calibration import Calibration
+from geovlm.labels.verbalizer import Verbalizer
 from geovlm.serve.batcher import Batcher, QueueFull
 from geovlm.serve.engine import (
     Generated,
@@ -45,7 +46,6 @@ from geovlm.serve.protocol import (
 )
 from geovlm.serve.settings import ServeSettings
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, scored_answers
-from geovlm.verbalizer import Verbalizer
 
 if TYPE_CHECKING:
     from geovlm.backends.chat import ChatFormat

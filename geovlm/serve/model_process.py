@@ -22,12 +22,12 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from geovlm.errors import GeovlmError
-from geovlm.library_warnings import LOG_FORMAT, silence_harmless_warnings
+from geovlm.events.library_warnings import LOG_FORMAT, silence_harmless_warnings
 from geovlm.prefetch import prepared_ahead
 
 if TYPE_CHECKING:
     from geovlm.backends.chat import ChatFormat
-    from geovlm.model_choice import ModelChoice
+    from geovlm.backends.choice import ModelChoice
     from geovlm.serve.engine import GenerateKey, Prompt, ScoreKey
 
 __all__ = ["ModelProcess", "ModelProcessExited"]

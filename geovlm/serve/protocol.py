@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from geovlm.backends.chat import ChatTurn
 from geovlm.errors import InputError
-from geovlm.prompts import Language
+from geovlm.labels.prompts import Language
 
 __all__ = ["ChatRequest", "ClassifyRequest", "Conversation", "RequestRejected", "conversation"]
 

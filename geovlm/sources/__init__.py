@@ -1,1 +1,4 @@
-"""Where work items come from besides the chip grid: objects (footprints) over a scene."""
+"""Objects in: building footprints from any GDAL vector layer or an xBD label, placed on scenes.
+
+Also reads xBD folders (tiles, buildings, damage grades) and fits their missing georeferencing.
+"""

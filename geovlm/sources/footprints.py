@@ -2,7 +2,7 @@
 
 Every source ends as `SceneObjects`: polygons reprojected to the scene's CRS, invalid ones
 repaired with ``shapely.make_valid`` (multi-part results split into parts), each object given to
-the chip of ``classify``'s grid (`geovlm.tiling.SceneTiler`) that holds its centroid (with
+the chip of ``classify``'s grid (`geovlm.scenes.tiling.SceneTiler`) that holds its centroid (with
 overlapping chips, the one whose centre is nearest), and marked ``cut`` when the chip's edge cuts
 it. What was left out is counted: empty or non-polygonal features, and objects whose centroid
 lies outside every chip.
@@ -25,10 +25,10 @@ from pyproj import Transformer
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geovlm.datasets.scene_chips import cell_footprints
 from geovlm.errors import InputError
-from geovlm.tiling import SceneTiler
-from geovlm.xbd import Damage, XbdTile
+from geovlm.labels.damage import Damage
+from geovlm.scenes.tiling import SceneTiler, cell_footprints
+from geovlm.sources.xbd import XbdTile
 
 __all__ = [
     "DAMAGE_FIELD",
@@ -323,7 +323,7 @@ def read_xbd_objects(label: str | os.PathLike[str], tiler: SceneTiler) -> SceneO
     Raises
     ------
     XbdError
-        The label is malformed (see `geovlm.xbd.XbdTile.from_label`).
+        The label is malformed (see `geovlm.sources.xbd.XbdTile.from_label`).
     InputError
         No building lies on the scene.
     """

@@ -21,22 +21,22 @@ from typing import Any
 import numpy as np
 
 from geovlm.backends.base import Backend
-from geovlm.calibration import Calibration
-from geovlm.engines import ChipEngine
 from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
-from geovlm.event_scenes import RunScenes, one_scene
-from geovlm.gpkg import FieldType
-from geovlm.models import ModelPreset
-from geovlm.pipeline import RunSummary, run_over_chips
-from geovlm.progress import ProgressMode
-from geovlm.prompts import DisasterLabel, Language, question
-from geovlm.styles import categorized_style
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.calibration import Calibration
+from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.verbalizer import Verbalizer, label_probabilities
+from geovlm.models.presets import ModelPreset
+from geovlm.output.geopackage import FieldType
+from geovlm.output.styles import categorized_style
+from geovlm.output.versions import ML_PACKAGES, library_versions
+from geovlm.pipeline.driver import RunSummary, run_over_chips
+from geovlm.pipeline.engines import ChipEngine
+from geovlm.pipeline.run_scenes import RunScenes, one_scene
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.scenes.tiling import Chip, TilingOptions
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
-from geovlm.tiling import Chip, TilingOptions
-from geovlm.verbalizer import Verbalizer, label_probabilities
-from geovlm.versions import ML_PACKAGES, library_versions
-from geovlm.work_items import ChipRecords, ChipSteps
 
 __all__ = [
     "CLASSIFY_FIELDS",
@@ -276,7 +276,7 @@ def classify_scenes(
     Parameters
     ----------
     scenes
-        The input raster, or the scenes of an event (`geovlm.event_scenes.survey_scenes`:
+        The input raster, or the scenes of an event (`geovlm.pipeline.run_scenes.survey_scenes`:
         one layer in one CRS, with fields ``scene`` and ``scene_chip_id``).
     output
         The ``.gpkg`` to write or resume.
@@ -293,7 +293,7 @@ def classify_scenes(
     run_parameters
         Model, adapter, quantization and other choices recorded with the run.
     batch_size
-        Chips per model call; writes take one or more batches (see `geovlm.pipeline`).
+        Chips per model call; writes take one or more batches (see `geovlm.pipeline.driver`).
     progress
         How progress is reported.
     overwrite

@@ -2,10 +2,10 @@
 
 Objects come from footprints (any GDAL vector layer, an xBD label) or from a vision-language
 model asked to locate buildings (``detect``). Each chip's objects get rule-based expressions
-(`geovlm.expressions`); an optional text model rewrites them, and a rewrite is kept only where
-it keeps every fact of the rule text (`geovlm.rewriting`). An optional vision model captions
-each chip. Runs in the chip loop every per-chip command shares (`geovlm.pipeline`): objects go
-to layer ``objects``, then their chips to layer ``chips`` of the same run, and a re-run resumes
+(`geovlm.refer.rules`); an optional text model rewrites them, and a rewrite is kept only where
+it keeps every fact of the rule text (`geovlm.refer.rewriting`). An optional vision model captions
+each chip. Runs in the chip loop every per-chip command shares (`geovlm.pipeline.driver`): objects
+go to layer ``objects``, then their chips to layer ``chips`` of the same run, and a re-run resumes
 chip by chip.
 """
 
@@ -21,27 +21,27 @@ import shapely
 
 from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
-from geovlm.event_scenes import one_scene
-from geovlm.expression_text import render
-from geovlm.expressions import Frame, Phrase, Target, refer_chip
-from geovlm.gpkg import FieldType, LayerSpec
-from geovlm.grounding import grounding_prompt, parse_boxes
-from geovlm.grouped_writes import LayerRows
-from geovlm.pipeline import RunSummary, run_over_chips
-from geovlm.progress import ProgressMode
-from geovlm.prompts import Language
-from geovlm.rewriting import rewrite_expressions
+from geovlm.events.progress import ProgressMode
+from geovlm.labels.prompts import Language
+from geovlm.output.geopackage import FieldType, LayerSpec
+from geovlm.output.grouped_writes import LayerRows
+from geovlm.output.styles import DAMAGE_COLOURS, categorized_style, outline_style, with_labels
+from geovlm.output.versions import ML_PACKAGES, library_versions
+from geovlm.pipeline.driver import RunSummary, run_over_chips
+from geovlm.pipeline.run_scenes import one_scene
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.refer.grounding import grounding_prompt, parse_boxes
+from geovlm.refer.rewriting import rewrite_expressions
+from geovlm.refer.rules import Frame, Phrase, Target, refer_chip
+from geovlm.refer.text import render
+from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.sources.footprints import (
     SceneObject,
     SceneObjects,
     read_vector_objects,
     read_xbd_objects,
 )
-from geovlm.styles import DAMAGE_COLOURS, categorized_style, outline_style, with_labels
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
-from geovlm.tiling import Chip, SceneTiler, TilingOptions
-from geovlm.versions import ML_PACKAGES, library_versions
-from geovlm.work_items import ChipRecords, ChipSteps
 
 __all__ = [
     "CHIPS_LAYER",
@@ -99,7 +99,7 @@ class ReferSettings:
     language: Language = Language.EN
     #: The layer of a vector dataset; None for its first polygon layer.
     layer: str | None = None
-    #: The most new tokens of a rewrite (each batch gets `geovlm.rewriting.token_budget`).
+    #: The most new tokens of a rewrite (each batch gets `geovlm.refer.rewriting.token_budget`).
     rewrite_tokens: int = 48
     caption_tokens: int = 48
     detect_tokens: int = 512
@@ -189,7 +189,7 @@ def _rewrite(backend: Backend, records: list[tuple[dict[str, Any], Phrase]],
 
 
 class _ReferRun:
-    """Refer's steps in the shared chip loop (`geovlm.pipeline.run_over_chips`).
+    """Refer's steps in the shared chip loop (`geovlm.pipeline.driver.run_over_chips`).
 
     `check` reads the objects once the scene is open, `setup` loads the models, `prepare`
     builds the rule records of known objects (or encodes the images for the vision model) one
@@ -289,7 +289,7 @@ def refer_scene(
 ) -> RunSummary:
     """Write a referring expression per object of a scene to layer ``objects`` of a GeoPackage.
 
-    Runs in the shared chip loop (`geovlm.pipeline.run_over_chips`): the scene, the objects'
+    Runs in the shared chip loop (`geovlm.pipeline.driver.run_over_chips`): the scene, the objects'
     source and the output are checked before `load_models` runs, chips are layer ``chips``
     (written after their objects, so a re-run resumes chip by chip), and without a vision
     model only chips holding objects are processed.

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geovlm.chipfiles import write_chip_geotiff
-from geovlm.event_scenes import one_scene
-from geovlm.gpkg import FieldType
-from geovlm.pipeline import RunSummary, run_over_chips
-from geovlm.progress import ProgressMode
-from geovlm.styles import outline_style
-from geovlm.tiling import Chip, TilingOptions
-from geovlm.work_items import ChipRecords, ChipSteps
+from geovlm.events.progress import ProgressMode
+from geovlm.output.chip_files import write_chip_geotiff
+from geovlm.output.geopackage import FieldType
+from geovlm.output.styles import outline_style
+from geovlm.pipeline.driver import RunSummary, run_over_chips
+from geovlm.pipeline.run_scenes import one_scene
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.scenes.tiling import Chip, TilingOptions
 
 __all__ = ["CHIP_FIELDS", "chip_record", "tile_scene"]
 

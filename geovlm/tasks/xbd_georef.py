@@ -1,8 +1,8 @@
 """The ``xbd georef`` task: georeferenced GeoTIFFs and a buildings GeoPackage from an xBD folder.
 
 Every tile's transform comes from its own label's building vertices (pre- and post-disaster
-labels each have their own), fitted by `geovlm.georef.AffineFit`. A tile without buildings has
-no control points and is skipped with a warning. Everything is read and fitted before the first
+labels each have their own), fitted by `geovlm.sources.georef.AffineFit`. A tile without buildings
+has no control points and is skipped with a warning. Everything is read and fitted before the first
 file is written; each GeoTIFF is written under a temporary name and renamed when complete, and
 the GeoPackage, written last the same way, marks a finished output.
 """
@@ -24,9 +24,9 @@ import rasterio
 from PIL import Image, UnidentifiedImageError
 
 from geovlm.errors import GeoreferenceError, OutputError, XbdError
-from geovlm.georef import AffineFit
-from geovlm.progress import ProgressMode, ProgressReporter
-from geovlm.xbd import Phase, XbdTile, read_xbd
+from geovlm.events.progress import ProgressMode, ProgressReporter
+from geovlm.sources.georef import AffineFit
+from geovlm.sources.xbd import Phase, XbdTile, read_xbd
 
 __all__ = [
     "BUILDINGS_LAYER",
@@ -51,7 +51,8 @@ IMAGES = "images"
 #: disagree (real xBD tiles fit within 0.02 pixels).
 RESIDUAL_WARNING_PX = 1.0
 _CRS = "EPSG:4326"
-#: GeoPackage 1.2, which every QGIS 3.x reads without a warning (as `geovlm.gpkg` writes).
+#: GeoPackage 1.2, which every QGIS 3.x reads without a warning (as `geovlm.output.geopackage`
+#: writes).
 _GPKG_OPTIONS = {"VERSION": "1.2"}
 _GEOTIFF_PROFILE: dict[str, Any] = {
     "driver": "GTiff",
@@ -104,7 +105,7 @@ def fit_tile(tile: XbdTile) -> AffineFit:
     Parameters
     ----------
     tile
-        A tile read by `geovlm.xbd.read_xbd`.
+        A tile read by `geovlm.sources.xbd.read_xbd`.
 
     Returns
     -------
@@ -156,8 +157,8 @@ def georeference_xbd(
     Raises
     ------
     XbdError
-        The folder or a label is bad (see `geovlm.xbd.read_xbd`), or an image is unreadable or
-        not the size its label states.
+        The folder or a label is bad (see `geovlm.sources.xbd.read_xbd`), or an image is unreadable
+        or not the size its label states.
     GeoreferenceError
         No tile could be georeferenced.
     OutputError

@@ -18,7 +18,8 @@ from PIL import Image
 
 from geovlm.backends.chat import ChatFormat, PromptTemplate
 from geovlm.backends.encoding import answer_ids, image_size_kwargs, processor_inputs
-from geovlm.datasets.format import Sample, TrainingSet
+from geovlm.datasets.format import TrainingSet
+from geovlm.datasets.samples import Sample
 from geovlm.errors import DatasetError, ParameterError
 
 __all__ = ["IGNORE_INDEX", "Collator", "SequenceBuilder", "SupervisedDataset"]

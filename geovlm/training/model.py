@@ -20,7 +20,7 @@ from geovlm.backends.devices import resolve_device
 from geovlm.backends.loading import load_weights
 from geovlm.backends.preflight import ModelPlan, plan_model
 from geovlm.errors import ModelCapabilityError, ParameterError
-from geovlm.quantization import Quantization
+from geovlm.models.quantization import Quantization
 from geovlm.training.config import FinetuningType, LoraTarget, TrainConfig
 
 __all__ = [

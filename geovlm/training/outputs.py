@@ -31,7 +31,7 @@ import yaml
 
 from geovlm import __version__
 from geovlm.errors import OutputError
-from geovlm.models import FOLDER_PRESET
+from geovlm.models.presets import FOLDER_PRESET
 
 __all__ = [
     "LOG_FILE",
@@ -197,7 +197,7 @@ class OutputFolder:
         staged
             A folder holding the saved adapter or model (and processor), moved in file by file.
         preset
-            The fields of the output's `geovlm.models.ModelPreset`.
+            The fields of the output's `geovlm.models.presets.ModelPreset`.
         results
             The closing figures.
         """

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from geovlm.datasets.format import Task, TrainingSet
+from geovlm.datasets.format import TrainingSet
+from geovlm.datasets.samples import Task
 from geovlm.errors import DatasetError
-from geovlm.models import ModelFamily, ModelPreset
-from geovlm.prompts import DisasterLabel, Language
+from geovlm.labels.prompts import DisasterLabel, Language
+from geovlm.labels.verbalizer import Verbalizer
+from geovlm.models.presets import ModelFamily, ModelPreset
 from geovlm.training.config import FinetuningType, TrainConfig
-from geovlm.verbalizer import Verbalizer
 
 __all__ = ["answer_forms_of", "output_preset"]
 
@@ -77,7 +78,7 @@ def output_preset(
     data: TrainingSet,
     description: str,
 ) -> dict[str, Any]:
-    """The fields of the output folder's `geovlm.models.FOLDER_PRESET`, YAML-ready.
+    """The fields of the output folder's `geovlm.models.presets.FOLDER_PRESET`, YAML-ready.
 
     Parameters
     ----------

@@ -22,8 +22,8 @@ from transformers import TrainerCallback
 from geovlm.backends.preflight import ModelPlan
 from geovlm.datasets.format import TrainingSet
 from geovlm.errors import ParameterError
-from geovlm.models import ModelPreset, resolve_model
-from geovlm.progress import ProgressMode, ProgressReporter
+from geovlm.events.progress import ProgressMode, ProgressReporter
+from geovlm.models.presets import ModelPreset, resolve_model
 from geovlm.training.config import FinetuningType, TrainConfig
 from geovlm.training.data import SequenceBuilder
 from geovlm.training.outputs import OutputFolder, data_fingerprint

@@ -1,0 +1,251 @@
+"""The model a command runs (preset, adapter, quantization, device) and loading it, shared.
+
+Every command that runs a model (``classify``, ``eval``, ``refer``) resolves its options the
+same way and loads the backend the same way: the device name and the weights' availability
+are checked before torch and transformers are imported, so a typo or missing weights without
+a hub fail in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from geovlm.errors import ParameterError
+from geovlm.labels.calibration import Calibration
+from geovlm.models.presets import ModelPreset, resolve_model
+
+if TYPE_CHECKING:
+    from geovlm.backends.base import Backend
+    from geovlm.backends.openai import OpenAIBackend
+
+__all__ = ["ModelChoice"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """A resolved preset with the command line's overrides.
+
+    Attributes
+    ----------
+    preset
+        The model preset (`geovlm.models.presets.resolve_model`).
+    adapter
+        The adapter loaded on top (the preset's, ``--adapter``'s, or None for ``--no-adapter``).
+    quantize
+        ``--quantize`` or the preset's.
+    device
+        ``--device``, or None for CUDA when present.
+    batch_size
+        Prompts per model call.
+    use_calibration
+        False when ``--no-calibration`` refuses the preset's calibration.
+    model_option, adapter_option
+        The options that named the model and the adapter, for messages about missing weights
+        (``refer`` names both ``--rewrite-model`` or ``--caption-model``).
+    """
+
+    preset: ModelPreset
+    adapter: str | None
+    quantize: str
+    device: str | None
+    batch_size: int
+    use_calibration: bool = True
+    model_option: str = "--model"
+    adapter_option: str = "--adapter"
+
+    @classmethod
+    def resolve(
+        cls,
+        model: str,
+        *,
+        adapter: str | None = None,
+        no_adapter: bool = False,
+        quantize: str | None = None,
+        device: str | None = None,
+        batch_size: int = 8,
+        use_calibration: bool = True,
+        option: str | None = None,
+    ) -> ModelChoice:
+        """Resolve ``--model`` and apply the other options, without loading anything.
+
+        Parameters
+        ----------
+        model
+            A preset name, hub id or local folder.
+        adapter
+            ``--adapter``, replacing the preset's; None keeps it.
+        no_adapter
+            Load the base model alone.
+        quantize
+            ``--quantize``; None keeps the preset's.
+        device
+            ``--device``.
+        batch_size
+            ``--batch-size``.
+        use_calibration
+            False for ``--no-calibration``.
+        option
+            The one option that names the model and so its preset's adapter (e.g.
+            ``--rewrite-model``); None for ``--model`` and ``--adapter``.
+
+        Returns
+        -------
+        ModelChoice
+
+        Raises
+        ------
+        ParameterError
+            If both `adapter` and `no_adapter` are given.
+        PresetError, ModelNotFoundError
+            As `geovlm.models.presets.resolve_model`.
+        """
+        if adapter is not None and no_adapter:
+            raise ParameterError(
+                f"--adapter {adapter} and --no-adapter contradict each other: pass one."
+            )
+        preset = resolve_model(model)
+        return cls(
+            preset=preset,
+            adapter=None if no_adapter else (adapter or preset.adapter_id),
+            quantize=quantize or preset.quantize.value,
+            device=device,
+            batch_size=batch_size,
+            use_calibration=use_calibration,
+            **({"model_option": option, "adapter_option": option} if option else {}),
+        )
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The preset's calibration, unless refused or fitted for another adapter than this."""
+        calibration = self.preset.calibration if self.use_calibration else None
+        if calibration is not None and self.adapter != self.preset.adapter_id:
+            log.info("%s's calibration was fitted with adapter %s, not %s: not applied",
+                     self.preset.name, self.preset.adapter_id, self.adapter)
+            return None
+        return calibration
+
+    def remote_calibration(self, remote: OpenAIBackend) -> Calibration | None:
+        """The preset's calibration for its model on a server, unless the server runs another.
+
+        A calibration fits one model's probabilities: applied to another's, it makes them
+        wrong, not better. A server that names its weights (`/v1/models`) must name the
+        preset's base and this adapter; one that names none is taken at the user's word.
+        """
+        from geovlm.backends.openai import ServedWeights
+
+        calibration = self.calibration
+        served = remote.weights
+        if calibration is None or served is None:
+            return calibration
+        expected = ServedWeights(self.preset.model_id, self.adapter)
+        if served != expected:
+            log.warning("%s on the server runs %s, not %s: %s's calibration is not applied"
+                        " (serve the preset's weights by their hub ids to have it applied)",
+                        remote.served_model, served, expected, self.preset.name)
+            return None
+        return calibration
+
+    def run_parameters(self) -> dict[str, Any]:
+        """The model's choices that change results, to record with a run."""
+        return {
+            "model": self.preset.model_id,
+            "adapter": self.adapter,
+            "quantize": self.quantize,
+            "template": self.preset.template,
+            "image_max_pixels": self.preset.image_max_pixels,
+        }
+
+    def load_backend(self) -> Backend:
+        """Load the model, checking the device name and the weights before torch is imported.
+
+        Returns
+        -------
+        Backend
+            An `geovlm.backends.hf.HFBackend`.
+
+        Raises
+        ------
+        DeviceError, ModelNotFoundError, ModelFileError, DependencyError
+            A bad ``--device``, weights neither local nor reachable, a broken folder, or a
+            missing quantization library (see `geovlm.backends.hf.HFBackend.load`).
+        """
+        from geovlm.backends.devices import check_device_name
+        from geovlm.models.hub import HubWeights, check_downloads
+
+        # Before torch and transformers are imported: missing weights without a hub fail in
+        # seconds, not after half a minute of retries.
+        if self.device is not None:  # a typo in --device is cheaper to report than weights
+            check_device_name(self.device)
+        weights = [HubWeights(self.preset.model_id, self.model_option)]
+        if self.adapter:
+            weights.append(HubWeights(self.adapter, self.adapter_option))
+        downloads = check_downloads(*weights)
+
+        from transformers.utils import logging as transformers_logging
+
+        from geovlm.backends.hf import HFBackend
+
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:
+            # transformers' own bars and notices would break the one-line / JSON-lines output;
+            # a download still shows its bar on a terminal.
+            transformers_logging.set_verbosity_error()
+            if not (downloads and sys.stderr.isatty()):
+                transformers_logging.disable_progress_bar()
+        return HFBackend.load(
+            self.preset.model_id, adapter=self.adapter, quantize=self.quantize,
+            template=self.preset.template, image_max_pixels=self.preset.image_max_pixels,
+            device=self.device, batch_size=self.batch_size,
+        )
+
+    def connect(
+        self,
+        endpoint: str,
+        *,
+        api_key: str | None = None,
+        served_model: str | None = None,
+        method: str = "auto",
+        language: str = "en",
+        concurrency: int = 8,
+    ) -> OpenAIBackend:
+        """Reach the model on a server instead of loading it (``--backend openai``).
+
+        The preset still gives the answer forms and the calibration, applied here exactly as
+        in-process.
+
+        Parameters
+        ----------
+        endpoint
+            ``--endpoint``, the server's OpenAI API base URL.
+        api_key
+            ``--api-key`` (click falls back to ``GEOVLM_API_KEY``); None sends none.
+        served_model
+            ``--served-model``: the model id on the server; None takes the first listed.
+        method
+            ``--remote-method`` (see `geovlm.backends.openai.RemoteMethod`).
+        language
+            The language asked in.
+        concurrency
+            Most requests in flight.
+
+        Returns
+        -------
+        OpenAIBackend
+
+        Raises
+        ------
+        EndpointError
+            The server does not answer, refuses the key, or serves no model.
+        """
+        from geovlm.backends.openai import OpenAIBackend
+
+        return OpenAIBackend.connect(
+            endpoint, api_key=api_key,
+            method=method, served_model=served_model, verbalizer=self.preset.answers,
+            language=language,
+            concurrency=concurrency,
+        )

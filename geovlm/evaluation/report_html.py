@@ -1,0 +1,145 @@
+"""The one-page HTML evaluation report: plain tables and embedded plots, no JavaScript."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from pathlib import Path
+
+from geovlm.evaluation.metrics import CalibrationMetrics, ClassificationMetrics
+from geovlm.evaluation.report import EvaluationReport
+from geovlm.labels.calibration import Calibration
+
+__all__ = ["render_html"]
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #eee; }
+img { max-width: 100%; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def render_html(report: EvaluationReport, images: Mapping[str, Path]) -> str:
+    """Return the report page, the PNG files embedded as base64 data.
+
+    Parameters
+    ----------
+    report
+        The measurements.
+    images
+        File name -> path of the plots to embed (``confusion.png``, ``reliability.png``).
+
+    Returns
+    -------
+    str
+        A complete HTML document.
+    """
+    context = report.context
+    model = ", ".join(f"{k}: {v}" for k, v in context.model.items() if v is not None)
+    skipped = ", ".join(f"{n} {task}-task" for task, n in context.skipped.items())
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>geovlm evaluation</title>',
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>geovlm evaluation</h1>",
+        f"<p>Data <code>{escape(context.data)}</code>, split {escape(context.split)},"
+        f" language {escape(context.language)}: {report.samples} samples from"
+        f" {report.tiles} tiles{escape(f'; skipped {skipped}') if skipped else ''}.<br>"
+        f"Model: {escape(model)}.</p>",
+        "<h2>Overall</h2>",
+        _table(["samples", "accuracy", "macro-F1", "ECE", "classwise ECE", "Brier", "NLL"],
+               [_overall(report.samples, report.classification, report.calibration)]),
+        "<h2>Per class</h2>",
+        _per_class(report.classification),
+        "<h2>Per language</h2>",
+        _table(
+            ["language", "samples", "accuracy", "macro-F1", "ECE", "ECE calibrated (held out)"],
+            [[row.language, row.samples, row.accuracy, row.macro_f1, row.ece,
+              row.ece_calibrated] for row in report.per_language],
+        ),
+        "<h2>Confusion matrix</h2>",
+        _image(images.get("confusion.png")),
+        "<h2>Calibration</h2>",
+        *_calibration(report),
+        _image(images.get("reliability.png")),
+        f'<p class="note">ECE: expected calibration error of the top-label confidence,'
+        f" {report.bins} equal-width bins. Brier: multiclass, 0 best. NLL: natural log.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _overall(
+    samples: int, classification: ClassificationMetrics, calibration: CalibrationMetrics
+) -> list[object]:
+    return [samples, classification.accuracy, classification.macro_f1, calibration.ece,
+            calibration.classwise_ece, calibration.brier, calibration.nll]
+
+
+def _per_class(metrics: ClassificationMetrics) -> str:
+    return _table(
+        ["label", "precision", "recall", "F1", "support"],
+        [[c.label, c.precision, c.recall, c.f1, c.support] for c in metrics.per_class],
+    )
+
+
+def _calibration(report: EvaluationReport) -> Iterable[str]:
+    header = ["probabilities", "samples", "accuracy", "macro-F1", "ECE", "classwise ECE",
+              "Brier", "NLL"]
+    rows = [["model", *_overall(report.samples, report.classification, report.calibration)]]
+    if report.preset_calibration is not None:
+        applied = report.preset_calibration
+        rows.append(["preset's calibration (may be fitted on these samples)",
+                     *_overall(report.samples, applied.classification,
+                               applied.calibration_metrics)])
+    if report.fitted is not None:
+        fitted = report.fitted
+        rows.append([f"calibrated on held-out tiles ({fitted.folds} folds)",
+                     *_overall(report.samples, fitted.held_out_classification,
+                               fitted.held_out)])
+    yield _table(header, rows)
+    for title, calibration in (
+        ("Preset's calibration", report.preset_calibration and
+         report.preset_calibration.calibration),
+        ("Fitted calibration (on every sample; written with --fit-calibration)",
+         report.fitted and report.fitted.calibration),
+    ):
+        if calibration:
+            yield f"<h3>{escape(title)}</h3>"
+            yield _parameters(calibration)
+
+
+def _parameters(calibration: Calibration) -> str:
+    mapping = calibration.to_mapping()
+    priors = mapping.pop("log_prior")
+    return _table(["parameter", "value"],
+                  [[key, value] for key, value in mapping.items()]
+                  + [[f"log prior {label}", value] for label, value in priors.items()])
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _image(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<p><img alt="{escape(path.stem)}" src="data:image/png;base64,{data}"></p>'

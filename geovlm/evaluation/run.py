@@ -1,0 +1,112 @@
+"""The ``eval`` command's engine: check everything, load the model, score, measure, write.
+
+Every check (samples, report folder, calibration folder, tiles for a held-out fit) runs before
+the model is loaded, so a mistake costs no model load and leaves no output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from geovlm.backends.base import Backend
+from geovlm.backends.choice import ModelChoice
+from geovlm.errors import DatasetError, ModelCapabilityError
+from geovlm.evaluation.preset_calibration import write_calibration
+from geovlm.evaluation.report import EvaluationContext, EvaluationReport
+from geovlm.evaluation.report_folder import check_report_folder, write_report
+from geovlm.evaluation.scoring import EvaluationSet, evaluate_scores, score_samples
+from geovlm.events.progress import ProgressMode
+
+__all__ = ["EvaluationSummary", "run_evaluation"]
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationSummary:
+    """What an evaluation wrote, for the closing line."""
+
+    report: EvaluationReport
+    #: The report folder's HTML page.
+    html: Path
+    #: The preset file that received the fitted calibration, or None.
+    preset_file: Path | None
+    seconds: float
+
+
+def run_evaluation(
+    chosen: EvaluationSet,
+    output: str | Path,
+    *,
+    choice: ModelChoice,
+    context: EvaluationContext,
+    calibration_folder: Path | None = None,
+    backend_factory: Callable[[], Backend] | None = None,
+    progress: ProgressMode = ProgressMode.AUTO,
+    overwrite: bool = False,
+) -> EvaluationSummary:
+    """Evaluate a model on the chosen samples and write the report folder.
+
+    Parameters
+    ----------
+    chosen
+        The samples (`geovlm.evaluation.scoring.select_samples`).
+    output
+        The report folder.
+    choice
+        The model, adapter and device; its preset gives the answer forms and any calibration.
+    context
+        What is evaluated, recorded in the report.
+    calibration_folder
+        Fit a calibration and write it into this folder's preset file
+        (`geovlm.evaluation.preset_calibration.calibration_folder`); None: no fit.
+    backend_factory
+        Returns the model; by default ``choice.load_backend``. Called after every check.
+    progress
+        How progress is shown.
+    overwrite
+        Replace an existing report folder.
+
+    Returns
+    -------
+    EvaluationSummary
+
+    Raises
+    ------
+    ModelCapabilityError
+        If the model reads text only.
+    OutputError
+        If the report folder is refused.
+    DatasetError
+        If a fit is asked with samples of a single tile, or an image is unreadable.
+    """
+    start = time.perf_counter()
+    if not choice.preset.supports_images:
+        raise ModelCapabilityError(
+            f"{choice.preset.name} reads text only and cannot be evaluated on images; choose a"
+            " vision-language model with --model."
+        )
+    check_report_folder(output, overwrite)
+    if calibration_folder is not None and chosen.tiles < 2:
+        raise DatasetError(
+            f"--fit-calibration needs samples from at least two tiles to measure the fit on"
+            f" held-out ones, and {chosen.data.root} gives {chosen.tiles}: evaluate a larger"
+            " set or --split all."
+        )
+    backend = (backend_factory or choice.load_backend)()
+    scored = score_samples(backend, chosen, choice.preset.answers,
+                           batch_size=choice.batch_size, progress=progress)
+    report = evaluate_scores(
+        scored,
+        context=context,
+        preset_calibration=choice.calibration,
+        fit=calibration_folder is not None,
+        fitted_on=f"{context.data} (split {context.split}, language {context.language},"
+                  f" {len(scored.samples)} samples)",
+    )
+    html = write_report(output, report, scored.records(), overwrite=overwrite)
+    preset_file = None
+    if calibration_folder is not None and report.fitted is not None:
+        preset_file = write_calibration(calibration_folder, report.fitted.calibration, choice)
+    return EvaluationSummary(report, html, preset_file, time.perf_counter() - start)

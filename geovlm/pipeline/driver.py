@@ -1,0 +1,281 @@
+"""The loop every per-chip command shares: tile, skip what is done, process in batches, write.
+
+One driver loop for one scene or an event's many (`geovlm.pipeline.run_scenes.RunScenes`): it hands
+the chips still to do to an engine (`geovlm.pipeline.engines`: the model in this process, or on a
+Ray cluster) and alone writes what comes back. A run writes one record per chip to its chip layer
+and, for tasks about the objects within chips (``refer``), their records to a further layer,
+always before their chip's record: a chip is done once its record is written, so a re-run
+resumes chip by chip and leaves out the objects of an unfinished chip that are already written.
+With the local engine three stages overlap: a background thread reads and prepares batch k+1
+(e.g. encodes its images) while the model works on batch k, and another writes the batches
+before. The input and then the output are checked (and the output locked) before the task's
+costly setup, such as loading a model, so a refused output costs no load. Batches are written
+in transactions of at most half a second's work (see `geovlm.output.grouped_writes`), so a killed
+run loses at most that and a re-run picks up where it stopped.
+On any exception, including an interrupt, the background threads are joined, in order, before
+the output and the scene close: what was processed is written and the run is marked
+``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geovlm.errors import ParameterError
+from geovlm.events.progress import ProgressMode, ProgressReporter
+from geovlm.output.geopackage import FieldType, GeoPackageWriter, LayerSpec
+from geovlm.output.grouped_writes import OrderedWrites, new_rows
+from geovlm.output.runs import RunRecord
+from geovlm.output.versions import library_versions
+from geovlm.pipeline.engines import ChipEngine
+from geovlm.pipeline.engines.local import LocalEngine
+from geovlm.pipeline.run_scenes import RunScenes
+from geovlm.pipeline.work_items import ChipSteps, SceneWork
+from geovlm.scenes.scene import SceneInfo
+from geovlm.scenes.tiling import SceneTiler, TilingOptions
+
+__all__ = ["RunSummary", "run_over_chips"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did, for the CLI's closing line and the plugin's JSON."""
+
+    output: str
+    run_id: str
+    total: int
+    written: int
+    already_done: int
+    skipped_invalid: int
+    seconds: float
+    #: The task's own counts (`ChipSteps.counts`), JSON-ready.
+    counts: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready values."""
+        return {
+            "output": self.output,
+            "run_id": self.run_id,
+            "total": self.total,
+            "written": self.written,
+            "already_done": self.already_done,
+            "skipped_invalid": self.skipped_invalid,
+            "seconds": round(self.seconds, 3),
+            **self.counts,
+        }
+
+
+#: Scenes of an event warned about their scale before the rest are left out.
+_MAX_SCALE_WARNINGS = 5
+
+#: Beyond this many times the scene's own resolution, --gsd upsampling only shows a model blur.
+_MAX_UPSAMPLING = 4.0
+
+
+def _warn_about_scales(scenes: RunScenes) -> None:
+    """Warn about the scale of each scene that does not suit the chips, the first few only."""
+    warned = 0
+    for _, tiler in scenes.opened:
+        if warned == _MAX_SCALE_WARNINGS:
+            logger.warning("further scenes' scale warnings are left out")
+            return
+        warned += _warn_about_scale(tiler.info, scenes.tiling)
+
+
+def _warn_about_scale(info: SceneInfo, tiling: TilingOptions) -> bool:
+    """Warn before any chip is read when the chosen ground distance does not suit the scene.
+
+    Two cases: chips upsampled beyond `_MAX_UPSAMPLING` (a model's coarse training resolution
+    on a coarser scene shows it only blur), and a whole scene too small for one chip, which
+    gives one chip, mostly padding, that ``--min-valid`` then skips: a run that writes nothing.
+    """
+    res_x, res_y = info.resolution_m
+    native = min(res_x, res_y)
+    if tiling.gsd is not None and native / tiling.gsd > _MAX_UPSAMPLING:
+        logger.warning(
+            "the scene's pixels are %.1f m but chips are resampled to %.2f m, so they show"
+            " %.0fx upsampled blur; pass a coarser --gsd (or --native-gsd to classify)",
+            native, tiling.gsd, native / tiling.gsd,
+        )
+        return True
+    chip_m = tiling.size * (tiling.gsd if tiling.gsd is not None else native)
+    covered = min(1.0, info.width * res_x / chip_m) * min(1.0, info.height * res_y / chip_m)
+    if covered < tiling.min_valid:
+        logger.warning(
+            "%s covers %.0f x %.0f m, %.0f%% of one %d px chip of %.0f m, so --min-valid %g"
+            " skips it; pass --native-gsd (classify), a smaller --gsd or --size, or a lower"
+            " --min-valid",
+            info.path, info.width * res_x, info.height * res_y, 100 * covered, tiling.size,
+            chip_m, tiling.min_valid,
+        )
+        return True
+    return False
+
+
+def _work(scenes: RunScenes, done: Set[str], wanted: Set[str]) -> list[SceneWork]:
+    """Each scene's chips still to do, by id in the output: wanted, and not done before."""
+    work = []
+    for scene, tiler in scenes.opened:
+        ids = tuple(cell.chip_id for cell in tiler.cells
+                    if (item := scenes.item_id(scene, cell.chip_id)) not in done
+                    and item in wanted)
+        if ids:
+            work.append(SceneWork(scene, ids))
+    return work
+
+
+def run_over_chips(
+    scenes: RunScenes,
+    output: str | Path,
+    *,
+    command: str,
+    parameters: Mapping[str, Any],
+    layer: str,
+    fields: Mapping[str, FieldType],
+    style_qml: str,
+    setup: Callable[[], ChipSteps],
+    batch_size: int = 16,
+    progress: ProgressMode = ProgressMode.AUTO,
+    overwrite: bool = False,
+    extra_versions: Mapping[str, str] | None = None,
+    id_field: str | None = None,
+    chip_layer: LayerSpec | None = None,
+    check: Callable[[SceneTiler], None] | None = None,
+    engine: ChipEngine | None = None,
+) -> RunSummary:
+    """Run a task's steps over the chips of a run's scenes and stream its records to a GeoPackage.
+
+    Parameters
+    ----------
+    scenes
+        The run's scenes, opened and cut (`geovlm.pipeline.run_scenes.one_scene` or
+        `survey_scenes`).
+    output
+        The ``.gpkg`` to write or resume.
+    command
+        The command's name, recorded in the ``runs`` table.
+    parameters
+        The command's other parameters; with `command`, the scenes and their tiling they decide
+        whether an existing output is resumed.
+    layer, fields, style_qml, id_field
+        The layer named in the ``runs`` table, its schema, style and id field (None: the chip
+        layer's, see `RunScenes.id_field`): the chip layer, unless `chip_layer` is given. A
+        chip layer's records also need ``chip_id``, ``row``, ``col`` and ``valid_fraction`` in
+        its fields (an event's layer adds the scenes' names and fields); a layer listing
+        ``run_id`` gets it filled.
+    setup
+        Makes the task's steps (e.g. loads the model); called by the engine once the scenes
+        have been opened and the output checked, locked and found new or resumable, so a
+        refusal never waits for it.
+    batch_size
+        Chips per call of `process`; a write takes one or more batches
+        (`geovlm.output.grouped_writes`).
+    progress
+        How progress is reported.
+    overwrite
+        Start afresh, replacing an existing output instead of resuming it.
+    extra_versions
+        Versions of the libraries `process` relies on, recorded with the run.
+    chip_layer
+        The chip layer when `layer` holds the chips' objects (`ChipRecords.others`); one
+        scene only.
+    check
+        Reads and checks the task's other inputs against each open scene (e.g. footprints),
+        before the output is touched.
+    engine
+        Where the steps run (None: `geovlm.pipeline.engines.local.LocalEngine`).
+
+    Returns
+    -------
+    RunSummary
+        Counts and timing; `RunSummary.written` counts records of `layer`; an event's counts
+        add ``scenes`` (processed) and ``failed_scenes``.
+
+    Raises
+    ------
+    OutputError
+        The output is refused (see `GeoPackageWriter`), before `setup` is called.
+    """
+    start = time.perf_counter()
+    if check is not None:
+        for _, tiler in scenes.opened:
+            check(tiler)
+    if chip_layer is None:
+        fields, id_field = scenes.layer_fields(fields), scenes.id_field
+    run = RunRecord(
+        command=command,
+        parameters={**scenes.run_parameters(), **parameters},
+        versions={**library_versions(), **(extra_versions or {})},
+        notes={"failed_scenes": [{"scene": f.scene, "reason": f.reason} for f in scenes.failed]}
+        if scenes.failed else {},
+    )
+    writer = GeoPackageWriter(
+        output, layer=layer, fields=fields, crs=scenes.crs, run=run, style_qml=style_qml,
+        overwrite=overwrite, id_field=id_field or scenes.id_field,
+        extra_layers=[chip_layer] if chip_layer else [],
+    )
+    layers = [layer] + ([chip_layer.name] if chip_layer else [])
+    # The scenes are open already (header and grid): the local engine reads through them.
+    engine = engine or LocalEngine({scene.key: tiler for scene, tiler in scenes.opened})
+    with writer:
+        steps = engine.start(setup)
+        if steps is None and chip_layer is not None:
+            raise ParameterError(
+                f"{command} needs its steps in this process (for its layer {layer}), so it"
+                " cannot run with --engine ray; use --engine local."
+            )
+        # After setup, so that a refusal or a missing model stays the only line printed.
+        _warn_about_scales(scenes)
+        writer.begin()
+        done_chips = writer.done_ids_of(layers[-1])
+        items = {scenes.item_id(scene, cell.chip_id)
+                 for scene, tiler in scenes.opened for cell in tiler.cells}
+        wanted = items if steps is None or steps.wanted is None else items & steps.wanted
+        already_done = len(writer.done_ids)
+        numbers = {scene.key: n for n, (scene, _) in enumerate(scenes.opened, 1)}
+        context: dict[str, Any] = {"scenes": len(scenes.opened)} if scenes.event else {}
+        skipped = 0
+        with (
+            ProgressReporter(progress, len(wanted), "chips", output=str(output),
+                             run_id=writer.run_id, layers=layers, **context) as reporter,
+            OrderedWrites(writer, layers) as writes,
+            contextlib.closing(engine.processed(_work(scenes, done_chips, wanted),
+                                                scenes.tiling, batch_size)) as results,
+        ):
+            reporter.resume(len(done_chips & wanted))
+            for batch in results:
+                others = [new_rows(writer, part) for part in batch.records.others]
+                for part in others:
+                    if steps is not None and steps.kept is not None:
+                        steps.kept(part)
+                chips = new_rows(writer, scenes.chip_rows(layers[-1], batch))
+                finished = writes.submit([*others, chips]) if batch.records.chips else 0
+                skipped += batch.skipped_invalid
+                reporter.advance(finished + batch.skipped_invalid,
+                                 **({"scene": numbers[batch.scene.key]} if scenes.event else {}))
+            reporter.advance(writes.drain())
+            writer.count_skipped(skipped)
+            event_counts = ({"scenes": len(scenes.opened),
+                             "failed_scenes": run.notes.get("failed_scenes", [])}
+                            if scenes.event else {})
+            summary = RunSummary(
+                output=str(output),
+                run_id=writer.run_id,
+                total=len(wanted),
+                written=writer.written - already_done,
+                already_done=already_done,
+                skipped_invalid=skipped,
+                seconds=time.perf_counter() - start,
+                counts={**(steps.counts(done_chips) if steps and steps.counts else {}),
+                        **event_counts},
+            )
+            reporter.finish(**summary.as_dict())
+    return summary

@@ -1,0 +1,207 @@
+"""Words of referring expressions in English, Japanese and Chinese, and the facts each carries.
+
+`render` turns a `geovlm.refer.rules.Phrase` into text; `facts` lists the words a rewrite of that
+text must keep (damage, direction and size words), so a model's rephrasing can be checked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from geovlm.labels.damage import Damage
+from geovlm.labels.prompts import Language
+
+if TYPE_CHECKING:
+    from geovlm.refer.rules import Cell, Direction, Phrase, Rank
+
+__all__ = ["facts", "keeps_facts", "render"]
+
+_DAMAGE = {
+    Language.EN: {Damage.NO_DAMAGE: "undamaged", Damage.MINOR_DAMAGE: "slightly damaged",
+                  Damage.MAJOR_DAMAGE: "severely damaged", Damage.DESTROYED: "destroyed"},
+    Language.JA: {Damage.NO_DAMAGE: "無傷の", Damage.MINOR_DAMAGE: "軽微な被害の",
+                  Damage.MAJOR_DAMAGE: "大きな被害の", Damage.DESTROYED: "全壊した"},
+    Language.ZH: {Damage.NO_DAMAGE: "未受损的", Damage.MINOR_DAMAGE: "轻微受损的",
+                  Damage.MAJOR_DAMAGE: "严重受损的", Damage.DESTROYED: "被摧毁的"},
+}
+_NOUN = {Language.EN: ("building", "buildings"), Language.JA: ("建物", "建物"),
+         Language.ZH: ("建筑", "建筑")}
+#: Compass words by direction value, in each language.
+_COMPASS = {
+    Language.EN: {"north": "north", "north-east": "north-east", "east": "east",
+                  "south-east": "south-east", "south": "south", "south-west": "south-west",
+                  "west": "west", "north-west": "north-west"},
+    Language.JA: {"north": "北", "north-east": "北東", "east": "東", "south-east": "南東",
+                  "south": "南", "south-west": "南西", "west": "西", "north-west": "北西"},
+    Language.ZH: {"north": "北", "north-east": "东北", "east": "东", "south-east": "东南",
+                  "south": "南", "south-west": "西南", "west": "西", "north-west": "西北"},
+}
+_RANK = {
+    Language.EN: {"north": "northernmost", "south": "southernmost", "east": "easternmost",
+                  "west": "westernmost", "largest": "largest", "smallest": "smallest"},
+    Language.JA: {"north": "最も北にある", "south": "最も南にある", "east": "最も東にある",
+                  "west": "最も西にある", "largest": "最も大きい", "smallest": "最も小さい"},
+    Language.ZH: {"north": "最北边的", "south": "最南边的", "east": "最东边的",
+                  "west": "最西边的", "largest": "最大的", "smallest": "最小的"},
+}
+_COUNT = {Language.EN: {2: "two", 3: "three", 4: "four", 5: "five"},
+          Language.JA: {2: "2棟", 3: "3棟", 4: "4棟", 5: "5棟"},
+          Language.ZH: {2: "两栋", 3: "三栋", 4: "四栋", 5: "五栋"}}
+
+
+#: The word that makes "the only ... building" unique, a fact of its own.
+_ONLY = {Language.EN: "only", Language.JA: "唯一", Language.ZH: "唯一"}
+
+
+def _cell(cell: Cell, language: Language) -> str:
+    compass = _COMPASS[language].get(cell.value)
+    if language is Language.EN:
+        if compass is None:
+            return "the centre"
+        return f"the {compass} corner" if "-" in compass else f"the {compass}"
+    if language is Language.JA:
+        if compass is None:
+            return "中央"
+        return f"{compass}の隅" if len(compass) == 2 else f"{compass}側"
+    if compass is None:
+        return "中央"
+    return f"{compass}角" if len(compass) == 2 else f"{compass}部"
+
+
+def _noun_phrase(damage: Damage | None, language: Language, plural: bool = False) -> str:
+    adjective = _DAMAGE[language].get(damage) if damage is not None else None
+    noun = _NOUN[language][plural]
+    if adjective is None:
+        return noun
+    return f"{adjective} {noun}" if language is Language.EN else f"{adjective}{noun}"
+
+
+def _ranked(phrase: Phrase, rank: Rank, language: Language) -> str:
+    word = _RANK[language][rank.value]
+    noun = _noun_phrase(phrase.damage, language)
+    if phrase.group:
+        count = _COUNT[language][phrase.group]
+        plural = _noun_phrase(phrase.damage, language, plural=True)
+        if phrase.clustered:
+            where = _cell(phrase.cell, language) if phrase.cell is not None else None
+            if language is Language.EN:
+                place = f"in {where}" if where else "together"
+                return f"the {word} of the {count} {plural} grouped {place}"
+            if language is Language.JA:
+                return f"{where or ''}に集まった{count}の{plural}のうち{word}もの".lstrip("に")
+            return f"聚集在{where or '一起'}的{count}{plural}中{word}一栋"
+        if language is Language.EN:
+            return f"the {word} of the {count} {plural}"
+        if language is Language.JA:
+            return f"{count}の{plural}のうち{word}もの"
+        return f"{count}{plural}中{word}一栋"
+    if language is Language.EN:
+        return f"the {word} {noun}"
+    return f"{word}{noun}"
+
+
+def render(phrase: Phrase, language: Language) -> str:
+    """The phrase as text in one language.
+
+    Parameters
+    ----------
+    phrase
+        The structured expression.
+    language
+        The language.
+
+    Returns
+    -------
+    str
+        E.g. ``the largest destroyed building in the north-west corner``.
+    """
+    noun = _noun_phrase(phrase.damage, language)
+    if phrase.relation is not None:
+        direction, anchor = phrase.relation
+        compass = _COMPASS[language][direction.value]
+        anchor_text = render(anchor, language)
+        if language is Language.EN:
+            return f"the {noun} just {compass} of {anchor_text}"
+        if language is Language.JA:
+            return f"{anchor_text}のすぐ{compass}にある{noun}"
+        return f"紧邻{anchor_text}{compass}侧的{noun}"
+    if phrase.rank is not None:
+        text = _ranked(phrase, phrase.rank, language)
+    elif phrase.cell is None:
+        only = _ONLY[language]
+        text = {Language.EN: f"the {only} {noun}", Language.JA: f"{only}の{noun}",
+                Language.ZH: f"{only}的{noun}"}[language]
+    else:
+        text = {Language.EN: f"the {noun}", Language.JA: noun, Language.ZH: noun}[language]
+    if phrase.cell is None or phrase.clustered:
+        return text
+    where = _cell(phrase.cell, language)
+    if language is Language.EN:
+        return f"{text} in {where}"
+    if language is Language.JA:
+        return f"{where}にある{text}"
+    return f"位于{where}的{text}"
+
+
+def _direction_word(direction: Direction | Cell, language: Language) -> str | None:
+    return _COMPASS[language].get(direction.value)
+
+
+def facts(phrase: Phrase, language: Language) -> tuple[str, ...]:
+    """The words a rewrite of `render(phrase)` must keep: damage, directions, rank, counts.
+
+    Parameters
+    ----------
+    phrase
+        The structured expression.
+    language
+        The language of the text.
+
+    Returns
+    -------
+    tuple of str
+        Words, each of which must appear in a faithful rewrite.
+
+    Examples
+    --------
+    >>> from geovlm.refer.rules import Cell, Phrase, Rank
+    >>> facts(Phrase(Damage.DESTROYED, Cell.NW, Rank.LARGEST), Language.EN)
+    ('destroyed', 'north-west', 'largest')
+    """
+    found: list[str] = []
+    if phrase.damage is not None and phrase.damage in _DAMAGE[language]:
+        found.append(_DAMAGE[language][phrase.damage].removesuffix("の"))
+    if phrase.cell is not None and (word := _direction_word(phrase.cell, language)):
+        found.append(word)
+    if phrase.rank is not None:
+        found.append(_RANK[language][phrase.rank.value])
+    if phrase.group:
+        found.append(_COUNT[language][phrase.group])
+    if phrase.relation is None and phrase.cell is None and phrase.rank is None:
+        found.append(_ONLY[language])
+    if phrase.relation is not None:
+        direction, anchor = phrase.relation
+        found.append(_COMPASS[language][direction.value])
+        found += [word for word in facts(anchor, language) if word not in found]
+    return tuple(found)
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"[\s\-_]+", "", text.casefold())
+
+
+def keeps_facts(rewrite: str, phrase: Phrase, language: Language) -> bool:
+    """Whether a rewrite keeps every fact word of the phrase (case, spaces, hyphens ignored).
+
+    Examples
+    --------
+    >>> from geovlm.refer.rules import Cell, Phrase
+    >>> keeps_facts("The destroyed house at the Northwest corner", Phrase(Damage.DESTROYED,
+    ...             Cell.NW), Language.EN)
+    True
+    >>> keeps_facts("a house", Phrase(Damage.DESTROYED), Language.EN)
+    False
+    """
+    text = _normalised(rewrite)
+    return all(_normalised(word) in text for word in facts(phrase, language))

@@ -1,0 +1,510 @@
+"""Cut a georeferenced scene into model-sized RGB chips with windowed, bounded-memory reads.
+
+The grid is laid out in source pixels; edge chips are shifted inward so every chip is full size,
+and a scene smaller than one chip gives one padded chip whose padding counts as invalid. Reads run
+on a small thread pool (each thread with its own dataset handle, since GDAL releases the GIL while
+decoding), a bounded number of chips ahead of the consumer, so memory does not grow with the scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Container, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from PIL import Image
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.env import get_gdal_config, set_gdal_config
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from shapely.geometry import Polygon
+
+from geovlm.errors import InputError, ParameterError
+from geovlm.scenes.scene import PixelStretch, SceneInfo, open_scene, pixel_stretch
+
+__all__ = [
+    "MAX_CHIP_SIZE", "Chip", "SceneTiler", "TilingOptions", "cell_footprints", "chip_offsets",
+    "iter_chips",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest chip edge in pixels; bigger chips exceed every supported model's image budget.
+MAX_CHIP_SIZE = 4096
+#: Smallest chip edge in pixels.
+MIN_CHIP_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TilingOptions:
+    """How a scene is cut into chips; validated on construction.
+
+    Parameters
+    ----------
+    size
+        Chip edge in output pixels.
+    overlap
+        Pixels (in output pixels) shared by neighbouring chips; must be smaller than `size`.
+    bands
+        1-based band indexes to use as RGB (three) or grey (one); None picks 1,2,3 or grey.
+    min_valid
+        Chips whose valid fraction is below this are skipped.
+    nodata
+        A fill value to treat as invalid, for scenes that use one without declaring it.
+    gsd
+        Target ground sampling distance in metres per pixel; None keeps the native resolution.
+    """
+
+    size: int = 512
+    overlap: int = 0
+    bands: tuple[int, ...] | None = None
+    min_valid: float = 0.5
+    nodata: float | None = None
+    gsd: float | None = None
+
+    def __post_init__(self) -> None:
+        if not MIN_CHIP_SIZE <= self.size <= MAX_CHIP_SIZE:
+            raise ParameterError(
+                f"Chip size {self.size} is outside the allowed {MIN_CHIP_SIZE}..{MAX_CHIP_SIZE}"
+                " pixels; pick a size in that range."
+            )
+        if not 0 <= self.overlap < self.size:
+            raise ParameterError(
+                f"Overlap {self.overlap} must be at least 0 and smaller than the chip size"
+                f" {self.size}."
+            )
+        if not 0.0 <= self.min_valid <= 1.0:
+            raise ParameterError(f"--min-valid {self.min_valid} must lie between 0 and 1.")
+        if self.gsd is not None and not (self.gsd > 0 and math.isfinite(self.gsd)):
+            raise ParameterError(f"--gsd {self.gsd} must be a positive number of metres.")
+        if self.bands is not None and len(self.bands) not in (1, 3):
+            raise ParameterError(
+                f"--bands takes one (grey) or three (RGB) band numbers, not {len(self.bands)}."
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        """The options as plain JSON-ready values, for the run record.
+
+        Returns
+        -------
+        dict
+            Field name to value, bands as a list.
+        """
+        return {
+            "size": self.size,
+            "overlap": self.overlap,
+            "bands": list(self.bands) if self.bands else None,
+            "min_valid": self.min_valid,
+            "nodata": self.nodata,
+            "gsd": self.gsd,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Chip:
+    """One model-sized piece of a scene, its pixels and where it lies on the ground.
+
+    Attributes
+    ----------
+    chip_id
+        Stable id from the grid position, so a re-run can skip finished chips.
+    row, col
+        Grid position (0-based).
+    window
+        The source pixels read, in the scene's pixel space (before any resampling).
+    transform
+        Affine transform of the chip's own pixel grid (``size`` by ``size`` pixels).
+    crs
+        The scene's coordinate reference system.
+    footprint
+        The chip's outline in scene coordinates, from its four transformed corners.
+    valid_fraction
+        Share of the chip's pixels that hold data (not nodata, masked or padding).
+    image
+        The pixels as an RGB uint8 image.
+    """
+
+    chip_id: str
+    row: int
+    col: int
+    window: Window
+    transform: Affine
+    crs: CRS
+    footprint: Polygon
+    valid_fraction: float
+    image: Image.Image
+
+    @staticmethod
+    def make_id(row: int, col: int) -> str:
+        """Return the id of the chip at a grid position.
+
+        Examples
+        --------
+        >>> Chip.make_id(3, 12)
+        'r0003_c0012'
+        """
+        return f"r{row:04d}_c{col:04d}"
+
+
+def chip_offsets(extent: int, chip: int, step: int) -> list[int]:
+    """Start offsets of chips along one axis.
+
+    Chips start every `step` pixels; the last is shifted inward to end exactly at `extent`, so
+    no chip reads past the edge. An extent no longer than one chip gives the single offset 0.
+
+    Parameters
+    ----------
+    extent
+        Length of the axis in pixels.
+    chip
+        Chip length in pixels.
+    step
+        Distance between chip starts (chip minus overlap).
+
+    Returns
+    -------
+    list of int
+        Increasing offsets.
+
+    Examples
+    --------
+    >>> chip_offsets(1000, 512, 512)
+    [0, 488]
+    >>> chip_offsets(300, 512, 512)
+    [0]
+    """
+    if extent <= chip:
+        return [0]
+    offsets = list(range(0, extent - chip + 1, step))
+    if offsets[-1] != extent - chip:
+        offsets.append(extent - chip)
+    return offsets
+
+
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """A grid cell: its position and source window, before any pixel is read."""
+
+    row: int
+    col: int
+    window: Window
+
+    @property
+    def chip_id(self) -> str:
+        return Chip.make_id(self.row, self.col)
+
+
+@contextmanager
+def _block_cache_cap(cap: object) -> Iterator[None]:
+    """Hold GDAL's process-wide block cache at `cap` bytes while a scene is read.
+
+    The reader threads' own `rasterio.Env` sets the cap on entry but restores the previous one on
+    exit, so without this the cap would lapse between chips while another thread decodes.
+    """
+    previous = get_gdal_config("GDAL_CACHEMAX")
+    set_gdal_config("GDAL_CACHEMAX", cap)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            set_gdal_config("GDAL_CACHEMAX", previous)
+
+
+class SceneTiler:
+    """Reads a scene chip by chip; use as a context manager.
+
+    Parameters
+    ----------
+    scene
+        Any path or URL rasterio opens (GeoTIFF, COG, VRT, ``/vsicurl/``).
+    options
+        The tiling options.
+    workers
+        Reader threads; None uses one per CPU core.
+
+    Raises
+    ------
+    InputError
+        The scene is missing, unreadable or not georeferenced.
+    ParameterError
+        An option does not fit the scene (e.g. a band it does not have).
+    """
+
+    def __init__(
+        self, scene: str | Path, options: TilingOptions | None = None, workers: int | None = None
+    ) -> None:
+        self.options = options or TilingOptions()
+        self.info: SceneInfo = open_scene(scene, self.options.bands)
+        self._workers = workers or min(4, os.cpu_count() or 1)
+        scale_x, scale_y = self._source_scale()
+        src_w = max(1, round(self.options.size * scale_x))
+        src_h = max(1, round(self.options.size * scale_y))
+        step_x = max(1, round((self.options.size - self.options.overlap) * scale_x))
+        step_y = max(1, round((self.options.size - self.options.overlap) * scale_y))
+        self._src_shape = (src_h, src_w)
+        self.cells: list[_Cell] = [
+            _Cell(r, c, Window(x, y, min(src_w, self.info.width), min(src_h, self.info.height)))
+            for r, y in enumerate(chip_offsets(self.info.height, src_h, step_y))
+            for c, x in enumerate(chip_offsets(self.info.width, src_w, step_x))
+        ]
+        # Computed on the first read (it reads an overview of the whole scene): a tiler opened
+        # for its grid alone, e.g. to survey an event's scenes, costs a header read.
+        self._stretch: PixelStretch | None = None
+        self._local = threading.local()
+        self._handles: list[rasterio.DatasetReader] = []
+        self._pools: set[ThreadPoolExecutor] = set()
+        self._handles_lock = threading.Lock()  # guards the handles and the pools
+        #: Chips skipped so far because their valid fraction was under ``min_valid``.
+        self.skipped_invalid = 0
+
+    def __enter__(self) -> SceneTiler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def close(self) -> None:
+        """Stop the reader threads, then close their dataset handles.
+
+        A `chips` iteration left open (e.g. by an error in the caller's loop) still has reads
+        queued and running: they are cancelled or awaited first, so no handle is ever closed
+        under a running read.
+        """
+        with self._handles_lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._handles_lock:
+            self._close_handles()
+
+    def _close_handles(self) -> None:
+        """Close the reader threads' dataset handles; call with the lock held, no read running."""
+        for handle in self._handles:
+            handle.close()
+        self._handles.clear()
+
+    def chips(self, skip: Container[str] = frozenset()) -> Generator[Chip, None, None]:
+        """Yield the valid chips in grid order, reading ahead on the thread pool.
+
+        Parameters
+        ----------
+        skip
+            Chip ids not to read at all (already done in an earlier run).
+
+        Yields
+        ------
+        Chip
+            Each chip whose valid fraction reaches ``min_valid``.
+
+        Raises
+        ------
+        InputError
+            A block of the scene cannot be read (truncated or corrupt file).
+        """
+        todo = [cell for cell in self.cells if cell.chip_id not in skip]
+        if todo and self._stretch is None:
+            self._stretch = pixel_stretch(self.info, self.options.nodata)
+        ahead = 2 * self._workers
+        with (
+            _block_cache_cap(self.info.gdal_options["GDAL_CACHEMAX"]),
+            ThreadPoolExecutor(self._workers, thread_name_prefix="geovlm-read") as pool,
+        ):
+            with self._handles_lock:
+                self._pools.add(pool)
+            try:
+                pending: deque[Future[Chip | None]] = deque()
+                cells = iter(todo)
+                for cell in cells:
+                    pending.append(pool.submit(self._read_chip, cell))
+                    if len(pending) >= ahead:
+                        break
+                while pending:
+                    chip = pending.popleft().result()
+                    next_cell = next(cells, None)
+                    if next_cell is not None:
+                        pending.append(pool.submit(self._read_chip, next_cell))
+                    if chip is None:
+                        self.skipped_invalid += 1
+                    else:
+                        yield chip
+            finally:
+                # Left early (closed, or an error): drop the reads not started yet.
+                pool.shutdown(wait=True, cancel_futures=True)
+                with self._handles_lock:
+                    self._pools.discard(pool)
+                    if not self._pools:
+                        # The pool's threads are gone and a later call has threads (and so
+                        # handles) of its own: an actor reading a scene row by row
+                        # (`geovlm.pipeline.engines.ray`) would otherwise pile up open files.
+                        self._close_handles()
+
+    def _source_scale(self) -> tuple[float, float]:
+        """Source pixels per output pixel along x and y (1 without a target GSD)."""
+        if self.options.gsd is None:
+            return 1.0, 1.0
+        res_x, res_y = self.info.resolution_m
+        return self.options.gsd / res_x, self.options.gsd / res_y
+
+    def _dataset(self) -> rasterio.DatasetReader:
+        """Return this thread's own handle: GDAL datasets must not be shared between threads."""
+        handle = getattr(self._local, "dataset", None)
+        if handle is None:
+            handle = rasterio.open(self.info.path)
+            self._local.dataset = handle
+            with self._handles_lock:
+                self._handles.append(handle)
+        return handle
+
+    def _read_chip(self, cell: _Cell) -> Chip | None:
+        size = self.options.size
+        src_h, src_w = self._src_shape
+        # A scene smaller than one chip fills only the top-left part; the rest is padding.
+        out_h = min(size, max(1, round(cell.window.height * size / src_h)))
+        out_w = min(size, max(1, round(cell.window.width * size / src_w)))
+        resampling = Resampling.average if src_w > size else Resampling.bilinear
+        try:
+            with rasterio.Env(**self.info.gdal_options):
+                dataset = self._dataset()
+                data = dataset.read(
+                    self.info.bands,
+                    window=cell.window,
+                    out_shape=(len(self.info.bands), out_h, out_w),
+                    resampling=resampling,
+                )
+                mask = self._valid_mask(dataset, cell.window, data, (out_h, out_w))
+        except RasterioError as exc:
+            raise InputError(
+                f"{self.info.path} is truncated or corrupt: GDAL could not read"
+                f" {cell.window!r} ({exc})."
+            ) from exc
+        valid_fraction = float(np.count_nonzero(mask)) / (size * size) if mask is not None else (
+            out_h * out_w / (size * size)
+        )
+        if valid_fraction < self.options.min_valid:
+            return None
+        image = self._image(data, mask)
+        transform = self.info.transform @ Affine.translation(
+            cell.window.col_off, cell.window.row_off
+        ) @ Affine.scale(src_w / size, src_h / size)
+        corners = [transform @ xy for xy in ((0, 0), (size, 0), (size, size), (0, size))]
+        return Chip(
+            chip_id=cell.chip_id,
+            row=cell.row,
+            col=cell.col,
+            window=cell.window,
+            transform=transform,
+            crs=self.info.crs,
+            footprint=Polygon(corners),
+            valid_fraction=valid_fraction,
+            image=image,
+        )
+
+    def _image(self, data: np.ndarray, valid: np.ndarray | None) -> Image.Image:
+        """The chip's RGB image from band-first pixels, padded to the chip size."""
+        size = self.options.size
+        _, out_h, out_w = data.shape
+        assert self._stretch is not None  # set by `chips` before any read
+        if self._stretch.low is None and data.dtype == np.uint8 and out_h == out_w == size:
+            # uint8 pass-through: PIL interleaves the planes itself, which saves numpy's strided
+            # band-first to pixel-interleaved copy and the padding copy (same pixels).
+            if valid is not None:
+                data[:, ~valid] = 0
+            planes = [Image.fromarray(band) for band in data]
+            return Image.merge("RGB", planes * 3 if len(planes) == 1 else planes)
+        rgb = self._stretch.to_rgb(data, valid)
+        if out_h != size or out_w != size:
+            padded = np.zeros((size, size, 3), dtype=np.uint8)
+            padded[:out_h, :out_w] = rgb
+            rgb = padded
+        return Image.fromarray(rgb)
+
+    def _valid_mask(
+        self,
+        dataset: rasterio.DatasetReader,
+        window: Window,
+        data: np.ndarray,
+        shape: tuple[int, int],
+    ) -> np.ndarray | None:
+        """Boolean validity of the read pixels, or None where every pixel is valid."""
+        nodata = self.options.nodata if self.options.nodata is not None else dataset.nodata
+        if nodata is not None:
+            invalid = np.isnan(data) if math.isnan(nodata) else data == nodata
+            return ~invalid.all(axis=0)
+        flags = dataset.mask_flag_enums[self.info.bands[0] - 1]
+        if MaskFlags.all_valid in flags:
+            return None
+        masks = dataset.read_masks(
+            self.info.bands[0], window=window, out_shape=shape, resampling=Resampling.nearest
+        )
+        return masks > 0
+
+
+def cell_footprints(tiler: SceneTiler) -> dict[str, Polygon]:
+    """Return every grid cell's outline in scene coordinates, without reading any pixel.
+
+    Parameters
+    ----------
+    tiler
+        The opened scene and its grid.
+
+    Returns
+    -------
+    dict of str to Polygon
+        Chip id to the outline of the source window it reads.
+    """
+    transform = tiler.info.transform
+    outlines = {}
+    for cell in tiler.cells:
+        x, y, w, h = cell.window.col_off, cell.window.row_off, cell.window.width, cell.window.height
+        corners = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
+        outlines[cell.chip_id] = Polygon([transform @ corner for corner in corners])
+    return outlines
+
+
+def iter_chips(
+    scene: str | Path,
+    size: int = 512,
+    overlap: int = 0,
+    *,
+    bands: tuple[int, ...] | None = None,
+    min_valid: float = 0.5,
+    nodata: float | None = None,
+    gsd: float | None = None,
+) -> Iterator[Chip]:
+    """Yield the valid chips of a scene in grid order.
+
+    Parameters
+    ----------
+    scene
+        Any path or URL rasterio opens.
+    size, overlap, bands, min_valid, nodata, gsd
+        See `TilingOptions`.
+
+    Yields
+    ------
+    Chip
+        Chips whose valid fraction reaches `min_valid`.
+
+    Examples
+    --------
+    >>> chips = iter_chips("../shared/data/geotiff/rasterio/cogeo.tif", size=512)
+    >>> [c.chip_id for c in chips]
+    ['r0000_c0000', 'r0000_c0001', 'r0001_c0000', 'r0001_c0001']
+    """
+    options = TilingOptions(size, overlap, bands, min_valid, nodata, gsd)
+    with SceneTiler(scene, options) as tiler:
+        yield from tiler.chips()
