@@ -263,7 +263,7 @@ def test_engine_options_are_checked_before_anything_loads(
 def test_a_task_that_needs_its_steps_here_is_refused_with_ray(
     ray_cluster: Any, scenes: list[SceneWork], tmp_path: Path
 ) -> None:
-    from geovlm.output.geopackage import FieldType, LayerSpec
+    from geovlm.output.fields import FieldType, LayerSpec
     from geovlm.pipeline.driver import run_over_chips
     from geovlm.pipeline.run_scenes import one_scene
     from geovlm.tasks.tile import CHIP_FIELDS

@@ -14,7 +14,8 @@ import rasterio
 import shapely
 
 from geovlm.errors import InputError
-from geovlm.output.geopackage import FieldType, GeoPackageWriter
+from geovlm.output.fields import FieldType
+from geovlm.output.geopackage import GeoPackageWriter
 from geovlm.output.runs import RunRecord
 from geovlm.scenes.entry import SceneEntry
 from geovlm.scenes.stac import read_stac_scenes

@@ -18,12 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +31,15 @@ from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
 from geovlm.errors import OutputError
+from geovlm.output.fields import GDAL_UTC, MILLISECONDS_TRIGGER, FieldType, LayerSpec
+from geovlm.output.gpkg_file import (
+    check_output_path,
+    connect,
+    gdal_config,
+    is_geopackage,
+    leave_wal,
+    remove_geopackage,
+)
 from geovlm.output.locking import OutputLock
 from geovlm.output.runs import (
     RunRecord,
@@ -47,11 +52,10 @@ from geovlm.output.runs import (
     upgrade_table,
 )
 
-__all__ = ["FieldType", "GeoPackageWriter", "LayerSpec", "check_output_path"]
+__all__ = ["GeoPackageWriter"]
 
 logger = logging.getLogger(__name__)
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _STYLES_DDL = """
 CREATE TABLE IF NOT EXISTS layer_styles (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,173 +71,6 @@ _GEOMETRY_COLUMN = "geom"
 #: GeoPackage 1.2, which every QGIS 3.x reads without a warning (GDAL 3.12 defaults to 1.4).
 _GPKG_VERSION = {"VERSION": "1.2"}
 _WRITE_CONFIG = {"OGR_SQLITE_JOURNAL": "WAL", "OGR_SQLITE_SYNCHRONOUS": "NORMAL"}
-
-
-#: The numpy dtype of each `FieldType`'s columns, by its value.
-_DTYPES: dict[str, np.dtype] = {
-    "str": np.dtype(object), "int": np.dtype(np.int64), "float": np.dtype(np.float64),
-    "datetime": np.dtype("datetime64[ms]"),
-}
-
-
-class FieldType(Enum):
-    """Attribute types a layer field can have, with the numpy dtype pyogrio writes them from.
-
-    A ``DATETIME`` value is an ISO-8601 string or a `datetime` (a naive one is taken as UTC);
-    it is stored as a GeoPackage DateTime in UTC (``...Z``), so QGIS reads a real date and time.
-    """
-
-    STRING = "str"
-    INTEGER = "int"
-    REAL = "float"
-    DATETIME = "datetime"
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The numpy dtype of a column of this type."""
-        return _DTYPES[self.value]
-
-    def column(self, values: Sequence[Any]) -> np.ndarray:
-        """The array pyogrio writes for `values` (None where null; the field's mask says so)."""
-        if self is FieldType.INTEGER:  # a null's slot needs some integer
-            values = [0 if value is None else value for value in values]
-        elif self is FieldType.DATETIME:
-            values = [_utc_moment(value) for value in values]
-        return np.array(values, dtype=self.dtype)
-
-    @classmethod
-    def of(cls, value: object) -> FieldType:
-        """The type of a field holding `value` (e.g. a scene's own fields in an event's layer)."""
-        if isinstance(value, datetime):
-            return cls.DATETIME
-        if isinstance(value, int):
-            return cls.INTEGER
-        return cls.REAL if isinstance(value, float) else cls.STRING
-
-
-#: GDAL's time zone flag for UTC (RFC 56: 100 + offset in quarter hours).
-_GDAL_UTC = 100
-
-#: GeoPackage 1.2 stores a DateTime as ``YYYY-MM-DDTHH:MM:SS.SSSZ``, but GDAL leaves out zero
-#: milliseconds (its DATETIME_PRECISION layer option does not outlive the layer's creation), so
-#: each inserted value is rewritten with them, in the insert's own transaction.
-_MILLISECONDS_TRIGGER = """
-CREATE TRIGGER "{layer}_{field}_milliseconds" AFTER INSERT ON "{layer}"
-WHEN NEW."{field}" IS NOT NULL
-BEGIN
-    UPDATE "{layer}" SET "{field}" = strftime('%Y-%m-%dT%H:%M:%fZ', NEW."{field}")
-    WHERE rowid = NEW.rowid;
-END"""
-
-
-def _utc_moment(value: str | datetime | None) -> np.datetime64:
-    """A time as naive UTC milliseconds, the form pyogrio writes (with the UTC flag)."""
-    if value is None:
-        return np.datetime64("NaT", "ms")
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return np.datetime64(moment, "ms")
-
-
-@dataclass(frozen=True, slots=True)
-class LayerSpec:
-    """A further feature layer a `GeoPackageWriter` writes beside its main one, in the same run.
-
-    Attributes
-    ----------
-    name
-        The layer's name.
-    fields
-        Its attribute fields and their types, in order.
-    style_qml
-        Its default QGIS style.
-    id_field
-        The field identifying a record (unique in the layer; resumed runs skip what is done).
-    """
-
-    name: str
-    fields: Mapping[str, FieldType]
-    style_qml: str
-    id_field: str = "chip_id"
-
-
-@contextlib.contextmanager
-def _gdal_config(options: Mapping[str, str]) -> Iterator[None]:
-    """Set pyogrio's GDAL config options for the duration of a block, then restore them."""
-    previous = {key: pyogrio.get_gdal_config_option(key) for key in options}
-    pyogrio.set_gdal_config_options(dict(options))
-    try:
-        yield
-    finally:
-        pyogrio.set_gdal_config_options(previous)
-
-
-@contextlib.contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
-    """Open the GeoPackage with sqlite3, commit on success and always close."""
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA synchronous = NORMAL")
-    try:
-        with db:
-            yield db
-    finally:
-        db.close()
-
-
-def _is_geopackage(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            if handle.read(16) != _SQLITE_MAGIC:
-                return False
-        with _connect(path) as db:
-            db.execute("SELECT 1 FROM gpkg_contents LIMIT 1")
-    except (OSError, sqlite3.DatabaseError):
-        return False
-    return True
-
-
-def check_output_path(path: str | Path) -> None:
-    """Check that a GeoPackage can be written at `path`, before any costly work starts.
-
-    Parameters
-    ----------
-    path
-        The intended output.
-
-    Raises
-    ------
-    OutputError
-        The path lacks the ``.gpkg`` extension, its folder is missing, or it is not writable.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".gpkg":
-        raise OutputError(f"{path} is not a GeoPackage path; give the output a .gpkg extension.")
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"The folder {parent} does not exist; create it first.")
-    target = path if path.exists() else parent
-    if not os.access(target, os.W_OK):
-        raise OutputError(f"{target} is not writable; choose another output path.")
-
-
-def _leave_wal(path: Path) -> None:
-    """Return the file to a single-file rollback journal, unless another program reads it."""
-    try:
-        with _connect(path) as db:
-            db.execute("PRAGMA journal_mode = DELETE")
-    except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorname != "SQLITE_BUSY":
-            raise
-        # E.g. QGIS showing the layer while it was written: the file is complete and consistent,
-        # and SQLite folds the log back in when the last reader closes it.
-        logger.info("%s stays in write-ahead-log mode while another program reads it (%s)",
-                    path, exc)
-
-
-def _remove_geopackage(path: Path) -> None:
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 class GeoPackageWriter:
@@ -317,7 +154,7 @@ class GeoPackageWriter:
             if self._begun:
                 status = RunStatus.COMPLETE if exc_type is None else RunStatus.INTERRUPTED
                 self._set_status(status)
-                _leave_wal(self.path)
+                leave_wal(self.path)
         finally:
             self._lock.release()
 
@@ -330,7 +167,7 @@ class GeoPackageWriter:
             GDAL cannot write the file.
         """
         if self.overwrite:
-            _remove_geopackage(self.path)
+            remove_geopackage(self.path)
         if self._resuming:
             self._reopen()
         else:
@@ -371,7 +208,7 @@ class GeoPackageWriter:
             field_mask=masks,
             append=True,
             layer_name=None if extra is None else extra.name,
-            gdal_tz_offsets={name: np.full(len(rows), _GDAL_UTC) for name, kind in fields.items()
+            gdal_tz_offsets={name: np.full(len(rows), GDAL_UTC) for name, kind in fields.items()
                              if kind is FieldType.DATETIME},
         )
         if extra is not None:
@@ -407,11 +244,11 @@ class GeoPackageWriter:
 
     def _plan_resume(self) -> None:
         """Adopt the existing output's run if it is this run, else refuse to touch the file."""
-        if not _is_geopackage(self.path):
+        if not is_geopackage(self.path):
             raise OutputError(
                 f"{self.path} exists and is not a GeoPackage; pass --overwrite to replace it."
             )
-        with _connect(self.path) as db:
+        with connect(self.path) as db:
             found = find_run(db, self.run, self.layer)
         if found is None:
             raise OutputError(
@@ -430,7 +267,7 @@ class GeoPackageWriter:
         layer, id_field = layer or self.layer, id_field or self.id_field
         if layer not in {name for name, _ in pyogrio.list_layers(self.path)}:
             return set()
-        with _connect(self.path) as db:
+        with connect(self.path) as db:
             query = f'SELECT "{id_field}" FROM "{layer}"'
             return {str(row[0]) for row in db.execute(query)}
 
@@ -441,12 +278,12 @@ class GeoPackageWriter:
         it, and a killed one's leftover is cleared by the next run.
         """
         partial = self.path.with_name(self.path.name + ".partial.gpkg")
-        _remove_geopackage(partial)
+        remove_geopackage(partial)
         try:
             self._build(partial)
             os.replace(partial, self.path)
         finally:
-            _remove_geopackage(partial)
+            remove_geopackage(partial)
 
     def _build(self, partial: Path) -> None:
         empty = [np.array([], dtype=kind.dtype) for kind in self.fields.values()]
@@ -460,7 +297,7 @@ class GeoPackageWriter:
                 [np.array([], dtype=kind.dtype) for kind in spec.fields.values()],
                 list(spec.fields), append=True, layer_name=spec.name,
             )
-        with _connect(partial) as db:
+        with connect(partial) as db:
             create_table(db)
             db.execute(_STYLES_DDL)
             for table in ("runs", "layer_styles"):
@@ -480,7 +317,7 @@ class GeoPackageWriter:
                 fields = self.fields if layer == self.layer else self.extra_layers[layer].fields
                 for name, kind in fields.items():
                     if kind is FieldType.DATETIME:
-                        db.execute(_MILLISECONDS_TRIGGER.format(layer=layer, field=name))
+                        db.execute(MILLISECONDS_TRIGGER.format(layer=layer, field=name))
                 db.execute(
                     "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name,"
                     " f_geometry_column, styleName, styleQML, styleSLD, useAsDefault,"
@@ -496,7 +333,7 @@ class GeoPackageWriter:
     ) -> None:
         """Write features through GDAL, turning its I/O failures into an `OutputError`."""
         try:
-            with _gdal_config(_WRITE_CONFIG):
+            with gdal_config(_WRITE_CONFIG):
                 raw.write(
                     str(path), geometry, *args, layer=layer_name or self.layer, driver="GPKG",
                     geometry_type="Polygon", crs=self.crs.to_wkt(), **kwargs,
@@ -506,12 +343,12 @@ class GeoPackageWriter:
 
     def _reopen(self) -> None:
         """Mark the resumed run running, first bringing an older output's ledger up to date."""
-        with _connect(self.path) as db:
+        with connect(self.path) as db:
             if upgrade_table(db):
                 logger.info("%s: rebuilt its runs table with an integer key", self.path)
             update_notes(db, self.run_id, self.run)
         self._set_status(RunStatus.RUNNING)
 
     def _set_status(self, status: RunStatus) -> None:
-        with _connect(self.path) as db:
+        with connect(self.path) as db:
             set_status(db, self.run_id, status, written=self.written, skipped=self.skipped)

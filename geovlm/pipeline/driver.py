@@ -29,7 +29,8 @@ from typing import Any
 
 from geovlm.errors import ParameterError
 from geovlm.events.progress import ProgressMode, ProgressReporter
-from geovlm.output.geopackage import FieldType, GeoPackageWriter, LayerSpec
+from geovlm.output.fields import FieldType, LayerSpec
+from geovlm.output.geopackage import GeoPackageWriter
 from geovlm.output.grouped_writes import OrderedWrites, new_rows
 from geovlm.output.runs import RunRecord
 from geovlm.output.versions import library_versions

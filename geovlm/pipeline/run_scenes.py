@@ -22,7 +22,7 @@ from rasterio.crs import CRS
 from shapely.geometry import Polygon
 
 from geovlm.errors import GeovlmError, InputError
-from geovlm.output.geopackage import FieldType
+from geovlm.output.fields import FieldType
 from geovlm.output.grouped_writes import LayerRows
 from geovlm.pipeline.work_items import ProcessedBatch
 from geovlm.scenes.entry import SceneEntry, scene_key

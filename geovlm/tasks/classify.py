@@ -28,7 +28,7 @@ from geovlm.labels.calibration import Calibration
 from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.labels.verbalizer import Verbalizer, label_probabilities
 from geovlm.models.presets import ModelPreset
-from geovlm.output.geopackage import FieldType
+from geovlm.output.fields import FieldType
 from geovlm.output.styles import categorized_style
 from geovlm.output.versions import ML_PACKAGES, library_versions
 from geovlm.pipeline.driver import RunSummary, run_over_chips

@@ -23,7 +23,7 @@ from geovlm.backends.base import Backend
 from geovlm.enums import CheckedEnum
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
-from geovlm.output.geopackage import FieldType, LayerSpec
+from geovlm.output.fields import FieldType, LayerSpec
 from geovlm.output.grouped_writes import LayerRows
 from geovlm.output.styles import DAMAGE_COLOURS, categorized_style, outline_style, with_labels
 from geovlm.output.versions import ML_PACKAGES, library_versions

@@ -7,7 +7,7 @@ from typing import Any
 
 from geovlm.events.progress import ProgressMode
 from geovlm.output.chip_files import write_chip_geotiff
-from geovlm.output.geopackage import FieldType
+from geovlm.output.fields import FieldType
 from geovlm.output.styles import outline_style
 from geovlm.pipeline.driver import RunSummary, run_over_chips
 from geovlm.pipeline.run_scenes import one_scene
