@@ -138,7 +138,7 @@ def test_single_band_becomes_grey_and_stretch_is_scene_wide(geotiff_dir):
     path = geotiff_dir / "solaris/sample_geotiff.tif"
     with _tiler(path, size=256, min_valid=0) as tiler:
         chips = list(tiler.chips())
-        low, high = tiler._stretch.low, tiler._stretch.high
+        low, high = tiler.reader.stretch.low, tiler.reader.stretch.high
     pixels = np.asarray(chips[0].image)
     assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
     with rasterio.open(path) as src:

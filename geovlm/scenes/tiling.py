@@ -1,37 +1,28 @@
 """Cut a georeferenced scene into model-sized RGB chips with windowed, bounded-memory reads.
 
 The grid is laid out in source pixels; edge chips are shifted inward so every chip is full size,
-and a scene smaller than one chip gives one padded chip whose padding counts as invalid. Reads run
-on a small thread pool (each thread with its own dataset handle, since GDAL releases the GIL while
-decoding), a bounded number of chips ahead of the consumer, so memory does not grow with the scene.
+and a scene smaller than one chip gives one padded chip whose padding counts as invalid. Pixels
+are read by `geovlm.scenes.reader.SceneReader`: a small thread pool, a bounded number of chips
+ahead of the consumer, so memory does not grow with the scene.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
-from collections import deque
 from collections.abc import Container, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import rasterio
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags, Resampling
-from rasterio.env import get_gdal_config, set_gdal_config
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
-from geovlm.errors import InputError, ParameterError
-from geovlm.scenes.scene import PixelStretch, SceneInfo, open_scene, pixel_stretch
+from geovlm.errors import ParameterError
+from geovlm.scenes.reader import SceneReader
+from geovlm.scenes.scene import SceneInfo, open_scene
 
 __all__ = [
     "MAX_CHIP_SIZE", "Chip", "SceneTiler", "TilingOptions", "cell_footprints", "chip_offsets",
@@ -205,22 +196,6 @@ class _Cell:
         return Chip.make_id(self.row, self.col)
 
 
-@contextmanager
-def _block_cache_cap(cap: object) -> Iterator[None]:
-    """Hold GDAL's process-wide block cache at `cap` bytes while a scene is read.
-
-    The reader threads' own `rasterio.Env` sets the cap on entry but restores the previous one on
-    exit, so without this the cap would lapse between chips while another thread decodes.
-    """
-    previous = get_gdal_config("GDAL_CACHEMAX")
-    set_gdal_config("GDAL_CACHEMAX", cap)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            set_gdal_config("GDAL_CACHEMAX", previous)
-
-
 class SceneTiler:
     """Reads a scene chip by chip; use as a context manager.
 
@@ -246,7 +221,7 @@ class SceneTiler:
     ) -> None:
         self.options = options or TilingOptions()
         self.info: SceneInfo = open_scene(scene, self.options.bands)
-        self._workers = workers or min(4, os.cpu_count() or 1)
+        self.reader = SceneReader(self.info, self.options.nodata, workers)
         scale_x, scale_y = self._source_scale()
         src_w = max(1, round(self.options.size * scale_x))
         src_h = max(1, round(self.options.size * scale_y))
@@ -258,13 +233,6 @@ class SceneTiler:
             for r, y in enumerate(chip_offsets(self.info.height, src_h, step_y))
             for c, x in enumerate(chip_offsets(self.info.width, src_w, step_x))
         ]
-        # Computed on the first read (it reads an overview of the whole scene): a tiler opened
-        # for its grid alone, e.g. to survey an event's scenes, costs a header read.
-        self._stretch: PixelStretch | None = None
-        self._local = threading.local()
-        self._handles: list[rasterio.DatasetReader] = []
-        self._pools: set[ThreadPoolExecutor] = set()
-        self._handles_lock = threading.Lock()  # guards the handles and the pools
         #: Chips skipped so far because their valid fraction was under ``min_valid``.
         self.skipped_invalid = 0
 
@@ -278,24 +246,8 @@ class SceneTiler:
         return len(self.cells)
 
     def close(self) -> None:
-        """Stop the reader threads, then close their dataset handles.
-
-        A `chips` iteration left open (e.g. by an error in the caller's loop) still has reads
-        queued and running: they are cancelled or awaited first, so no handle is ever closed
-        under a running read.
-        """
-        with self._handles_lock:
-            pools = list(self._pools)
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-        with self._handles_lock:
-            self._close_handles()
-
-    def _close_handles(self) -> None:
-        """Close the reader threads' dataset handles; call with the lock held, no read running."""
-        for handle in self._handles:
-            handle.close()
-        self._handles.clear()
+        """Stop the reader threads, then close their dataset handles (see `SceneReader.close`)."""
+        self.reader.close()
 
     def chips(self, skip: Container[str] = frozenset()) -> Generator[Chip, None, None]:
         """Yield the valid chips in grid order, reading ahead on the thread pool.
@@ -315,42 +267,12 @@ class SceneTiler:
         InputError
             A block of the scene cannot be read (truncated or corrupt file).
         """
-        todo = [cell for cell in self.cells if cell.chip_id not in skip]
-        if todo and self._stretch is None:
-            self._stretch = pixel_stretch(self.info, self.options.nodata)
-        ahead = 2 * self._workers
-        with (
-            _block_cache_cap(self.info.gdal_options["GDAL_CACHEMAX"]),
-            ThreadPoolExecutor(self._workers, thread_name_prefix="geovlm-read") as pool,
-        ):
-            with self._handles_lock:
-                self._pools.add(pool)
-            try:
-                pending: deque[Future[Chip | None]] = deque()
-                cells = iter(todo)
-                for cell in cells:
-                    pending.append(pool.submit(self._read_chip, cell))
-                    if len(pending) >= ahead:
-                        break
-                while pending:
-                    chip = pending.popleft().result()
-                    next_cell = next(cells, None)
-                    if next_cell is not None:
-                        pending.append(pool.submit(self._read_chip, next_cell))
-                    if chip is None:
-                        self.skipped_invalid += 1
-                    else:
-                        yield chip
-            finally:
-                # Left early (closed, or an error): drop the reads not started yet.
-                pool.shutdown(wait=True, cancel_futures=True)
-                with self._handles_lock:
-                    self._pools.discard(pool)
-                    if not self._pools:
-                        # The pool's threads are gone and a later call has threads (and so
-                        # handles) of its own: an actor reading a scene row by row
-                        # (`geovlm.pipeline.engines.ray`) would otherwise pile up open files.
-                        self._close_handles()
+        todo = (cell for cell in self.cells if cell.chip_id not in skip)
+        for chip in self.reader.read_ahead(todo, self._read_chip):
+            if chip is None:
+                self.skipped_invalid += 1
+            else:
+                yield chip
 
     def _source_scale(self) -> tuple[float, float]:
         """Source pixels per output pixel along x and y (1 without a target GSD)."""
@@ -359,44 +281,15 @@ class SceneTiler:
         res_x, res_y = self.info.resolution_m
         return self.options.gsd / res_x, self.options.gsd / res_y
 
-    def _dataset(self) -> rasterio.DatasetReader:
-        """Return this thread's own handle: GDAL datasets must not be shared between threads."""
-        handle = getattr(self._local, "dataset", None)
-        if handle is None:
-            handle = rasterio.open(self.info.path)
-            self._local.dataset = handle
-            with self._handles_lock:
-                self._handles.append(handle)
-        return handle
-
     def _read_chip(self, cell: _Cell) -> Chip | None:
         size = self.options.size
         src_h, src_w = self._src_shape
         # A scene smaller than one chip fills only the top-left part; the rest is padding.
         out_h = min(size, max(1, round(cell.window.height * size / src_h)))
         out_w = min(size, max(1, round(cell.window.width * size / src_w)))
-        resampling = Resampling.average if src_w > size else Resampling.bilinear
-        try:
-            with rasterio.Env(**self.info.gdal_options):
-                dataset = self._dataset()
-                data = dataset.read(
-                    self.info.bands,
-                    window=cell.window,
-                    out_shape=(len(self.info.bands), out_h, out_w),
-                    resampling=resampling,
-                )
-                mask = self._valid_mask(dataset, cell.window, data, (out_h, out_w))
-        except RasterioError as exc:
-            raise InputError(
-                f"{self.info.path} is truncated or corrupt: GDAL could not read"
-                f" {cell.window!r} ({exc})."
-            ) from exc
-        valid_fraction = float(np.count_nonzero(mask)) / (size * size) if mask is not None else (
-            out_h * out_w / (size * size)
-        )
-        if valid_fraction < self.options.min_valid:
+        read = self.reader.read_window(cell.window, (out_h, out_w), size, self.options.min_valid)
+        if read is None:
             return None
-        image = self._image(data, mask)
         transform = self.info.transform @ Affine.translation(
             cell.window.col_off, cell.window.row_off
         ) @ Affine.scale(src_w / size, src_h / size)
@@ -409,48 +302,9 @@ class SceneTiler:
             transform=transform,
             crs=self.info.crs,
             footprint=Polygon(corners),
-            valid_fraction=valid_fraction,
-            image=image,
+            valid_fraction=read.valid_fraction,
+            image=read.image,
         )
-
-    def _image(self, data: np.ndarray, valid: np.ndarray | None) -> Image.Image:
-        """The chip's RGB image from band-first pixels, padded to the chip size."""
-        size = self.options.size
-        _, out_h, out_w = data.shape
-        assert self._stretch is not None  # set by `chips` before any read
-        if self._stretch.low is None and data.dtype == np.uint8 and out_h == out_w == size:
-            # uint8 pass-through: PIL interleaves the planes itself, which saves numpy's strided
-            # band-first to pixel-interleaved copy and the padding copy (same pixels).
-            if valid is not None:
-                data[:, ~valid] = 0
-            planes = [Image.fromarray(band) for band in data]
-            return Image.merge("RGB", planes * 3 if len(planes) == 1 else planes)
-        rgb = self._stretch.to_rgb(data, valid)
-        if out_h != size or out_w != size:
-            padded = np.zeros((size, size, 3), dtype=np.uint8)
-            padded[:out_h, :out_w] = rgb
-            rgb = padded
-        return Image.fromarray(rgb)
-
-    def _valid_mask(
-        self,
-        dataset: rasterio.DatasetReader,
-        window: Window,
-        data: np.ndarray,
-        shape: tuple[int, int],
-    ) -> np.ndarray | None:
-        """Boolean validity of the read pixels, or None where every pixel is valid."""
-        nodata = self.options.nodata if self.options.nodata is not None else dataset.nodata
-        if nodata is not None:
-            invalid = np.isnan(data) if math.isnan(nodata) else data == nodata
-            return ~invalid.all(axis=0)
-        flags = dataset.mask_flag_enums[self.info.bands[0] - 1]
-        if MaskFlags.all_valid in flags:
-            return None
-        masks = dataset.read_masks(
-            self.info.bands[0], window=window, out_shape=shape, resampling=Resampling.nearest
-        )
-        return masks > 0
 
 
 def cell_footprints(tiler: SceneTiler) -> dict[str, Polygon]:
