@@ -36,7 +36,8 @@ sys.path.insert(0, str(_HERE.parents[1]))
 from geovlm.events.progress import ProgressMode  # noqa: E402
 from geovlm.labels.damage import Damage  # noqa: E402
 from geovlm.labels.prompts import Language  # noqa: E402
-from geovlm.refer.rules import Frame, Target, refer_chip  # noqa: E402
+from geovlm.refer.phrases import Frame, Target  # noqa: E402
+from geovlm.refer.rules import refer_chip  # noqa: E402
 from geovlm.refer.text import render  # noqa: E402
 from geovlm.scenes.tiling import SceneTiler, TilingOptions, cell_footprints  # noqa: E402
 from geovlm.sources.footprints import (  # noqa: E402

@@ -10,16 +10,8 @@ from hypothesis import strategies as st
 
 from geovlm.labels.damage import Damage
 from geovlm.labels.prompts import Language
-from geovlm.refer.rules import (
-    CLUSTER_GAP,
-    Cell,
-    Direction,
-    Frame,
-    Phrase,
-    Rank,
-    Target,
-    refer_chip,
-)
+from geovlm.refer.phrases import Cell, Direction, Frame, Phrase, Rank, Target
+from geovlm.refer.rules import CLUSTER_GAP, refer_chip
 from geovlm.refer.text import facts, keeps_facts, render
 
 FRAME = Frame(0.0, 0.0, 100.0, 100.0)

@@ -1,5 +1,5 @@
 """Referring expressions: rules that single out one object, their words, rewrites, grounding.
 
-`rules` builds phrases from geometry, `text` renders them in EN/JA/ZH, `rewriting` has a text
+`rules` chooses `phrases` from geometry, `text` renders them in EN/JA/ZH, `rewriting` has a text
 model rephrase them faithfully, and `grounding` reads a VLM's boxes back onto the map.
 """

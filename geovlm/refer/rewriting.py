@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from geovlm.backends.base import Backend
 from geovlm.labels.prompts import Language
-from geovlm.refer.rules import Phrase
+from geovlm.refer.phrases import Phrase
 from geovlm.refer.text import keeps_facts
 
 __all__ = ["rewrite_expressions", "rewrite_prompt", "token_budget"]

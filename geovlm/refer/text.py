@@ -1,6 +1,6 @@
 """Words of referring expressions in English, Japanese and Chinese, and the facts each carries.
 
-`render` turns a `geovlm.refer.rules.Phrase` into text; `facts` lists the words a rewrite of that
+`render` turns a `geovlm.refer.phrases.Phrase` into text; `facts` lists the words a rewrite of that
 text must keep (damage, direction and size words), so a model's rephrasing can be checked.
 """
 
@@ -13,7 +13,7 @@ from geovlm.labels.damage import Damage
 from geovlm.labels.prompts import Language
 
 if TYPE_CHECKING:
-    from geovlm.refer.rules import Cell, Direction, Phrase, Rank
+    from geovlm.refer.phrases import Cell, Direction, Phrase, Rank
 
 __all__ = ["facts", "keeps_facts", "render"]
 

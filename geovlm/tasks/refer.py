@@ -31,8 +31,9 @@ from geovlm.pipeline.driver import RunSummary, run_over_chips
 from geovlm.pipeline.run_scenes import one_scene
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps
 from geovlm.refer.grounding import grounding_prompt, parse_boxes
+from geovlm.refer.phrases import Frame, Phrase, Target
 from geovlm.refer.rewriting import rewrite_expressions
-from geovlm.refer.rules import Frame, Phrase, Target, refer_chip
+from geovlm.refer.rules import refer_chip
 from geovlm.refer.text import render
 from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions
 from geovlm.sources.footprints import (
