@@ -281,9 +281,11 @@ def _run(
     import torch
     import transformers
 
+    from geovlm.backends.base import ModelRun
     from geovlm.events.progress import ProgressMode
     from geovlm.labels.prompts import Language, answers
-    from geovlm.models.presets import resolve_model
+    from geovlm.pipeline.plan import RunOptions
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions, iter_chips
     from geovlm.tasks.classify import ClassifySettings, classify_scenes
 
@@ -323,14 +325,10 @@ def _run(
             clock.seconds = 0.0
         start = time.perf_counter()
         summary = classify_scenes(
-            SCENE, work / f"scene{i}.gpkg",
-            preset=resolve_model(str(folder)),
-            backend_factory=lambda: backend,
-            tiling=TilingOptions(SIZE, OVERLAP),
-            settings=ClassifySettings(),
-            run_parameters={"model": str(folder), "quantize": "none"},
-            batch_size=args.batch_size,
-            progress=ProgressMode.NONE,
+            one_scene(SCENE, TilingOptions(SIZE, OVERLAP)),
+            RunOptions(work / f"scene{i}.gpkg", args.batch_size, ProgressMode.NONE),
+            ModelRun(lambda: backend, {"model": str(folder), "quantize": "none"}),
+            ClassifySettings(),
         )
         total = time.perf_counter() - start
         scene_runs.append((total, call_clock.seconds, model_clock.seconds, summary.written))

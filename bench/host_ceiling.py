@@ -148,17 +148,19 @@ def overview_reads(case: Case, chips: int = 8) -> tuple[int, set[str]]:
 
 def measure(case: Case, backend: InstantModel, preset: Any, work: Path, batch: int) -> Timing:
     """One full ``classify_scenes`` run of `case` with the instant model."""
+    from geovlm.backends.base import ModelRun
     from geovlm.events.progress import ProgressMode
+    from geovlm.pipeline.plan import RunOptions
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.classify import ClassifySettings, classify_scenes
 
     output = work / "host.gpkg"
     cpu, start = time.process_time(), time.perf_counter()
     summary = classify_scenes(
-        case.scene, output, preset=preset, backend_factory=lambda: backend,
-        tiling=TilingOptions(CHIP, 0, gsd=case.gsd), settings=ClassifySettings(),
-        run_parameters={"model": "host-ceiling"}, batch_size=batch,
-        progress=ProgressMode.NONE, overwrite=True,
+        one_scene(case.scene, TilingOptions(CHIP, 0, gsd=case.gsd)),
+        RunOptions(output, batch, ProgressMode.NONE, overwrite=True),
+        ModelRun(lambda: backend, {"model": "host-ceiling"}, preset.name), ClassifySettings(),
     )
     return Timing(summary.written, time.perf_counter() - start, time.process_time() - cpu)
 

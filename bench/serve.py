@@ -85,8 +85,10 @@ def _in_process(model_dir: Path, chips: list):
 
 def _classify_run(model_dir: Path, backend: object, folder: Path, size: int):
     """A timer of a whole in-process ``classify`` run (model loaded once): chips/s written."""
+    from geovlm.backends.base import ModelRun
     from geovlm.events.progress import ProgressMode
-    from geovlm.models.presets import resolve_model
+    from geovlm.pipeline.plan import RunOptions
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.classify import ClassifySettings, classify_scenes
 
@@ -94,12 +96,10 @@ def _classify_run(model_dir: Path, backend: object, folder: Path, size: int):
 
     def timed() -> float:
         summary = classify_scenes(
-            NAIP, folder / f"classify_{next(runs)}.gpkg", preset=resolve_model(str(model_dir)),
-            backend_factory=lambda: backend,
             # Overlapping chips, so the small scene gives a hundred of them.
-            tiling=TilingOptions(size, overlap=size * 3 // 4, min_valid=0.0),
-            settings=ClassifySettings(), run_parameters={}, batch_size=8,
-            progress=ProgressMode.NONE,
+            one_scene(NAIP, TilingOptions(size, overlap=size * 3 // 4, min_valid=0.0)),
+            RunOptions(folder / f"classify_{next(runs)}.gpkg", 8, ProgressMode.NONE),
+            ModelRun(lambda: backend), ClassifySettings(),
         )
         return summary.written / summary.seconds
 

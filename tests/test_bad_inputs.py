@@ -22,11 +22,13 @@ from click.testing import CliRunner
 from rasterio.transform import from_origin
 from safetensors.torch import load_file, save_file
 
+from geovlm.backends.base import ModelRun
 from geovlm.backends.devices import resolve_device
 from geovlm.backends.preflight import plan_model
 from geovlm.cli import cli
 from geovlm.errors import DeviceError, GeovlmError, ModelFileError, ParameterError
-from geovlm.models.presets import resolve_model
+from geovlm.pipeline.plan import RunOptions
+from geovlm.pipeline.run_scenes import one_scene
 from geovlm.scenes.tiling import TilingOptions
 from geovlm.tasks.classify import ClassifySettings, classify_scenes
 from tests.helpers import cache_snapshot
@@ -358,10 +360,10 @@ def test_out_of_gpu_memory_says_lower_the_batch_size(
     # read is in flight while the tiler closes (that race is the tiler's, issue 6 section 4).
     def classify(batch_size: int, out: Path):
         return classify_scenes(
-            geotiff_dir / SCENE, out, preset=resolve_model(str(qwen3_vl_dir)),
-            backend_factory=lambda: _SmallGPU(qwen3_vl_backend, capacity=2),
-            tiling=TilingOptions(512), settings=ClassifySettings(), run_parameters={},
-            batch_size=batch_size,
+            one_scene(geotiff_dir / SCENE, TilingOptions(512)),
+            RunOptions(out, batch_size=batch_size),
+            ModelRun(lambda: _SmallGPU(qwen3_vl_backend, capacity=2)),
+            ClassifySettings(),
         )
 
     with pytest.raises(DeviceError) as caught:

@@ -21,13 +21,14 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
+from geovlm.backends.base import ModelRun
 from geovlm.cli import cli
 from geovlm.errors import OutputError
 from geovlm.events.progress import ProgressMode
-from geovlm.models.presets import ModelPreset
 from geovlm.output.locking import OutputLock
 from geovlm.output.styles import outline_style
 from geovlm.pipeline.driver import run_over_chips
+from geovlm.pipeline.plan import ChipTask, RunOptions
 from geovlm.pipeline.run_scenes import one_scene
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps
 from geovlm.scenes.tiling import SceneTiler, TilingOptions
@@ -96,9 +97,8 @@ def test_a_refused_output_never_waits_for_the_model(geotiff_dir, tmp_path, kind,
     try:
         with pytest.raises(OutputError, match=message):
             classify_scenes(
-                geotiff_dir / COGEO, out, preset=ModelPreset.from_id("example-org/never-loaded"),
-                backend_factory=slow_load, tiling=TilingOptions(512),
-                settings=ClassifySettings(), run_parameters={"model": "example-org/never-loaded"},
+                one_scene(geotiff_dir / COGEO, TilingOptions(512)), RunOptions(out),
+                ModelRun(slow_load, {"model": "example-org/never-loaded"}), ClassifySettings(),
             )
     finally:
         folder.chmod(0o700)
@@ -120,9 +120,8 @@ def test_a_refusal_changes_nothing_and_a_failed_load_keeps_the_old_output(geotif
     for overwrite in (False, True):
         with pytest.raises(OutputError):
             classify_scenes(
-                geotiff_dir / COGEO, out, preset=ModelPreset.from_id("example-org/never-loaded"),
-                backend_factory=failing_load, tiling=TilingOptions(512),
-                settings=ClassifySettings(), run_parameters={}, overwrite=overwrite,
+                one_scene(geotiff_dir / COGEO, TilingOptions(512)),
+                RunOptions(out, overwrite=overwrite), ModelRun(failing_load), ClassifySettings(),
             )
         assert out.read_bytes() == before
         assert not (tmp_path / "o.gpkg.lock").exists()
@@ -215,11 +214,11 @@ def test_an_error_in_the_model_step_joins_every_thread_and_marks_the_run(
 
         with pytest.raises(RuntimeError, match="the model step failed"):
             run_over_chips(
-                one_scene(geotiff_dir / "rasterio/RGB.byte.tif", TilingOptions(64)), out,
-                command="test",
-                parameters={}, layer="chips", fields=CHIP_FIELDS,
-                style_qml=outline_style(), setup=lambda: ChipSteps(lambda batch: None, process),
-                batch_size=4, progress=ProgressMode.NONE,
+                one_scene(geotiff_dir / "rasterio/RGB.byte.tif", TilingOptions(64)),
+                ChipTask(command="test", parameters={}, layer="chips", fields=CHIP_FIELDS,
+                         style_qml=outline_style(),
+                         setup=lambda: ChipSteps(lambda batch: None, process)),
+                RunOptions(out, batch_size=4, progress=ProgressMode.NONE),
             )
         assert _geovlm_threads() == []
         assert _status(out) == "interrupted"

@@ -14,12 +14,14 @@ import pyogrio
 import pytest
 from click.testing import CliRunner
 
+from geovlm.backends.base import ModelRun
 from geovlm.cli import cli
 from geovlm.errors import OutputError
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.labels.verbalizer import Verbalizer, label_probabilities
-from geovlm.models.presets import ModelPreset
+from geovlm.pipeline.plan import RunOptions
+from geovlm.pipeline.run_scenes import one_scene
 from geovlm.scenes.tiling import TilingOptions, iter_chips
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scenes
 from tests.helpers import assert_valid_geopackage, count_rows
@@ -126,10 +128,9 @@ def test_scores_sum_each_labels_forms_and_answer_its_likeliest_form(qwen3_vl_bac
 
 def _classify_scene(backend, scene, out, verbalizer):
     return classify_scenes(
-        scene, out, preset=ModelPreset.from_id(backend.model.name_or_path),
-        backend_factory=lambda: backend,
-        tiling=TilingOptions(size=256), settings=ClassifySettings(verbalizer=verbalizer),
-        run_parameters={"model": "tiny"}, batch_size=4, progress=ProgressMode.NONE,
+        one_scene(scene, TilingOptions(size=256)),
+        RunOptions(out, batch_size=4, progress=ProgressMode.NONE),
+        ModelRun(lambda: backend, {"model": "tiny"}), ClassifySettings(verbalizer=verbalizer),
     )
 
 

@@ -217,17 +217,19 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
 
 def test_scene_smaller_than_one_chip_is_warned_before_any_work(geotiff_dir, tmp_path, caplog):
     from geovlm.events.progress import ProgressMode
+    from geovlm.pipeline.plan import RunOptions
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.tile import tile_scene
 
     scene = geotiff_dir / "rasterio/cogeo.tif"  # 1024 px of ~0.47 m: ~485 m across
     with caplog.at_level("WARNING", logger="geovlm.pipeline.driver"):
-        coarse = tile_scene(scene, tmp_path / "coarse.gpkg", TilingOptions(512, gsd=3.5),
-                            progress=ProgressMode.NONE)
+        coarse = tile_scene(one_scene(scene, TilingOptions(512, gsd=3.5)),
+                            RunOptions(tmp_path / "coarse.gpkg", progress=ProgressMode.NONE))
     assert coarse.written == 0 and coarse.skipped_invalid == 1
     assert "7% of one 512 px chip" in caplog.text and "--native-gsd" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="geovlm.pipeline.driver"):
-        native = tile_scene(scene, tmp_path / "native.gpkg", TilingOptions(512),
-                            progress=ProgressMode.NONE)
+        native = tile_scene(one_scene(scene, TilingOptions(512)),
+                            RunOptions(tmp_path / "native.gpkg", progress=ProgressMode.NONE))
     assert native.written == 4 and not caplog.text

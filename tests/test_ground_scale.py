@@ -157,12 +157,14 @@ def test_centre_off_the_earth_is_refused(tmp_path):
 def test_runs_record_the_measured_ground_scale(geotiff_dir, tmp_path):
     """Chips are cut by ground distance, so the scene's measured scale is part of the signature."""
     from geovlm.events.progress import ProgressMode
+    from geovlm.pipeline.plan import RunOptions
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.tile import tile_scene
 
     out = tmp_path / "o.gpkg"
-    tile_scene(geotiff_dir / "rasterio/cogeo.tif", out, TilingOptions(256),
-               progress=ProgressMode.NONE)
+    tile_scene(one_scene(geotiff_dir / "rasterio/cogeo.tif", TilingOptions(256)),
+               RunOptions(out, progress=ProgressMode.NONE))
     with closing(sqlite3.connect(out)) as db:
         (parameters,) = db.execute("SELECT parameters FROM runs").fetchone()
     res_x, res_y = json.loads(parameters)["scene_resolution_m"]

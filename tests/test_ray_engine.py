@@ -62,11 +62,10 @@ def scenes(geotiff_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[
 def classify_setup(qwen3_vl_dir: Path) -> Callable[[], ChipSteps]:
     """Classify's setup of the tiny Qwen3-VL on the CPU (the model loads where it is called)."""
     from geovlm.backends.choice import ModelChoice
-    from geovlm.tasks.classify import ClassifySettings, _classify_steps
+    from geovlm.tasks.classify import ClassifySettings, classify_task
 
     choice = ModelChoice.resolve(str(qwen3_vl_dir), quantize="none", device="cpu")
-    setup, _ = _classify_steps(choice.preset, choice.load_backend, ClassifySettings(), {})
-    return setup
+    return classify_task(choice.local_run(), ClassifySettings()).setup
 
 
 def _dying_once(setup: Callable[[], ChipSteps], marker: Path) -> ChipSteps:
@@ -265,15 +264,17 @@ def test_a_task_that_needs_its_steps_here_is_refused_with_ray(
 ) -> None:
     from geovlm.output.fields import FieldType, LayerSpec
     from geovlm.pipeline.driver import run_over_chips
+    from geovlm.pipeline.plan import ChipTask, RunOptions
     from geovlm.pipeline.run_scenes import one_scene
     from geovlm.tasks.tile import CHIP_FIELDS
 
     with pytest.raises(ParameterError, match="refer needs its steps in this process"):
         run_over_chips(
-            one_scene(scenes[0].scene.path, TILING), tmp_path / "objects.gpkg", command="refer",
-            parameters={}, layer="objects", fields={"object_id": FieldType.STRING},
-            style_qml="", id_field="object_id", chip_layer=LayerSpec("chips", CHIP_FIELDS, ""),
-            setup=_plain_steps, engine=RayEngine(),
+            one_scene(scenes[0].scene.path, TILING),
+            ChipTask(command="refer", parameters={}, layer="objects",
+                     fields={"object_id": FieldType.STRING}, style_qml="", setup=_plain_steps,
+                     id_field="object_id", chip_layer=LayerSpec("chips", CHIP_FIELDS, "")),
+            RunOptions(tmp_path / "objects.gpkg", engine=RayEngine()),
         )
     assert not (tmp_path / "objects.gpkg").exists()  # refused before the output is made
 

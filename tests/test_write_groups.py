@@ -7,11 +7,13 @@ from contextlib import closing
 
 import pytest
 
+from geovlm.backends.base import ModelRun
 from geovlm.events.progress import ProgressMode
 from geovlm.output import grouped_writes
 from geovlm.output.geopackage import GeoPackageWriter
 from geovlm.output.styles import outline_style
 from geovlm.pipeline.driver import run_over_chips
+from geovlm.pipeline.plan import ChipTask, RunOptions
 from geovlm.pipeline.run_scenes import one_scene
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps
 from geovlm.scenes.tiling import TilingOptions
@@ -27,10 +29,11 @@ def _run(scene, out, process=None):
         return ChipRecords([chip_record(chip) for chip in batch])
 
     return run_over_chips(
-        one_scene(scene, TilingOptions(64)), out, command="test", parameters={},
-        layer="chips", fields=CHIP_FIELDS, style_qml=outline_style(),
-        setup=lambda: ChipSteps(lambda batch: None, process or default), batch_size=4,
-        progress=ProgressMode.NONE,
+        one_scene(scene, TilingOptions(64)),
+        ChipTask(command="test", parameters={}, layer="chips", fields=CHIP_FIELDS,
+                 style_qml=outline_style(),
+                 setup=lambda: ChipSteps(lambda batch: None, process or default)),
+        RunOptions(out, batch_size=4, progress=ProgressMode.NONE),
     )
 
 
@@ -104,11 +107,10 @@ def test_objects_are_written_before_their_chips_in_the_same_group(geotiff_dir, t
     monkeypatch.setattr(GeoPackageWriter, "write", write)
     monkeypatch.setattr(grouped_writes, "_GROUP_SECONDS", 3600.0)  # one group: the end's
     summary = refer_scene(
-        geotiff_dir / "solaris/sample_geotiff.tif", tmp_path / "o.gpkg",
-        settings=ReferSettings(ObjectSource.FOOTPRINTS,
-                               str(geotiff_dir.parent / "vector/solaris/geotiff_labels.geojson")),
-        tiling=TilingOptions(256), load_models=ReferModels, run_parameters={},
-        progress=ProgressMode.NONE,
+        one_scene(geotiff_dir / "solaris/sample_geotiff.tif", TilingOptions(256)),
+        RunOptions(tmp_path / "o.gpkg", progress=ProgressMode.NONE), ModelRun(ReferModels),
+        ReferSettings(ObjectSource.FOOTPRINTS,
+                      str(geotiff_dir.parent / "vector/solaris/geotiff_labels.geojson")),
     )
     assert summary.written == 43 and summary.counts["objects_skipped"] == 0
     # The first batch at once, the rest at the end; each group's objects before its chips.

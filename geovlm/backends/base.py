@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["Backend"]
+from geovlm.labels.calibration import Calibration
+
+__all__ = ["Backend", "ModelRun"]
+
+#: What a `ModelRun` loads: a `Backend`, or a task's own bundle of them (``refer``'s two).
+M = TypeVar("M")
 
 
 @runtime_checkable
@@ -93,3 +99,31 @@ class Backend(Protocol):
             answers' total log-likelihoods, so it sums to 1.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRun(Generic[M]):
+    """A run's model before it loads: what loads it, and what the run records about it.
+
+    A command builds it once (`geovlm.backends.choice.ModelChoice.local_run` or
+    `remote_run`); the task calls `load` only after its inputs and output passed their checks.
+
+    Attributes
+    ----------
+    load
+        Loads (or connects to) the model.
+    record
+        The model's choices recorded with the run (model, adapter, quantization, or the server).
+    name
+        The model's name in messages.
+    reads_images
+        False for a text-only model, which tasks about images refuse before loading it.
+    calibration
+        Applied to the model's label probabilities, or None.
+    """
+
+    load: Callable[[], M]
+    record: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "the model"
+    reads_images: bool = True
+    calibration: Calibration | None = None

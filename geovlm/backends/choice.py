@@ -8,22 +8,48 @@ a hub fail in seconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from geovlm.backends.base import Backend, ModelRun
 from geovlm.errors import ParameterError
 from geovlm.labels.calibration import Calibration
 from geovlm.models.presets import ModelPreset, resolve_model
 
 if TYPE_CHECKING:
-    from geovlm.backends.base import Backend
     from geovlm.backends.openai import OpenAIBackend
 
-__all__ = ["ModelChoice"]
+__all__ = ["ModelChoice", "RemoteServer"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteServer:
+    """An OpenAI-compatible server a model runs on (``--backend openai`` and its options).
+
+    Attributes
+    ----------
+    endpoint
+        ``--endpoint``, the server's API base URL.
+    api_key
+        ``--api-key`` (or ``GEOVLM_API_KEY``); None sends none.
+    served_model
+        ``--served-model``: the model id on the server; None takes the first listed.
+    method
+        ``--remote-method`` (see `geovlm.backends.openai.RemoteMethod`).
+    concurrency
+        Most requests in flight.
+    """
+
+    endpoint: str
+    api_key: str | None = None
+    served_model: str | None = None
+    method: str = "auto"
+    concurrency: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +185,48 @@ class ModelChoice:
             "template": self.preset.template,
             "image_max_pixels": self.preset.image_max_pixels,
         }
+
+    def local_run(self) -> ModelRun[Backend]:
+        """The model loaded in this process, once the run's checks passed."""
+        return ModelRun(self.load_backend, self.run_parameters(), self.preset.name,
+                        self.preset.supports_images, self.calibration)
+
+    def remote_run(self, server: RemoteServer, language: str = "en", *,
+                   reconnect: bool = False) -> ModelRun[Backend]:
+        """The model on a server, reached now, so a wrong URL, key or id fails before any write.
+
+        The preset still gives the answer forms (and the calibration, where the server runs the
+        preset's weights); the run records the preset and the server instead of weights.
+
+        Parameters
+        ----------
+        server
+            The server and its options.
+        language
+            The language asked in (it picks the scoring method of servers other than geovlm
+            serve).
+        reconnect
+            Each `ModelRun.load` opens its own connection (e.g. on every Ray actor) rather
+            than handing back the one made here.
+
+        Returns
+        -------
+        ModelRun
+
+        Raises
+        ------
+        EndpointError
+            The server does not answer, refuses the key, or serves no such model.
+        """
+        connect = functools.partial(
+            self.connect, server.endpoint, api_key=server.api_key,
+            served_model=server.served_model, method=server.method, language=language,
+            concurrency=server.concurrency,
+        )
+        remote = connect()
+        return ModelRun(connect if reconnect else lambda: remote,
+                        {"preset": self.preset.name, **remote.run_record()}, self.preset.name,
+                        self.preset.supports_images, self.remote_calibration(remote))
 
     def load_backend(self) -> Backend:
         """Load the model, checking the device name and the weights before torch is imported.

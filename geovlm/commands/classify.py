@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import click
 
@@ -13,13 +12,13 @@ from geovlm.commands.options import (
     model_options,
     output_options,
     ray_engine,
-    remote_endpoint,
     remote_options,
+    remote_server,
+    run_settings,
     tiling_options,
 )
 from geovlm.commands.tile import report_chips
 from geovlm.errors import ParameterError
-from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
 
 __all__ = ["classify"]
@@ -136,43 +135,21 @@ def classify(
         batch_size=batch_size, use_calibration=not no_calibration,
     )
     preset = choice.preset
-    backend_factory = choice.load_backend
-    run_parameters = {**choice.run_parameters(),
-                      # None: each item's visual asset, else its first visual or data GeoTIFF.
-                      **({"stac_asset": stac_asset} if stac is not None else {})}
-    calibration = choice.calibration
-    server = remote_endpoint(backend, endpoint)
-    if server is not None:
-        connect = functools.partial(
-            choice.connect, server, api_key=api_key, served_model=served_model,
-            method=remote_method, language=language, concurrency=concurrency,
-        )
-        remote = connect()
-        # The server's model ran, not the preset's weights: the preset gave the answer forms
-        # (and calibration), recorded with the run's other parameters.
-        local = choice.run_parameters()
-        run_parameters = {**{k: v for k, v in run_parameters.items() if k not in local},
-                          "preset": preset.name, **remote.run_record()}
-        # Ray's actors connect for themselves: an open client does not travel.
-        backend_factory = (lambda: remote) if chip_engine is None else connect
-        calibration = choice.remote_calibration(remote)
+    server = remote_server(backend, endpoint, api_key, served_model=served_model,
+                           method=remote_method, concurrency=concurrency)
+    # Ray's actors connect for themselves: an open client does not travel.
+    model_run = (choice.local_run() if server is None
+                 else choice.remote_run(server, language, reconnect=chip_engine is not None))
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
-
+    # None: each item's visual asset, else its first visual or data GeoTIFF.
+    source = {"stac_asset": stac_asset} if stac is not None else {}
     run_scenes = (one_scene(single, tiling) if single is not None
-                  else survey_scenes(event, tiling, dst_crs))
+                  else survey_scenes(event, tiling, dst_crs, source))
+    settings = ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
+                                max_new_tokens, preset.answers, model_run.calibration)
+    run = run_settings(output, progress, quiet, overwrite, batch_size=batch_size,
+                       engine=chip_engine)
     with chip_engine or contextlib.nullcontext():
-        summary = classify_scenes(
-            run_scenes, output,
-            preset=preset,
-            backend_factory=backend_factory,
-            tiling=tiling,
-            settings=ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
-                                      max_new_tokens, preset.answers, calibration),
-            run_parameters=run_parameters,
-            batch_size=batch_size,
-            progress=ProgressMode.NONE if quiet else ProgressMode(progress),
-            overwrite=overwrite,
-            engine=chip_engine,
-        )
+        summary = classify_scenes(run_scenes, run, model_run, settings)
     report_chips(summary.as_dict(), progress, quiet)

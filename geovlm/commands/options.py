@@ -26,7 +26,9 @@ __all__ = [
     "ray_engine",
     "remote_endpoint",
     "remote_options",
+    "remote_server",
     "run_options",
+    "run_settings",
     "tiling_options",
 ]
 
@@ -34,7 +36,10 @@ __all__ = [
 JSON_EVENTS = "geovlm.json_events"
 
 if TYPE_CHECKING:
+    from geovlm.backends.choice import RemoteServer
+    from geovlm.pipeline.engines import ChipEngine
     from geovlm.pipeline.engines.ray import RayEngine
+    from geovlm.pipeline.plan import RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,6 +179,16 @@ def run_options(overwrite_help: str) -> Callable[[F], F]:
     )
 
 
+def run_settings(output: str, progress: str, quiet: bool, overwrite: bool, *,
+                 batch_size: int | None = None,
+                 engine: ChipEngine | None = None) -> RunOptions:
+    """The `RunOptions` of `output_options` (and ``--batch-size``, ``--engine``), built once."""
+    from geovlm.pipeline.plan import RunOptions
+
+    return RunOptions(output, batch_size,
+                      ProgressMode.NONE if quiet else ProgressMode(progress), overwrite, engine)
+
+
 def output_options(function: F) -> F:
     """Options every command that writes a GeoPackage shares."""
     return compose_options(
@@ -259,6 +274,16 @@ def remote_endpoint(backend: str, endpoint: str | None) -> str | None:
             " e.g. http://gpu-host:8000/v1."
         )
     return endpoint
+
+
+def remote_server(backend: str, endpoint: str | None, api_key: str | None, *,
+                  served_model: str | None = None, method: str = "auto",
+                  concurrency: int = 8) -> RemoteServer | None:
+    """The server of `remote_options` (checked as `remote_endpoint`), or None in-process."""
+    from geovlm.backends.choice import RemoteServer
+
+    url = remote_endpoint(backend, endpoint)
+    return None if url is None else RemoteServer(url, api_key, served_model, method, concurrency)
 
 
 def remote_options(function: F) -> F:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,14 +11,14 @@ from geovlm.commands.options import (
     endpoint_options,
     output_options,
     remote_endpoint,
+    run_settings,
     tiling_options,
 )
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from geovlm.backends.base import ModelRun
     from geovlm.tasks.refer import ReferModels
 
 __all__ = ["refer"]
@@ -98,6 +98,7 @@ def refer(
     --xbd-labels and --detect. A chip (--size pixels, after any --gsd) is the frame of its
     objects' expressions; objects on chips skipped under --min-valid are left out.
     """
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.refer import ObjectSource, ReferSettings, refer_scene
 
@@ -114,23 +115,17 @@ def refer(
     source = (ObjectSource.FOOTPRINTS if footprints else
               ObjectSource.XBD if xbd_labels else ObjectSource.DETECT)
     server = remote_endpoint(backend, endpoint)
-    if server is not None:
-        load_models, run_parameters = _remote_models(
-            server, api_key, concurrency, rewrite_model, caption_model, detect)
-    else:
-        load_models, run_parameters = _local_models(
-            rewrite_model, caption_model, detect, quantize, device, batch_size,
-            rewrite_batch_size)
+    models = (_remote_models(server, api_key, concurrency, rewrite_model, caption_model, detect)
+              if server is not None else
+              _local_models(rewrite_model, caption_model, detect, quantize, device, batch_size,
+                            rewrite_batch_size))
+    tiling = TilingOptions(size, overlap, bands, min_valid, nodata, gsd)
     summary = refer_scene(
-        scene, output,
-        settings=ReferSettings(source, footprints or xbd_labels, Language(language),
-                               footprints_layer, rewrite_batch_size=rewrite_batch_size),
-        tiling=TilingOptions(size, overlap, bands, min_valid, nodata, gsd),
-        load_models=load_models,
-        run_parameters=run_parameters,
-        batch_size=batch_size,
-        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
-        overwrite=overwrite,
+        one_scene(scene, tiling),
+        run_settings(output, progress, quiet, overwrite, batch_size=batch_size),
+        models,
+        ReferSettings(source, footprints or xbd_labels, Language(language), footprints_layer,
+                      rewrite_batch_size=rewrite_batch_size),
     )
     if quiet or ProgressMode(progress) is ProgressMode.JSON:
         return
@@ -149,8 +144,9 @@ def refer(
 def _local_models(
     rewrite_model: str | None, caption_model: str | None, detect: bool, quantize: str | None,
     device: str | None, batch_size: int, rewrite_batch_size: int,
-) -> tuple[Callable[[], ReferModels], dict[str, Any]]:
+) -> ModelRun[ReferModels]:
     """The in-process models asked for, resolved now and loaded once the checks passed."""
+    from geovlm.backends.base import ModelRun
     from geovlm.backends.choice import ModelChoice
     from geovlm.tasks.refer import ReferModels
 
@@ -170,22 +166,23 @@ def _local_models(
         return ReferModels(rewrite=rewrite.load_backend() if rewrite else None,
                            vision=vision.load_backend() if vision else None)
 
-    return load_models, {
+    return ModelRun(load_models, {
         "rewrite_model": rewrite.run_parameters() if rewrite else None,
         "caption_model": vision.run_parameters() if vision else None,
-    }
+    })
 
 
 def _remote_models(
     endpoint: str, api_key: str | None, concurrency: int, rewrite_model: str | None,
     caption_model: str | None, detect: bool,
-) -> tuple[Callable[[], ReferModels], dict[str, Any]]:
+) -> ModelRun[ReferModels]:
     """Each model's served id on `endpoint`, checked (reachable, key, listed) before any write.
 
     The rewrite model and the vision model may be two ids of one server (e.g. two LoRA
     modules of vLLM) or the same; each has its own ``concurrency`` bound, and refer calls one
     at a time.
     """
+    from geovlm.backends.base import ModelRun
     from geovlm.backends.openai import OpenAIBackend
     from geovlm.tasks.refer import ReferModels
 
@@ -196,7 +193,7 @@ def _remote_models(
     rewrite = connect(rewrite_model) if rewrite_model else None
     vision = connect(caption_model) if caption_model or detect else None
     models = ReferModels(rewrite=rewrite, vision=vision)
-    return (lambda: models), {
+    return ModelRun(lambda: models, {
         "rewrite_model": rewrite.run_record() if rewrite else None,
         "caption_model": vision.run_record() if vision else None,
-    }
+    })

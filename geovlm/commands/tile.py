@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from geovlm.commands.options import output_options, tiling_options
+from geovlm.commands.options import output_options, run_settings, tiling_options
 from geovlm.events.progress import ProgressMode
 
 __all__ = ["report_chips", "tile"]
@@ -48,15 +48,11 @@ def tile(
 
     SCENE is any raster GDAL opens: GeoTIFF, COG, VRT or a /vsicurl/ URL.
     """
+    from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
     from geovlm.tasks.tile import tile_scene
 
-    summary = tile_scene(
-        scene,
-        output,
-        TilingOptions(size, overlap, bands, min_valid, nodata, gsd),
-        save_chips=save_chips,
-        progress=ProgressMode.NONE if quiet else ProgressMode(progress),
-        overwrite=overwrite,
-    )
+    tiling = TilingOptions(size, overlap, bands, min_valid, nodata, gsd)
+    summary = tile_scene(one_scene(scene, tiling),
+                         run_settings(output, progress, quiet, overwrite), save_chips)
     report_chips(summary.as_dict(), progress, quiet)

@@ -22,24 +22,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from geovlm.errors import ParameterError
-from geovlm.events.progress import ProgressMode, ProgressReporter
-from geovlm.output.fields import FieldType, LayerSpec
+from geovlm.events.progress import ProgressReporter
 from geovlm.output.geopackage import GeoPackageWriter
 from geovlm.output.grouped_writes import OrderedWrites, new_rows
 from geovlm.output.runs import RunRecord
 from geovlm.output.versions import library_versions
-from geovlm.pipeline.engines import ChipEngine
 from geovlm.pipeline.engines.local import LocalEngine
+from geovlm.pipeline.plan import ChipTask, RunOptions
 from geovlm.pipeline.run_scenes import RunScenes
-from geovlm.pipeline.work_items import ChipSteps, SceneWork
+from geovlm.pipeline.work_items import SceneWork
 from geovlm.scenes.scene import SceneInfo
-from geovlm.scenes.tiling import SceneTiler, TilingOptions
+from geovlm.scenes.tiling import TilingOptions
 
 __all__ = ["RunSummary", "run_over_chips"]
 
@@ -133,25 +131,7 @@ def _work(scenes: RunScenes, done: Set[str], wanted: Set[str]) -> list[SceneWork
     return work
 
 
-def run_over_chips(
-    scenes: RunScenes,
-    output: str | Path,
-    *,
-    command: str,
-    parameters: Mapping[str, Any],
-    layer: str,
-    fields: Mapping[str, FieldType],
-    style_qml: str,
-    setup: Callable[[], ChipSteps],
-    batch_size: int = 16,
-    progress: ProgressMode = ProgressMode.AUTO,
-    overwrite: bool = False,
-    extra_versions: Mapping[str, str] | None = None,
-    id_field: str | None = None,
-    chip_layer: LayerSpec | None = None,
-    check: Callable[[SceneTiler], None] | None = None,
-    engine: ChipEngine | None = None,
-) -> RunSummary:
+def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSummary:
     """Run a task's steps over the chips of a run's scenes and stream its records to a GeoPackage.
 
     Parameters
@@ -159,79 +139,53 @@ def run_over_chips(
     scenes
         The run's scenes, opened and cut (`geovlm.pipeline.run_scenes.one_scene` or
         `survey_scenes`).
-    output
-        The ``.gpkg`` to write or resume.
-    command
-        The command's name, recorded in the ``runs`` table.
-    parameters
-        The command's other parameters; with `command`, the scenes and their tiling they decide
-        whether an existing output is resumed.
-    layer, fields, style_qml, id_field
-        The layer named in the ``runs`` table, its schema, style and id field (None: the chip
-        layer's, see `RunScenes.id_field`): the chip layer, unless `chip_layer` is given. A
-        chip layer's records also need ``chip_id``, ``row``, ``col`` and ``valid_fraction`` in
-        its fields (an event's layer adds the scenes' names and fields); a layer listing
-        ``run_id`` gets it filled.
-    setup
-        Makes the task's steps (e.g. loads the model); called by the engine once the scenes
-        have been opened and the output checked, locked and found new or resumable, so a
-        refusal never waits for it.
-    batch_size
-        Chips per call of `process`; a write takes one or more batches
-        (`geovlm.output.grouped_writes`).
-    progress
-        How progress is reported.
-    overwrite
-        Start afresh, replacing an existing output instead of resuming it.
-    extra_versions
-        Versions of the libraries `process` relies on, recorded with the run.
-    chip_layer
-        The chip layer when `layer` holds the chips' objects (`ChipRecords.others`); one
-        scene only.
-    check
-        Reads and checks the task's other inputs against each open scene (e.g. footprints),
-        before the output is touched.
-    engine
-        Where the steps run (None: `geovlm.pipeline.engines.local.LocalEngine`).
+    task
+        The layer the task writes and its steps (`ChipTask.setup` runs once the scenes have been
+        opened and the output checked, locked and found new or resumable, so a refusal never
+        waits for it).
+    run
+        The output, batch size, progress, overwrite and engine.
 
     Returns
     -------
     RunSummary
-        Counts and timing; `RunSummary.written` counts records of `layer`; an event's counts
-        add ``scenes`` (processed) and ``failed_scenes``.
+        Counts and timing; `RunSummary.written` counts records of the task's layer; an event's
+        counts add ``scenes`` (processed) and ``failed_scenes``.
 
     Raises
     ------
     OutputError
-        The output is refused (see `GeoPackageWriter`), before `setup` is called.
+        The output is refused (see `GeoPackageWriter`), before `ChipTask.setup` is called.
     """
     start = time.perf_counter()
-    if check is not None:
+    if task.check is not None:
         for _, tiler in scenes.opened:
-            check(tiler)
-    if chip_layer is None:
-        fields, id_field = scenes.layer_fields(fields), scenes.id_field
-    run = RunRecord(
-        command=command,
-        parameters={**scenes.run_parameters(), **parameters},
-        versions={**library_versions(), **(extra_versions or {})},
+            task.check(tiler)
+    output, chip_layer = run.output, task.chip_layer
+    fields, id_field = ((scenes.layer_fields(task.fields), scenes.id_field) if chip_layer is None
+                        else (task.fields, task.id_field))
+    batch_size = run.batch_size or task.batch_size
+    record = RunRecord(
+        command=task.command,
+        parameters={**scenes.run_parameters(), **task.parameters},
+        versions={**library_versions(), **task.extra_versions},
         notes={"failed_scenes": [{"scene": f.scene, "reason": f.reason} for f in scenes.failed]}
         if scenes.failed else {},
     )
     writer = GeoPackageWriter(
-        output, layer=layer, fields=fields, crs=scenes.crs, run=run, style_qml=style_qml,
-        overwrite=overwrite, id_field=id_field or scenes.id_field,
+        output, layer=task.layer, fields=fields, crs=scenes.crs, run=record,
+        style_qml=task.style_qml, overwrite=run.overwrite, id_field=id_field or scenes.id_field,
         extra_layers=[chip_layer] if chip_layer else [],
     )
-    layers = [layer] + ([chip_layer.name] if chip_layer else [])
+    layers = [task.layer] + ([chip_layer.name] if chip_layer else [])
     # The scenes are open already (header and grid): the local engine reads through them.
-    engine = engine or LocalEngine({scene.key: tiler for scene, tiler in scenes.opened})
+    engine = run.engine or LocalEngine({scene.key: tiler for scene, tiler in scenes.opened})
     with writer:
-        steps = engine.start(setup)
+        steps = engine.start(task.setup)
         if steps is None and chip_layer is not None:
             raise ParameterError(
-                f"{command} needs its steps in this process (for its layer {layer}), so it"
-                " cannot run with --engine ray; use --engine local."
+                f"{task.command} needs its steps in this process (for its layer {task.layer}),"
+                " so it cannot run with --engine ray; use --engine local."
             )
         # After setup, so that a refusal or a missing model stays the only line printed.
         _warn_about_scales(scenes)
@@ -245,7 +199,7 @@ def run_over_chips(
         context: dict[str, Any] = {"scenes": len(scenes.opened)} if scenes.event else {}
         skipped = 0
         with (
-            ProgressReporter(progress, len(wanted), "chips", output=str(output),
+            ProgressReporter(run.progress, len(wanted), "chips", output=str(output),
                              run_id=writer.run_id, layers=layers, **context) as reporter,
             OrderedWrites(writer, layers) as writes,
             contextlib.closing(engine.processed(_work(scenes, done_chips, wanted),
@@ -265,7 +219,7 @@ def run_over_chips(
             reporter.advance(writes.drain())
             writer.count_skipped(skipped)
             event_counts = ({"scenes": len(scenes.opened),
-                             "failed_scenes": run.notes.get("failed_scenes", [])}
+                             "failed_scenes": record.notes.get("failed_scenes", [])}
                             if scenes.event else {})
             summary = RunSummary(
                 output=str(output),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class RunScenes:
         Whether records are named by scene (`EVENT_FIELDS`) rather than by chip id alone.
     given
         The name of every scene as given, in order (an event's signature).
+    source
+        How the scenes were found, recorded with the run (e.g. the STAC asset read).
     """
 
     opened: tuple[tuple[SceneEntry, SceneTiler], ...]
@@ -78,6 +80,7 @@ class RunScenes:
     failed: tuple[FailedScene, ...] = ()
     event: bool = False
     given: tuple[str, ...] = ()
+    source: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def tiling(self) -> TilingOptions:
@@ -129,6 +132,7 @@ class RunScenes:
             "scenes": list(self.given),
             "tiling": tiling.as_dict(),
             "crs": self.crs.to_string(),
+            **self.source,
         }
 
     def footprint(self, info: SceneInfo) -> Polygon:
@@ -158,6 +162,7 @@ def survey_scenes(
     scenes: Sequence[SceneEntry],
     tiling: TilingOptions,
     dst_crs: str | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> RunScenes:
     """Open every scene of an event, set aside those that fail, and choose the layer's CRS.
 
@@ -169,6 +174,8 @@ def survey_scenes(
         How the scenes are cut (and the bands every scene must have).
     dst_crs
         ``--dst-crs`` as typed, or None for the scenes' shared CRS, else EPSG:4326.
+    source
+        How the scenes were found, recorded with the run (`RunScenes.source`).
 
     Returns
     -------
@@ -199,4 +206,4 @@ def survey_scenes(
         )
     crs = event_crs([tiler.info.crs for _, tiler in opened], dst_crs)
     return RunScenes(tuple(opened), crs, tuple(failed), event=True,
-                     given=tuple(entry.key for entry in scenes))
+                     given=tuple(entry.key for entry in scenes), source=dict(source or {}))

@@ -12,30 +12,27 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geovlm.backends.base import Backend
+from geovlm.backends.base import Backend, ModelRun
 from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
-from geovlm.events.progress import ProgressMode
 from geovlm.labels.calibration import Calibration
 from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.labels.verbalizer import Verbalizer, label_probabilities
-from geovlm.models.presets import ModelPreset
 from geovlm.output.fields import FieldType
 from geovlm.output.styles import categorized_style
 from geovlm.output.versions import ML_PACKAGES, library_versions
 from geovlm.pipeline.driver import RunSummary, run_over_chips
-from geovlm.pipeline.engines import ChipEngine
-from geovlm.pipeline.run_scenes import RunScenes, one_scene
+from geovlm.pipeline.plan import ChipTask, RunOptions
+from geovlm.pipeline.run_scenes import RunScenes
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps
-from geovlm.scenes.tiling import Chip, TilingOptions
+from geovlm.scenes.tiling import Chip
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 
 __all__ = [
@@ -45,6 +42,7 @@ __all__ = [
     "ClassifySettings",
     "classify_chips",
     "classify_scenes",
+    "classify_task",
     "encode_chips",
     "scored_answers",
 ]
@@ -100,6 +98,23 @@ class ClassifySettings:
     def prompt(self) -> str:
         """The question asked about every chip."""
         return question(self.language)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as recorded with the run.
+
+        The calibration is recorded only where score mode applies it, so outputs of
+        uncalibrated runs keep their signature.
+        """
+        return {
+            "prompt": self.prompt,
+            "language": self.language.value,
+            "mode": self.mode.value,
+            "min_confidence": self.min_confidence,
+            "max_new_tokens": self.max_new_tokens,
+            "answers": self.verbalizer.table(self.language),
+            **({"calibration": self.calibration.to_mapping()}
+               if self.calibration and self.mode is ClassifyMode.SCORE else {}),
+        }
 
 
 def _scored_records(
@@ -255,18 +270,7 @@ def classify_chips(
 
 
 def classify_scenes(
-    scenes: str | Path | RunScenes,
-    output: str | Path,
-    *,
-    preset: ModelPreset,
-    backend_factory: Callable[[], Backend],
-    tiling: TilingOptions,
-    settings: ClassifySettings,
-    run_parameters: dict[str, Any],
-    batch_size: int = 8,
-    progress: ProgressMode = ProgressMode.AUTO,
-    overwrite: bool = False,
-    engine: ChipEngine | None = None,
+    scenes: RunScenes, run: RunOptions, model: ModelRun[Backend], settings: ClassifySettings
 ) -> RunSummary:
     """Classify every valid chip of a scene, or of an event's scenes, into layer ``chips``.
 
@@ -276,30 +280,16 @@ def classify_scenes(
     Parameters
     ----------
     scenes
-        The input raster, or the scenes of an event (`geovlm.pipeline.run_scenes.survey_scenes`:
-        one layer in one CRS, with fields ``scene`` and ``scene_chip_id``).
-    output
-        The ``.gpkg`` to write or resume.
-    preset
-        The model preset (for messages and the run record).
-    backend_factory
-        Called without arguments after the checks (never when one fails); returns the
-        `Backend`.
-    tiling
-        How the scenes are cut.
+        One raster (`geovlm.pipeline.run_scenes.one_scene`) or an event's scenes
+        (`geovlm.pipeline.run_scenes.survey_scenes`: one layer in one CRS, with fields
+        ``scene`` and ``scene_chip_id``), opened and cut.
+    run
+        The output, batch size (chips per model call), progress, overwrite and engine.
+    model
+        Loads the model once the checks passed; its record is kept with the run.
     settings
-        Language, mode, confidence threshold and answer forms; all are recorded with the run,
-        so resuming with other answer forms is refused like other parameters.
-    run_parameters
-        Model, adapter, quantization and other choices recorded with the run.
-    batch_size
-        Chips per model call; writes take one or more batches (see `geovlm.pipeline.driver`).
-    progress
-        How progress is reported.
-    overwrite
-        Start afresh, replacing an existing output instead of resuming it.
-    engine
-        Where the model runs (None: in this process).
+        Language, mode, confidence threshold, answer forms and calibration; all are recorded
+        with the run, so resuming with other answer forms is refused like other parameters.
 
     Returns
     -------
@@ -311,41 +301,27 @@ def classify_scenes(
     ModelCapabilityError
         The model reads text only.
     DeviceError
-        The GPU runs out of memory on a batch (lower ``batch_size``).
+        The GPU runs out of memory on a batch (lower the batch size).
     """
-    setup, parameters = _classify_steps(preset, backend_factory, settings, run_parameters)
-    return run_over_chips(
-        scenes if isinstance(scenes, RunScenes) else one_scene(scenes, tiling),
-        output,
-        command="classify",
-        parameters=parameters,
-        layer="chips",
-        fields=CLASSIFY_FIELDS,
-        style_qml=categorized_style("label"),
-        setup=setup,
-        batch_size=batch_size,
-        progress=progress,
-        overwrite=overwrite,
-        extra_versions=library_versions(ML_PACKAGES),
-        engine=engine,
-    )
+    return run_over_chips(scenes, classify_task(model, settings), run)
 
 
-def _classify_steps(
-    preset: ModelPreset,
-    backend_factory: Callable[[], Backend],
-    settings: ClassifySettings,
-    run_parameters: dict[str, Any],
-) -> tuple[Callable[[], ChipSteps], dict[str, Any]]:
-    """The setup that loads the model and makes classify's steps, and the run's parameters."""
-    if not preset.supports_images:
+def classify_task(model: ModelRun[Backend], settings: ClassifySettings) -> ChipTask:
+    """Classify as the driver runs it: layer ``chips`` and the steps that load and run `model`.
+
+    Raises
+    ------
+    ModelCapabilityError
+        The model reads text only.
+    """
+    if not model.reads_images:
         raise ModelCapabilityError(
-            f"{preset.name} reads text only and cannot classify images; choose a"
+            f"{model.name} reads text only and cannot classify images; choose a"
             " vision-language model with --model (e.g. xview2-qwen3vl)."
         )
 
     def setup() -> ChipSteps:
-        backend = backend_factory()
+        backend = model.load()
 
         def encode(batch: list[Chip]) -> Any:
             return encode_chips(backend, batch, settings)
@@ -355,16 +331,12 @@ def _classify_steps(
 
         return ChipSteps(prepare=encode, process=classify)
 
-    parameters = {
-        **run_parameters,
-        "prompt": settings.prompt,
-        "language": settings.language.value,
-        "mode": settings.mode.value,
-        "min_confidence": settings.min_confidence,
-        "max_new_tokens": settings.max_new_tokens,
-        "answers": settings.verbalizer.table(settings.language),
-        # Only when applied, so outputs of uncalibrated runs keep their signature.
-        **({"calibration": settings.calibration.to_mapping()}
-           if settings.calibration and settings.mode is ClassifyMode.SCORE else {}),
-    }
-    return setup, parameters
+    return ChipTask(
+        command="classify",
+        parameters={**model.record, **settings.as_dict()},
+        layer="chips",
+        fields=CLASSIFY_FIELDS,
+        style_qml=categorized_style("label"),
+        setup=setup,
+        extra_versions=library_versions(ML_PACKAGES),
+    )

@@ -19,23 +19,23 @@ from typing import Any
 
 import shapely
 
-from geovlm.backends.base import Backend
+from geovlm.backends.base import Backend, ModelRun
 from geovlm.enums import CheckedEnum
-from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
 from geovlm.output.fields import FieldType, LayerSpec
 from geovlm.output.grouped_writes import LayerRows
 from geovlm.output.styles import DAMAGE_COLOURS, categorized_style, outline_style, with_labels
 from geovlm.output.versions import ML_PACKAGES, library_versions
 from geovlm.pipeline.driver import RunSummary, run_over_chips
-from geovlm.pipeline.run_scenes import one_scene
+from geovlm.pipeline.plan import ChipTask, RunOptions
+from geovlm.pipeline.run_scenes import RunScenes
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps
 from geovlm.refer.grounding import grounding_prompt, parse_boxes
 from geovlm.refer.phrases import Frame, Phrase, Target
 from geovlm.refer.rewriting import rewrite_expressions
 from geovlm.refer.rules import refer_chip
 from geovlm.refer.text import render
-from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions
+from geovlm.scenes.tiling import Chip, SceneTiler
 from geovlm.sources.footprints import (
     SceneObject,
     SceneObjects,
@@ -276,45 +276,27 @@ class _ReferRun:
                 "objects_skipped": left_out, "source": self._source.counts()}
 
 
-def refer_scene(
-    scene: str | Path,
-    output: str | Path,
-    *,
-    settings: ReferSettings,
-    tiling: TilingOptions,
-    load_models: Callable[[], ReferModels],
-    run_parameters: dict[str, Any],
-    batch_size: int = 8,
-    progress: ProgressMode = ProgressMode.AUTO,
-    overwrite: bool = False,
-) -> RunSummary:
+def refer_scene(scenes: RunScenes, run: RunOptions, models: ModelRun[ReferModels],
+                settings: ReferSettings) -> RunSummary:
     """Write a referring expression per object of a scene to layer ``objects`` of a GeoPackage.
 
-    Runs in the shared chip loop (`geovlm.pipeline.driver.run_over_chips`): the scene, the objects'
-    source and the output are checked before `load_models` runs, chips are layer ``chips``
-    (written after their objects, so a re-run resumes chip by chip), and without a vision
-    model only chips holding objects are processed.
+    Runs in the shared chip loop (`geovlm.pipeline.driver.run_over_chips`): the scene, the
+    objects' source and the output are checked before the models load, chips are layer
+    ``chips`` (written after their objects, so a re-run resumes chip by chip), and without a
+    vision model only chips holding objects are processed.
 
     Parameters
     ----------
-    scene
-        The raster; chips are cut as ``classify`` cuts them.
-    output
-        The ``.gpkg`` to write or resume.
+    scenes
+        The raster, opened and cut as ``classify`` cuts it (`geovlm.pipeline.run_scenes.one_scene`);
+        objects belong to the chip holding their centroid.
+    run
+        The output, batch size (chips per model call), progress and overwrite.
+    models
+        Loads the rewrite and vision models asked for, once the checks passed; their record
+        is kept with the run.
     settings
         The source of the objects and the language.
-    tiling
-        How the scene is cut (objects belong to the chip holding their centroid).
-    load_models
-        Loads the rewrite and vision models asked for; called once the checks passed.
-    run_parameters
-        Models and other choices recorded with the run.
-    batch_size
-        Chips per model call.
-    progress
-        How progress is reported.
-    overwrite
-        Start afresh, replacing an existing output instead of resuming it.
 
     Returns
     -------
@@ -332,13 +314,13 @@ def refer_scene(
     OutputError
         The output is refused (see `GeoPackageWriter`).
     """
-    run = _ReferRun(settings, load_models, tiling.min_valid)
+    refer = _ReferRun(settings, models.load, scenes.tiling.min_valid)
     style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
                         "expression")
-    return run_over_chips(
-        one_scene(scene, tiling), output, command="refer",
-        parameters={**settings.as_dict(), **run_parameters},
-        layer="objects", fields=OBJECT_FIELDS, style_qml=style, id_field="object_id",
-        chip_layer=CHIPS_LAYER, check=run.check, setup=run.setup, batch_size=batch_size,
-        progress=progress, overwrite=overwrite, extra_versions=library_versions(ML_PACKAGES),
+    task = ChipTask(
+        command="refer", parameters={**settings.as_dict(), **models.record},
+        layer="objects", fields=OBJECT_FIELDS, style_qml=style, setup=refer.setup,
+        id_field="object_id", chip_layer=CHIPS_LAYER, check=refer.check,
+        extra_versions=library_versions(ML_PACKAGES),
     )
+    return run_over_chips(scenes, task, run)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geovlm.events.progress import ProgressMode
 from geovlm.output.chip_files import write_chip_geotiff
 from geovlm.output.fields import FieldType
 from geovlm.output.styles import outline_style
 from geovlm.pipeline.driver import RunSummary, run_over_chips
-from geovlm.pipeline.run_scenes import one_scene
+from geovlm.pipeline.plan import ChipTask, RunOptions
+from geovlm.pipeline.run_scenes import RunScenes
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps
-from geovlm.scenes.tiling import Chip, TilingOptions
+from geovlm.scenes.tiling import Chip
 
 __all__ = ["CHIP_FIELDS", "chip_record", "tile_scene"]
 
@@ -40,30 +40,18 @@ def chip_record(chip: Chip) -> dict[str, Any]:
 
 
 def tile_scene(
-    scene: str | Path,
-    output: str | Path,
-    tiling: TilingOptions,
-    *,
-    save_chips: str | Path | None = None,
-    progress: ProgressMode = ProgressMode.AUTO,
-    overwrite: bool = False,
+    scenes: RunScenes, run: RunOptions, save_chips: str | Path | None = None
 ) -> RunSummary:
     """Write the chip grid of a scene to layer ``chips`` of a GeoPackage.
 
     Parameters
     ----------
-    scene
-        The input raster.
-    output
-        The ``.gpkg`` to write or resume.
-    tiling
-        How the scene is cut.
+    scenes
+        The input raster, opened and cut (`geovlm.pipeline.run_scenes.one_scene`).
+    run
+        The output, progress and overwrite (batches default to `TILE_BATCH` chips).
     save_chips
         A folder to also write each chip into as a GeoTIFF.
-    progress
-        How progress is reported.
-    overwrite
-        Start afresh, replacing an existing output instead of resuming it.
 
     Returns
     -------
@@ -79,9 +67,7 @@ def tile_scene(
     def records(batch: list[Chip], _: None) -> ChipRecords:
         return ChipRecords([chip_record(chip) for chip in batch])
 
-    return run_over_chips(
-        one_scene(scene, tiling),
-        output,
+    task = ChipTask(
         command="tile",
         parameters={"save_chips": str(save_chips) if save_chips else None},
         layer="chips",
@@ -89,6 +75,5 @@ def tile_scene(
         style_qml=outline_style(),
         setup=lambda: ChipSteps(prepare=save, process=records),
         batch_size=TILE_BATCH,
-        progress=progress,
-        overwrite=overwrite,
     )
+    return run_over_chips(scenes, task, run)
