@@ -50,7 +50,6 @@ DATA = _HERE.parents[2] / "shared" / "data"
 
 
 def _chips(objects: SceneObjects, tiler: SceneTiler) -> list[tuple[Frame, list[Target]]]:
-
     cells = cell_footprints(tiler)
     return [
         (Frame(*cells[chip].bounds),
