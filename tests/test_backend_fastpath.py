@@ -22,22 +22,22 @@ def same_size_chips(geotiff_dir) -> list[Image.Image]:
 
 def test_fast_encoding_is_bit_identical_to_the_processor(qwen3_vl_backend, same_size_chips):
     backend = qwen3_vl_backend
-    assert backend._patches is not None, "the tiny Qwen3-VL's processor takes the fast path"
+    assert backend.encoder._patches is not None, "the tiny Qwen3-VL's processor takes the fast path"
     prompts = [QUESTION_EN] * len(same_size_chips)
     texts = [backend.chat.render(p, image=True) for p in prompts]
-    reference = backend._processor(texts, same_size_chips)
-    pixels = backend._patches(same_size_chips)
+    reference = backend.encoder._processor(texts, same_size_chips)
+    pixels = backend.encoder._patches(same_size_chips)
     assert torch.equal(pixels["pixel_values"], reference["pixel_values"])
     assert torch.equal(pixels["image_grid_thw"], reference["image_grid_thw"])
     fast = backend.encode(same_size_chips, prompts)
-    assert backend._patches is not None, "the first-batch check kept the fast path on"
+    assert backend.encoder._patches is not None, "the first-batch check kept the fast path on"
     assert fast.keys() == reference.keys()
     for key in reference:
         assert torch.equal(fast[key], reference[key]), key
 
 
 def test_chips_the_processor_would_resize_take_the_processor_path(qwen3_vl_backend):
-    patches = qwen3_vl_backend._patches
+    patches = qwen3_vl_backend.encoder._patches
     odd = [Image.new("RGB", (100, 70))]
     mixed = [Image.new("RGB", (64, 64)), Image.new("RGB", (64, 96))]
     grey = [Image.new("L", (64, 64))]

@@ -4,12 +4,12 @@
 prompts with the model's own chat template or a named `PromptTemplate`
 (`geovlm.backends.chat`), and scores candidate answers with one shared prefill per batch
 (`geovlm.backends.scoring`).
-Qwen-VL chips take the fast paths of `geovlm.backends.qwen_fastpath` where they apply.
+Prompts and images are encoded by `geovlm.backends.hf_encoder.BatchEncoder` (Qwen-VL chips take the
+fast paths of `geovlm.backends.qwen_fastpath` where they apply).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,31 +20,18 @@ import torch
 from PIL import Image
 
 from geovlm.backends.chat import ChatFormat, PromptTemplate
-from geovlm.backends.encoding import answer_ids, image_size_kwargs, processor_inputs
+from geovlm.backends.encoding import answer_ids, image_size_kwargs
+from geovlm.backends.hf_encoder import BatchEncoder
 from geovlm.backends.loading import LoadedModel, load_model
-from geovlm.backends.qwen_fastpath import QwenPatches, patch_embeddings_as_matmul
+from geovlm.backends.qwen_fastpath import patch_embeddings_as_matmul
 from geovlm.backends.scoring import score_candidates
-from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.errors import ParameterError
 from geovlm.models.quantization import Quantization
 from geovlm.prefetch import prepared_ahead
 
 __all__ = ["HFBackend"]
 
 logger = logging.getLogger(__name__)
-
-
-def _with_own_tokenizer(processor: Any) -> Any:
-    """A shallow copy of a multimodal processor holding a deep copy of its tokenizer.
-
-    Same vocabulary and settings, so the same ids; a text-only model's tokenizer is returned
-    as is (it never encodes images).
-    """
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None or tokenizer is processor:
-        return processor
-    clone = copy.copy(processor)
-    clone.tokenizer = copy.deepcopy(tokenizer)
-    return clone
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -86,11 +73,6 @@ class HFBackend:
         # A fast tokenizer's Rust state is not shared safely between threads (padding settings
         # are mutated per call), and batches are encoded in a thread while the model runs.
         self._tokenizer_lock = threading.Lock()
-        # The processor's call (image processing, then tokenisation) gets its own copy of the
-        # tokenizer and its own lock, so encoding the next batch's images never waits for the
-        # scoring or decoding of this one (which hold the tokenizer lock), nor they for it.
-        self._image_encoder = _with_own_tokenizer(loaded.processor)
-        self._image_encoder_lock = threading.Lock()
         self.chat = ChatFormat(loaded.processor, self.tokenizer, template)
         self._end_of_turn = self.chat.end_of_turn_id()
         if template is not None and self._end_of_turn in (None, self.tokenizer.unk_token_id):
@@ -98,12 +80,8 @@ class HFBackend:
                 f"chat template {template.value!r} does not fit this model's tokenizer: "
                 "leave the template unset to use the model's own"
             )
-        self._image_kwargs = image_size_kwargs(loaded.processor, image_max_pixels)
-        self._patches = QwenPatches.for_processor(
-            loaded.processor, self._image_kwargs.get("size")
-        )
-        self._patches_checked = False
-        self._token_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.encoder = BatchEncoder(loaded, self.chat, self._tokenizer_lock,
+                                    image_size_kwargs(loaded.processor, image_max_pixels))
         if loaded.device.type == "cpu":
             patch_embeddings_as_matmul(loaded.model)
 
@@ -171,130 +149,15 @@ class HFBackend:
     ) -> dict[str, torch.Tensor]:
         """Model inputs for prompts (each about the image at the same index), left-padded.
 
-        Parameters
-        ----------
-        images
-            One image per prompt, or None for text-only prompts.
-        prompts
-            The user's questions, without chat markup.
-
-        Returns
-        -------
-        dict of str to torch.Tensor
-            What the processor returns (``input_ids``, ``attention_mask``, pixels, ...), on the
-            model's device, floating-point tensors in the model's activation type.
-
-        Raises
-        ------
-        ModelCapabilityError
-            If images are given to a text-only model.
-        ParameterError
-            If the number of images differs from the number of prompts.
+        See `geovlm.backends.hf_encoder.BatchEncoder.encode`.
         """
-        if images is not None and not self.supports_images:
-            raise ModelCapabilityError(
-                "this model reads text only: choose a vision-language model to classify images"
-            )
-        if images is not None and len(images) != len(prompts):
-            raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
-        with_images = images is not None
-        rendered = {p: self.chat.render(p, image=with_images) for p in dict.fromkeys(prompts)}
-        return self.encode_rendered(images, [rendered[p] for p in prompts])
+        return self.encoder.encode(images, prompts)
 
     def encode_rendered(
         self, images: Sequence[Image.Image] | None, texts: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        """`encode` for prompts already in the chat format (e.g. whole conversations).
-
-        Parameters
-        ----------
-        images
-            One image per text (whose placeholder it fills), or None for text only.
-        texts
-            Rendered prompts, e.g. by ``self.chat.render_turns``.
-
-        Returns
-        -------
-        dict of str to torch.Tensor
-            As `encode`.
-        """
-        texts = list(texts)
-        kwargs: dict[str, Any] = {
-            "padding": True,
-            "return_tensors": "pt",
-            "add_special_tokens": False,
-        }
-        if images is not None:
-            rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-            batch = self._fast_encode(texts, rgb)
-            if batch is None:
-                batch = self._processor(texts, rgb)
-        else:
-            batch = self._locked_tokenizer(texts, **kwargs)
-        device, dtype = self.loaded.device, self.loaded.dtype
-        return {
-            k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
-            for k, v in batch.items()
-        }
-
-    def _processor(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """The processor's own encoding of prompts with one image each (on its own tokenizer)."""
-        with self._image_encoder_lock:
-            return processor_inputs(self._image_encoder, texts, images, self._image_kwargs)
-
-    def _locked_tokenizer(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the tokenizer while no other thread uses it."""
-        with self._tokenizer_lock:
-            return self.tokenizer(*args, **kwargs)
-
-    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Token ids, mask and (where the processor gives them) modality ids of expanded texts."""
-        batch = dict(
-            self._locked_tokenizer(
-                texts, padding=True, return_tensors="pt", add_special_tokens=False
-            )
-        )
-        processor = self.loaded.processor
-        if getattr(processor, "return_mm_token_type_ids", False):
-            types_ = processor.create_mm_token_type_ids(batch["input_ids"])
-            batch["mm_token_type_ids"] = torch.tensor(types_, dtype=batch["input_ids"].dtype)
-        return batch
-
-    def _fast_encode(
-        self, texts: list[str], images: list[Image.Image]
-    ) -> dict[str, torch.Tensor] | None:
-        """`_processor`'s result through `QwenPatches`, or None where that does not apply.
-
-        The first batch is also encoded by the processor and compared key by key; any
-        difference turns the fast path off for good (with a warning).
-        """
-        if self._patches is None or not images or not self._patches.fits(images):
-            return None
-        processor = self.loaded.processor
-        pixels = self._patches(images)
-        expanded = [
-            text.replace(processor.image_token, processor.replace_image_token(pixels, i), 1)
-            for i, text in enumerate(texts)
-        ]
-        if len(set(expanded)) == 1:  # one prompt for all chips: tokenize it once
-            if expanded[0] not in self._token_cache:
-                self._token_cache = {expanded[0]: self._tokens(expanded[:1])}
-            one = self._token_cache[expanded[0]]
-            batch = {k: v.expand(len(expanded), -1).clone() for k, v in one.items()}
-        else:
-            batch = self._tokens(expanded)
-        batch.update(pixels)
-        if not self._patches_checked:
-            reference = self._processor(texts, images)
-            same = reference.keys() == batch.keys() and all(
-                torch.equal(reference[k], batch[k]) for k in reference
-            )
-            self._patches_checked = True
-            if not same:
-                logger.warning("fast Qwen-VL image encoding differs from the processor: off")
-                self._patches = None
-                return reference
-        return batch
+        """`encode` for prompts already in the chat format (e.g. whole conversations)."""
+        return self.encoder.encode_rendered(images, texts)
 
     def generate(
         self,
