@@ -1,7 +1,8 @@
 """Processing algorithms over a raster: ``geovlm:tile``, ``geovlm:classify``, ``geovlm:refer``.
 
 Parameter names are constants and ids fixed lowercase, so models, batch runs and
-``qgis_process run geovlm:classify -- INPUT=... OUTPUT=...`` keep working across versions.
+``qgis_process run geovlm:classify -- INPUT=... LANGUAGE=ja OUTPUT=...`` keep working across
+versions; a choice takes its option's name or, as before, its index.
 Each algorithm builds the engine's command line; the base class runs it and turns its JSON
 events into feedback.
 """
@@ -18,7 +19,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -173,17 +173,15 @@ class RasterAlgorithm(EngineAlgorithm):
 
     def add_language_parameter(self, label: str) -> None:
         """Add LANGUAGE: en, ja or zh."""
-        self.addParameter(QgsProcessingParameterEnum(
-            self.LANGUAGE, label, list(LANGUAGES), defaultValue=0))
+        self.add_enum_parameter(self.LANGUAGE, label, LANGUAGES)
 
     def add_model_run_parameters(self) -> None:
         """Add BATCH_SIZE, QUANTIZE and DEVICE: how a model runs."""
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH_SIZE, tr("Chips per model call"), QgsProcessingParameterNumber.Integer, 8,
             minValue=1))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.QUANTIZE, tr("Weights (preset: the preset's choice)"), list(QUANTIZATIONS),
-            defaultValue=0))
+        self.add_enum_parameter(
+            self.QUANTIZE, tr("Weights (preset: the preset's choice)"), QUANTIZATIONS)
         self.addParameter(QgsProcessingParameterString(
             self.DEVICE, tr("Device, e.g. cuda:0 or cpu (empty: CUDA when present)"),
             optional=True))
@@ -192,9 +190,9 @@ class RasterAlgorithm(EngineAlgorithm):
         self, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> list[str]:
         """Engine options for LANGUAGE, BATCH_SIZE, QUANTIZE and DEVICE."""
-        args = ["--language", LANGUAGES[self.parameterAsEnum(parameters, self.LANGUAGE, context)],
+        args = ["--language", self.enum_value(parameters, self.LANGUAGE, context),
                 "--batch-size", str(self.parameterAsInt(parameters, self.BATCH_SIZE, context))]
-        quantize = QUANTIZATIONS[self.parameterAsEnum(parameters, self.QUANTIZE, context)]
+        quantize = self.enum_value(parameters, self.QUANTIZE, context)
         if quantize != "preset":
             args += ["--quantize", quantize]
         device = self.parameterAsString(parameters, self.DEVICE, context).strip()
@@ -263,9 +261,9 @@ class ClassifyAlgorithm(RasterAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.NO_ADAPTER, tr("Use the base model without the preset's adapter"), False))
         self.add_language_parameter(tr("Language of question and answers"))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.MODE, tr("Mode"), [tr("score: a probability for every label"),
-                                    tr("generate: free text, parsed")], defaultValue=0))
+        self.add_enum_parameter(
+            self.MODE, tr("Mode (score: a probability for every label; generate: free text,"
+                          " parsed)"), MODES)
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_CONFIDENCE, tr("Minimum confidence (below: 'uncertain')"),
             QgsProcessingParameterNumber.Double, 0.0, minValue=0, maxValue=1))
@@ -281,7 +279,7 @@ class ClassifyAlgorithm(RasterAlgorithm):
         args = ["classify",
                 "--model", self.parameterAsString(parameters, self.MODEL, context).strip()
                 or DEFAULT_MODEL,
-                "--mode", MODES[self.parameterAsEnum(parameters, self.MODE, context)],
+                "--mode", self.enum_value(parameters, self.MODE, context),
                 "--min-confidence",
                 repr(self.parameterAsDouble(parameters, self.MIN_CONFIDENCE, context)),
                 *self.model_run_arguments(parameters, context)]

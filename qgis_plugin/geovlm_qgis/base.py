@@ -1,8 +1,15 @@
-"""The base of every geovlm Processing algorithm: names, help, running engine commands.
+"""The base of every geovlm Processing algorithm: names, help, choices, running engine commands.
 
 An algorithm builds one or more engine command lines; `EngineAlgorithm.run_step` runs each as
 a step of the algorithm's progress bar, turns its JSON events (docs/events.md) into feedback,
 cancels it by SIGTERM and raises its one-sentence errors as ``QgsProcessingException``.
+
+Choices (LANGUAGE, MODE, QUANTIZE, SPLIT) are enum parameters with static strings: a value is
+the option's name (``LANGUAGE=ja``), and its index (``LANGUAGE=1``), which models and scripts
+written before kept, still works. QGIS 3.22 itself accepts only the name of such a parameter,
+and reads each form wrong in one of its two getters (``parameterAsEnum`` gives 0 for ``"ja"``,
+``parameterAsEnumString`` the default for ``1``), so `EngineAlgorithm.checkParameterValues`
+accepts both and `EngineAlgorithm.enum_value` reads both.
 """
 
 from __future__ import annotations
@@ -10,13 +17,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterEnum,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 
 from .engine import EngineError, run_engine, shown_command
 from .settings import engine_path
 
-__all__ = ["EngineAlgorithm", "layer_file", "tr"]
+__all__ = ["EngineAlgorithm", "enum_choice", "layer_file", "tr"]
 
 
 def tr(text: str) -> str:
@@ -49,6 +62,38 @@ def layer_file(layer: Any) -> tuple[str, str]:
     return str(parts["path"]), str(parts.get("layerName") or "")
 
 
+def enum_choice(options: Sequence[str], value: Any) -> str | None:
+    """The option `value` names: an option itself, or its index as a number or digits.
+
+    Parameters
+    ----------
+    options
+        The enum's option names, e.g. ``("en", "ja", "zh")``.
+    value
+        A parameter value as Processing passes it: ``"ja"``, ``1`` or ``"1"`` (qgis_process
+        passes every value as a string).
+
+    Returns
+    -------
+    str or None
+        The option's name, or None when `value` names none (a name wins over an index).
+    """
+    if isinstance(value, str) and value in options:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(options):
+        return options[value]
+    return None
+
+
+def _wrong_choice(definition: QgsProcessingParameterEnum, value: Any) -> str:
+    """The sentence refusing `value` for the enum `definition`, listing its options."""
+    options = definition.options()
+    return tr("{} must be one of {} (or its index, 0 to {}), not {!r}.").format(
+        definition.name(), ", ".join(options), len(options) - 1, value)
+
+
 class EngineAlgorithm(QgsProcessingAlgorithm):
     """Shared by every geovlm algorithm: fixed id, translated name and help, engine steps."""
 
@@ -68,6 +113,78 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self) -> EngineAlgorithm:  # noqa: N802
         return type(self)()
+
+    def add_enum_parameter(
+        self, name: str, description: str, options: Sequence[str], default: str | None = None
+    ) -> None:
+        """Add a choice whose values are its option names (static strings).
+
+        Parameters
+        ----------
+        name
+            The parameter's constant name, e.g. ``LANGUAGE``.
+        description
+            Its translated label; the options are names the engine takes, never translated.
+        options
+            The option names, e.g. ``("en", "ja", "zh")``.
+        default
+            The option chosen when none is given; default: the first.
+        """
+        parameter = QgsProcessingParameterEnum(
+            name, description, list(options), defaultValue=default or options[0])
+        parameter.setUsesStaticStrings(True)
+        self.addParameter(parameter)
+
+    def _enum_definitions(self) -> list[QgsProcessingParameterEnum]:
+        return [definition for definition in self.parameterDefinitions()
+                if isinstance(definition, QgsProcessingParameterEnum)
+                and definition.usesStaticStrings() and not definition.allowMultiple()]
+
+    def checkParameterValues(  # noqa: N802
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        """Check `parameters` as QGIS does, with an index accepted for a choice's name.
+
+        Returns
+        -------
+        tuple of bool and str
+            Whether the values are acceptable, and the sentence saying why not.
+        """
+        named = dict(parameters)
+        for definition in self._enum_definitions():
+            value = named.get(definition.name())
+            if isinstance(value, (str, int)):
+                choice = enum_choice(definition.options(), value)
+                if choice is None:
+                    return False, _wrong_choice(definition, value)
+                named[definition.name()] = choice
+        return super().checkParameterValues(named, context)
+
+    def enum_value(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+    ) -> str:
+        """The option name a choice parameter was given, by name or by index.
+
+        Parameters
+        ----------
+        parameters, context
+            As `processAlgorithm` gets them.
+        name
+            A parameter added by `add_enum_parameter`.
+
+        Raises
+        ------
+        QgsProcessingException
+            The value names no option (a model step, which Processing does not check).
+        """
+        definition = self.parameterDefinition(name)
+        # parameterAsString evaluates a model's expression, gives the default when the value
+        # is missing, and turns an index into its digits.
+        value = self.parameterAsString(parameters, name, context)
+        choice = enum_choice(definition.options(), value)
+        if choice is None:
+            raise QgsProcessingException(_wrong_choice(definition, value))
+        return choice
 
     def run_step(
         self,

@@ -23,7 +23,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterRasterLayer,
@@ -207,13 +206,10 @@ class EvaluateAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.DATA, tr("Or: a dataset folder"), QgsProcessingParameterFile.Folder,
             optional=True))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.SPLIT, tr("Samples of a dataset folder to score"), list(SPLITS),
-            defaultValue=0))
+        self.add_enum_parameter(self.SPLIT, tr("Samples of a dataset folder to score"), SPLITS)
         self.addParameter(QgsProcessingParameterString(
             self.MODEL, tr("Model preset, Hugging Face id or folder"), DEFAULT_MODEL))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.LANGUAGE, tr("Questions scored"), list(EVAL_LANGUAGES), defaultValue=0))
+        self.add_enum_parameter(self.LANGUAGE, tr("Questions scored"), EVAL_LANGUAGES)
         self.addParameter(QgsProcessingParameterString(
             self.DEVICE, tr("Device, e.g. cuda:0 or cpu (empty: CUDA when present)"),
             optional=True))
@@ -241,11 +237,10 @@ class EvaluateAlgorithm(EngineAlgorithm):
                 "Give exactly one of a corrected classified layer and a dataset folder."))
         output = self.parameterAsString(parameters, self.OUTPUT, context)
         args = ["eval", "--data", corrected_map(layer) if layer is not None else folder,
-                "--split", SPLITS[self.parameterAsEnum(parameters, self.SPLIT, context)],
+                "--split", self.enum_value(parameters, self.SPLIT, context),
                 "--model", self.parameterAsString(parameters, self.MODEL, context).strip()
                 or DEFAULT_MODEL,
-                "--language",
-                EVAL_LANGUAGES[self.parameterAsEnum(parameters, self.LANGUAGE, context)],
+                "--language", self.enum_value(parameters, self.LANGUAGE, context),
                 "--output", output]
         device = self.parameterAsString(parameters, self.DEVICE, context).strip()
         if device:
