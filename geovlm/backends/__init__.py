@@ -1,4 +1,4 @@
-"""Model backends: in-process transformers (`hf`) behind one `Backend` protocol.
+"""Model backends behind one `Backend` protocol: transformers in-process (`hf`), servers (`openai`).
 
 `HFBackend`, `Quantization` and `PromptTemplate` are imported lazily, so importing this package
 (e.g. for the `Backend` protocol) does not import torch or transformers.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from geovlm.backends.base import Backend
+from geovlm.backends.base import Backend, ModelRun
 
-__all__ = ["Backend", "HFBackend", "PromptTemplate", "Quantization"]
+__all__ = ["Backend", "HFBackend", "ModelRun", "PromptTemplate", "Quantization"]
 
 _LAZY = {
     "HFBackend": "geovlm.backends.hf",
