@@ -24,6 +24,7 @@ from rasterio.crs import CRS
 from geovlm.errors import DependencyError, DeviceError, EndpointError, InputError, ParameterError
 from geovlm.pipeline.engines.local import batched
 from geovlm.pipeline.engines.ray import RayEngine
+from geovlm.pipeline.run_scenes import grid_opener
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps, ProcessedBatch, SceneWork
 from geovlm.scenes.entry import SceneEntry
 from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions
@@ -31,6 +32,7 @@ from tests.test_event_scenes import _warped
 
 #: Two CRSs; the UTM warp of the Web Mercator COG has empty corners, left out by --min-valid.
 TILING = TilingOptions(256, min_valid=0.5, nodata=0)
+OPENER = grid_opener(TILING)
 BATCH = 4
 
 
@@ -93,7 +95,7 @@ def ray_run(
     marker = tmp_path_factory.mktemp("ray-kill") / "killed.pid"
     with RayEngine(actors=2) as engine:
         engine.start(functools.partial(_dying_once, classify_setup, marker))
-        batches = list(engine.processed(scenes, TILING, BATCH))
+        batches = list(engine.processed(scenes, OPENER, BATCH))
     assert ray_cluster.is_initialized()  # the engine leaves a cluster it did not start
     return batches, marker
 
@@ -132,7 +134,7 @@ def test_ray_gives_the_records_of_a_local_run_despite_a_killed_worker(
             assert footprint.equals_exact(local_footprints[key], 1e-9)
     assert got.keys() == local_records.keys()
     assert sum(batch.skipped_invalid for batch in batches) == local_skipped > 0
-    assert len(got) + local_skipped == sum(len(item.chip_ids) for item in scenes)
+    assert len(got) + local_skipped == sum(len(item.item_ids) for item in scenes)
     for key, record in got.items():
         local = local_records[key]
         assert record["label"] == local["label"]
@@ -166,7 +168,7 @@ def test_a_worker_error_comes_back_as_the_users_error(
     with RayEngine(actors=1) as engine:
         engine.start(_plain_steps)
         with pytest.raises(InputError, match="r9999_c9999 on this Ray worker"):
-            list(engine.processed([wrong], TILING, BATCH))
+            list(engine.processed([wrong], OPENER, BATCH))
 
 
 def _refusing_setup() -> ChipSteps:
@@ -179,7 +181,7 @@ def test_a_setup_refused_on_the_workers_comes_back_as_the_users_error(
     with RayEngine(actors=1) as engine:
         engine.start(_refusing_setup)
         with pytest.raises(DeviceError, match="this machine has none"):
-            list(engine.processed(scenes, TILING, BATCH))
+            list(engine.processed(scenes, OPENER, BATCH))
 
 
 def test_a_pool_larger_than_the_cluster_is_refused(
@@ -189,7 +191,7 @@ def test_a_pool_larger_than_the_cluster_is_refused(
                           (RayEngine(gpus_per_actor=1), "GPUs but the cluster has 0")):
         engine.start(_plain_steps)
         with pytest.raises(ParameterError, match=words):
-            next(engine.processed(scenes, TILING, BATCH))
+            next(engine.processed(scenes, OPENER, BATCH))
     with pytest.raises(ParameterError, match="at least 1"):
         RayEngine(actors=0)
 
@@ -307,12 +309,12 @@ def test_blocks_of_several_rows_give_every_chip_once(
     monkeypatch.setattr(ray_engine, "_MAX_BLOCKS", 3)  # as a huge event's rows would
     with RayEngine(actors=2) as engine:
         engine.start(_plain_steps)
-        batches = list(engine.processed(scenes, TILING, 2))
+        batches = list(engine.processed(scenes, OPENER, 2))
     ids = [(batch.scene.key, record["chip_id"]) for batch in batches
            for record in batch.records.chips]
     assert len(ids) == len(set(ids))
     assert len(ids) + sum(batch.skipped_invalid for batch in batches) == sum(
-        len(item.chip_ids) for item in scenes)
+        len(item.item_ids) for item in scenes)
 
 
 def _timed_steps(log: Path) -> ChipSteps:
@@ -335,7 +337,7 @@ def test_an_actor_prepares_a_row_while_its_model_runs_another(
     log = tmp_path / "stages.log"
     with RayEngine(actors=1) as engine:
         engine.start(functools.partial(_timed_steps, log))
-        batches = list(engine.processed(scenes[:1], TILING, 4))
+        batches = list(engine.processed(scenes[:1], OPENER, 4))
     spans: dict[str, list[tuple[float, float]]] = {"prepare": [], "process": []}
     for line in log.read_text().splitlines():
         kind, start, end = line.split()

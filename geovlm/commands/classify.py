@@ -143,9 +143,9 @@ def classify(
     tiling = TilingOptions(size or preset.chip_size, overlap, bands, min_valid, nodata,
                            choose_gsd(gsd, native_gsd, preset.gsd))
     # None: each item's visual asset, else its first visual or data GeoTIFF.
-    source = {"stac_asset": stac_asset} if stac is not None else {}
+    listed_by = {"stac_asset": stac_asset} if stac is not None else {}
     run_scenes = (one_scene(single, tiling) if single is not None
-                  else survey_scenes(event, tiling, dst_crs, source))
+                  else survey_scenes(event, tiling, dst_crs, listed_by))
     settings = ClassifySettings(Language(language), ClassifyMode(mode), min_confidence,
                                 max_new_tokens, preset.answers, model_run.calibration)
     run = run_settings(output, progress, quiet, overwrite, batch_size=batch_size,

@@ -36,8 +36,6 @@ from geovlm.pipeline.engines.local import LocalEngine
 from geovlm.pipeline.plan import ChipTask, RunOptions
 from geovlm.pipeline.run_scenes import RunScenes
 from geovlm.pipeline.work_items import SceneWork
-from geovlm.scenes.scene import SceneInfo
-from geovlm.scenes.tiling import TilingOptions
 
 __all__ = ["RunSummary", "run_over_chips"]
 
@@ -75,57 +73,25 @@ class RunSummary:
 #: Scenes of an event warned about their scale before the rest are left out.
 _MAX_SCALE_WARNINGS = 5
 
-#: Beyond this many times the scene's own resolution, --gsd upsampling only shows a model blur.
-_MAX_UPSAMPLING = 4.0
-
-
 def _warn_about_scales(scenes: RunScenes) -> None:
-    """Warn about the scale of each scene that does not suit the chips, the first few only."""
+    """Warn about the scale of each scene that does not suit its items, the first few only."""
     warned = 0
-    for _, tiler in scenes.opened:
+    for _, source in scenes.opened:
         if warned == _MAX_SCALE_WARNINGS:
             logger.warning("further scenes' scale warnings are left out")
             return
-        warned += _warn_about_scale(tiler.info, scenes.tiling)
-
-
-def _warn_about_scale(info: SceneInfo, tiling: TilingOptions) -> bool:
-    """Warn before any chip is read when the chosen ground distance does not suit the scene.
-
-    Two cases: chips upsampled beyond `_MAX_UPSAMPLING` (a model's coarse training resolution
-    on a coarser scene shows it only blur), and a whole scene too small for one chip, which
-    gives one chip, mostly padding, that ``--min-valid`` then skips: a run that writes nothing.
-    """
-    res_x, res_y = info.resolution_m
-    native = min(res_x, res_y)
-    if tiling.gsd is not None and native / tiling.gsd > _MAX_UPSAMPLING:
-        logger.warning(
-            "the scene's pixels are %.1f m but chips are resampled to %.2f m, so they show"
-            " %.0fx upsampled blur; pass a coarser --gsd (or --native-gsd to classify)",
-            native, tiling.gsd, native / tiling.gsd,
-        )
-        return True
-    chip_m = tiling.size * (tiling.gsd if tiling.gsd is not None else native)
-    covered = min(1.0, info.width * res_x / chip_m) * min(1.0, info.height * res_y / chip_m)
-    if covered < tiling.min_valid:
-        logger.warning(
-            "%s covers %.0f x %.0f m, %.0f%% of one %d px chip of %.0f m, so --min-valid %g"
-            " skips it; pass --native-gsd (classify), a smaller --gsd or --size, or a lower"
-            " --min-valid",
-            info.path, info.width * res_x, info.height * res_y, 100 * covered, tiling.size,
-            chip_m, tiling.min_valid,
-        )
-        return True
-    return False
+        warning = source.scale_warning()
+        if warning is not None:
+            logger.warning("%s", warning)
+            warned += 1
 
 
 def _work(scenes: RunScenes, done: Set[str], wanted: Set[str]) -> list[SceneWork]:
-    """Each scene's chips still to do, by id in the output: wanted, and not done before."""
+    """Each scene's items still to do, by id in the output: wanted, and not done before."""
     work = []
-    for scene, tiler in scenes.opened:
-        ids = tuple(cell.chip_id for cell in tiler.cells
-                    if (item := scenes.item_id(scene, cell.chip_id)) not in done
-                    and item in wanted)
+    for scene, source in scenes.opened:
+        ids = tuple(item_id for item_id in source.item_ids()
+                    if (item := scenes.item_id(scene, item_id)) not in done and item in wanted)
         if ids:
             work.append(SceneWork(scene, ids))
     return work
@@ -159,11 +125,11 @@ def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSum
     """
     start = time.perf_counter()
     if task.check is not None:
-        for _, tiler in scenes.opened:
-            task.check(tiler)
+        for _, source in scenes.opened:
+            task.check(source)
     output, chip_layer = run.output, task.chip_layer
-    fields, id_field = ((scenes.layer_fields(task.fields), scenes.id_field) if chip_layer is None
-                        else (task.fields, task.id_field))
+    fields = scenes.layer_fields(task.fields) if chip_layer is None else task.fields
+    id_field = task.id_field or scenes.id_field
     batch_size = run.batch_size or task.batch_size
     record = RunRecord(
         command=task.command,
@@ -174,12 +140,12 @@ def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSum
     )
     writer = GeoPackageWriter(
         output, layer=task.layer, fields=fields, crs=scenes.crs, run=record,
-        style_qml=task.style_qml, overwrite=run.overwrite, id_field=id_field or scenes.id_field,
+        style_qml=task.style_qml, overwrite=run.overwrite, id_field=id_field,
         extra_layers=[chip_layer] if chip_layer else [],
     )
     layers = [task.layer] + ([chip_layer.name] if chip_layer else [])
     # The scenes are open already (header and grid): the local engine reads through them.
-    engine = run.engine or LocalEngine({scene.key: tiler for scene, tiler in scenes.opened})
+    engine = run.engine or LocalEngine({scene.key: source for scene, source in scenes.opened})
     with writer:
         steps = engine.start(task.setup)
         if steps is None and chip_layer is not None:
@@ -191,8 +157,8 @@ def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSum
         _warn_about_scales(scenes)
         writer.begin()
         done_chips = writer.done_ids_of(layers[-1])
-        items = {scenes.item_id(scene, cell.chip_id)
-                 for scene, tiler in scenes.opened for cell in tiler.cells}
+        items = {scenes.item_id(scene, item_id)
+                 for scene, source in scenes.opened for item_id in source.item_ids()}
         wanted = items if steps is None or steps.wanted is None else items & steps.wanted
         already_done = len(writer.done_ids)
         numbers = {scene.key: n for n, (scene, _) in enumerate(scenes.opened, 1)}
@@ -203,7 +169,7 @@ def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSum
                              run_id=writer.run_id, layers=layers, **context) as reporter,
             OrderedWrites(writer, layers) as writes,
             contextlib.closing(engine.processed(_work(scenes, done_chips, wanted),
-                                                scenes.tiling, batch_size)) as results,
+                                                scenes.opener, batch_size)) as results,
         ):
             reporter.resume(len(done_chips & wanted))
             for batch in results:

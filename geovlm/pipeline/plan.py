@@ -15,8 +15,7 @@ from typing import Any
 from geovlm.events.progress import ProgressMode
 from geovlm.output.fields import FieldType, LayerSpec
 from geovlm.pipeline.engines import ChipEngine
-from geovlm.pipeline.work_items import ChipSteps
-from geovlm.scenes.tiling import SceneTiler
+from geovlm.pipeline.work_items import ChipSteps, ItemSource
 
 __all__ = ["ChipTask", "RunOptions"]
 
@@ -71,8 +70,8 @@ class ChipTask:
     chip_layer
         The chip layer when `layer` holds the chips' objects; one scene only.
     check
-        Reads and checks the task's other inputs against each open scene (e.g. footprints),
-        before the output is touched.
+        Reads and checks the task's other inputs against each open scene's items (e.g.
+        footprints over its chip grid), before the output is touched.
     extra_versions
         Versions of the libraries the steps rely on, recorded with the run.
     batch_size
@@ -87,6 +86,6 @@ class ChipTask:
     setup: Callable[[], ChipSteps]
     id_field: str | None = None
     chip_layer: LayerSpec | None = None
-    check: Callable[[SceneTiler], None] | None = None
+    check: Callable[[ItemSource], None] | None = None
     extra_versions: Mapping[str, str] = field(default_factory=dict)
     batch_size: int = 8

@@ -12,6 +12,7 @@ layer's CRS (see `geovlm.scenes.reprojection.event_crs`). A single scene keeps i
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,15 +25,15 @@ from shapely.geometry import Polygon
 from geovlm.errors import GeovlmError, InputError
 from geovlm.output.fields import FieldType
 from geovlm.output.grouped_writes import LayerRows
-from geovlm.pipeline.work_items import ProcessedBatch
+from geovlm.pipeline.work_items import ItemOpener, ItemSource, ProcessedBatch
 from geovlm.scenes.entry import SceneEntry, scene_key
 from geovlm.scenes.reprojection import event_crs, reproject_polygon
 from geovlm.scenes.scene import SceneInfo
 from geovlm.scenes.tiling import SceneTiler, TilingOptions
 
 __all__ = [
-    "EVENT_FIELDS", "EVENT_ID_FIELD", "FailedScene", "RunScenes", "one_scene", "scene_footprint",
-    "survey_scenes",
+    "EVENT_FIELDS", "EVENT_ID_FIELD", "FailedScene", "RunScenes", "grid_opener", "one_scene",
+    "scene_footprint", "survey_scenes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,30 +63,29 @@ class RunScenes:
     Attributes
     ----------
     opened
-        Each scene that opened, with its tiler (header and grid only), in order.
-    failed
-        The scenes left out.
+        Each scene that opened, with its work items (a chip grid's tiler, or building crops:
+        header and item ids only, no pixel read yet), in order.
     crs
         The layer's CRS.
+    opener
+        Opens a scene's items again by path (e.g. on a Ray worker); picklable.
+    failed
+        The scenes left out.
     event
         Whether records are named by scene (`EVENT_FIELDS`) rather than by chip id alone.
     given
         The name of every scene as given, in order (an event's signature).
-    source
-        How the scenes were found, recorded with the run (e.g. the STAC asset read).
+    listing
+        How the scenes were listed, recorded with the run (e.g. the STAC asset read).
     """
 
-    opened: tuple[tuple[SceneEntry, SceneTiler], ...]
+    opened: tuple[tuple[SceneEntry, ItemSource], ...]
     crs: CRS
+    opener: ItemOpener
     failed: tuple[FailedScene, ...] = ()
     event: bool = False
     given: tuple[str, ...] = ()
-    source: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def tiling(self) -> TilingOptions:
-        """How the scenes are cut (the same for every scene)."""
-        return self.opened[0][1].options
+    listing: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def id_field(self) -> str:
@@ -116,23 +116,23 @@ class RunScenes:
         return LayerRows(layer, rows, geometries)
 
     def run_parameters(self) -> dict[str, Any]:
-        """What the scenes and their tiling add to the run's signature."""
-        tiling = self.tiling
+        """What the scenes and how they are cut (`ItemSource.signature`) add to the signature."""
+        items = self.opened[0][1].signature()
         if not self.event:
-            (entry, tiler), = self.opened
+            (entry, source), = self.opened
             return {
                 "scene": entry.key,
-                "tiling": tiling.as_dict(),
-                # Chips are cut by ground distance: a scene whose measured scale changed (e.g.
+                **items,
+                # Items are cut by ground distance: a scene whose measured scale changed (e.g.
                 # an output of a version that took Web Mercator units for metres) has another
                 # grid.
-                "scene_resolution_m": [round(r, 6) for r in tiler.info.resolution_m],
+                "scene_resolution_m": [round(r, 6) for r in source.info.resolution_m],
             }
         return {
             "scenes": list(self.given),
-            "tiling": tiling.as_dict(),
+            **items,
             "crs": self.crs.to_string(),
-            **self.source,
+            **self.listing,
         }
 
     def footprint(self, info: SceneInfo) -> Polygon:
@@ -146,6 +146,11 @@ def scene_footprint(info: SceneInfo) -> Polygon:
     return Polygon([info.transform @ corner for corner in corners])
 
 
+def grid_opener(tiling: TilingOptions) -> ItemOpener:
+    """Opens a scene's chip grid by path (`SceneTiler`), as the engines' workers do."""
+    return functools.partial(SceneTiler, options=tiling)
+
+
 def one_scene(scene: str | Path, tiling: TilingOptions) -> RunScenes:
     """A run over one scene, named as given, in its own CRS.
 
@@ -155,14 +160,15 @@ def one_scene(scene: str | Path, tiling: TilingOptions) -> RunScenes:
         The scene is missing, unreadable or not georeferenced.
     """
     tiler = SceneTiler(scene, tiling)
-    return RunScenes(((SceneEntry(str(scene), scene_key(scene)), tiler),), tiler.info.crs)
+    return RunScenes(((SceneEntry(str(scene), scene_key(scene)), tiler),), tiler.info.crs,
+                     grid_opener(tiling))
 
 
 def survey_scenes(
     scenes: Sequence[SceneEntry],
     tiling: TilingOptions,
     dst_crs: str | None = None,
-    source: Mapping[str, Any] | None = None,
+    listing: Mapping[str, Any] | None = None,
 ) -> RunScenes:
     """Open every scene of an event, set aside those that fail, and choose the layer's CRS.
 
@@ -174,8 +180,8 @@ def survey_scenes(
         How the scenes are cut (and the bands every scene must have).
     dst_crs
         ``--dst-crs`` as typed, or None for the scenes' shared CRS, else EPSG:4326.
-    source
-        How the scenes were found, recorded with the run (`RunScenes.source`).
+    listing
+        How the scenes were listed, recorded with the run (`RunScenes.listing`).
 
     Returns
     -------
@@ -189,7 +195,7 @@ def survey_scenes(
     ParameterError
         `dst_crs` is not a CRS.
     """
-    opened: list[tuple[SceneEntry, SceneTiler]] = []
+    opened: list[tuple[SceneEntry, ItemSource]] = []
     failed: list[FailedScene] = []
     for entry in scenes:
         try:
@@ -205,5 +211,5 @@ def survey_scenes(
             " fix or leave out the broken scenes."
         )
     crs = event_crs([tiler.info.crs for _, tiler in opened], dst_crs)
-    return RunScenes(tuple(opened), crs, tuple(failed), event=True,
-                     given=tuple(entry.key for entry in scenes), source=dict(source or {}))
+    return RunScenes(tuple(opened), crs, grid_opener(tiling), tuple(failed), event=True,
+                     given=tuple(entry.key for entry in scenes), listing=dict(listing or {}))

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 MAX_CHIP_SIZE = 4096
 #: Smallest chip edge in pixels.
 MIN_CHIP_SIZE = 16
+#: Beyond this many times the scene's own resolution, --gsd upsampling only shows a model blur.
+MAX_UPSAMPLING = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,11 @@ class Chip:
     footprint: Polygon
     valid_fraction: float
     image: Image.Image
+
+    @property
+    def item_id(self) -> str:
+        """The chip's id as a work item of the pipeline (`chip_id`)."""
+        return self.chip_id
 
     @staticmethod
     def make_id(row: int, col: int) -> str:
@@ -248,6 +255,41 @@ class SceneTiler:
     def close(self) -> None:
         """Stop the reader threads, then close their dataset handles (see `SceneReader.close`)."""
         self.reader.close()
+
+    def item_ids(self) -> list[str]:
+        """Every chip's id, in grid order, without reading any pixel."""
+        return [cell.chip_id for cell in self.cells]
+
+    def items(self, skip: Container[str] = frozenset()) -> Generator[Chip, None, None]:
+        """The valid chips as the pipeline's work items (`chips`)."""
+        return self.chips(skip)
+
+    def signature(self) -> dict[str, object]:
+        """What the grid adds to a run's signature: the tiling options."""
+        return {"tiling": self.options.as_dict()}
+
+    def scale_warning(self) -> str | None:
+        """Why the chosen ground distance does not suit the scene, or None when it does.
+
+        Two cases: chips upsampled beyond `MAX_UPSAMPLING` (a model's coarse training resolution
+        on a coarser scene shows it only blur), and a whole scene too small for one chip, which
+        gives one chip, mostly padding, that ``--min-valid`` then skips: a run that writes nothing.
+        """
+        info, tiling = self.info, self.options
+        res_x, res_y = info.resolution_m
+        native = min(res_x, res_y)
+        if tiling.gsd is not None and native / tiling.gsd > MAX_UPSAMPLING:
+            return (f"the scene's pixels are {native:.1f} m but chips are resampled to"
+                    f" {tiling.gsd:.2f} m, so they show {native / tiling.gsd:.0f}x upsampled"
+                    " blur; pass a coarser --gsd (or --native-gsd to classify)")
+        chip_m = tiling.size * (tiling.gsd if tiling.gsd is not None else native)
+        covered = min(1.0, info.width * res_x / chip_m) * min(1.0, info.height * res_y / chip_m)
+        if covered < tiling.min_valid:
+            return (f"{info.path} covers {info.width * res_x:.0f} x {info.height * res_y:.0f} m,"
+                    f" {100 * covered:.0f}% of one {tiling.size} px chip of {chip_m:.0f} m, so"
+                    f" --min-valid {tiling.min_valid:g} skips it; pass --native-gsd (classify),"
+                    " a smaller --gsd or --size, or a lower --min-valid")
+        return None
 
     def chips(self, skip: Container[str] = frozenset()) -> Generator[Chip, None, None]:
         """Yield the valid chips in grid order, reading ahead on the thread pool.

@@ -29,7 +29,7 @@ from geovlm.output.versions import ML_PACKAGES, library_versions
 from geovlm.pipeline.driver import RunSummary, run_over_chips
 from geovlm.pipeline.plan import ChipTask, RunOptions
 from geovlm.pipeline.run_scenes import RunScenes
-from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps, ItemSource
 from geovlm.refer.grounding import grounding_prompt, parse_boxes
 from geovlm.refer.phrases import Frame, Phrase, Target
 from geovlm.refer.rewriting import rewrite_expressions
@@ -197,17 +197,19 @@ class _ReferRun:
     batch ahead, and `process` runs the models and gives each chip's objects and its record.
     """
 
-    def __init__(self, settings: ReferSettings, load_models: Callable[[], ReferModels],
-                 min_valid: float) -> None:
+    def __init__(self, settings: ReferSettings, load_models: Callable[[], ReferModels]) -> None:
         self.settings = settings
         self._load_models = load_models
-        self._min_valid = min_valid
+        self._min_valid = 0.0
         self._source = SceneObjects((), "detect", 0, 0, 0, 0)
         self._by_chip: dict[str, list[SceneObject]] = {}
         self._models = ReferModels()
         self._tally = _Tally()
 
-    def check(self, tiler: SceneTiler) -> None:
+    def check(self, tiler: ItemSource) -> None:
+        if not isinstance(tiler, SceneTiler):
+            raise TypeError("refer's objects belong to the chips of a tiled scene")
+        self._min_valid = tiler.options.min_valid
         path, source = self.settings.path, self.settings.source
         if source is ObjectSource.XBD and path is not None:
             self._source = read_xbd_objects(path, tiler)
@@ -314,7 +316,7 @@ def refer_scene(scenes: RunScenes, run: RunOptions, models: ModelRun[ReferModels
     OutputError
         The output is refused (see `GeoPackageWriter`).
     """
-    refer = _ReferRun(settings, models.load, scenes.tiling.min_valid)
+    refer = _ReferRun(settings, models.load)
     style = with_labels(categorized_style("damage", {**DAMAGE_COLOURS, "": (120, 120, 120)}),
                         "expression")
     task = ChipTask(

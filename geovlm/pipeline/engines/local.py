@@ -13,19 +13,29 @@ import contextlib
 import itertools
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rasterio.crs import CRS
 
-from geovlm.pipeline.work_items import ChipRecords, ChipSteps, ProcessedBatch, SceneWork
+from geovlm.pipeline.work_items import (
+    ChipRecords,
+    ChipSteps,
+    ItemOpener,
+    ItemSource,
+    ProcessedBatch,
+    SceneWork,
+    WorkItem,
+)
 from geovlm.prefetch import prepared_ahead
 from geovlm.scenes.entry import SceneEntry
-from geovlm.scenes.tiling import Chip, SceneTiler, TilingOptions
 
 __all__ = ["LocalEngine", "batched"]
 
+T = TypeVar("T")
 
-def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
-    """Group chips into lists of at most `size`."""
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Group items into lists of at most `size`."""
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
@@ -33,30 +43,31 @@ def batched(items: Iterable[Chip], size: int) -> Iterator[list[Chip]]:
 
 @dataclass(frozen=True, slots=True)
 class _ReadBatch:
-    """A batch of one scene's chips as read, and the chips left out under --min-valid before."""
+    """A batch of one scene's items as read, and the items left out under --min-valid before."""
 
     scene: SceneEntry
     crs: CRS
-    chips: list[Chip]
+    items: list[WorkItem]
     skipped_invalid: int
 
 
-def _read_batches(work: Iterable[SceneWork], tiling: TilingOptions, batch_size: int,
-                  opened: dict[str, SceneTiler]) -> Generator[_ReadBatch, None, None]:
-    """The chips of the work, scene after scene, in batches of at most `batch_size`."""
+def _read_batches(work: Iterable[SceneWork], opener: ItemOpener, batch_size: int,
+                  opened: dict[str, ItemSource]) -> Generator[_ReadBatch, None, None]:
+    """The items of the work, scene after scene, in batches of at most `batch_size`."""
     for item in work:
-        wanted = set(item.chip_ids)
-        tiler = opened.pop(item.scene.key, None) or SceneTiler(item.scene.path, tiling)
-        with tiler:
-            skip = {cell.chip_id for cell in tiler.cells if cell.chip_id not in wanted}
+        wanted = set(item.item_ids)
+        source = opened.pop(item.scene.key, None) or opener(item.scene.path)
+        with source:
+            skip = {item_id for item_id in source.item_ids() if item_id not in wanted}
             counted = 0
-            with contextlib.closing(tiler.chips(skip=skip)) as chips:
-                for batch in batched(chips, batch_size):
-                    yield _ReadBatch(item.scene, tiler.info.crs, batch,
-                                     tiler.skipped_invalid - counted)
-                    counted = tiler.skipped_invalid
-            if tiler.skipped_invalid > counted:  # the scene ended on chips left out
-                yield _ReadBatch(item.scene, tiler.info.crs, [], tiler.skipped_invalid - counted)
+            with contextlib.closing(source.items(skip=skip)) as items:
+                for batch in batched(items, batch_size):
+                    yield _ReadBatch(item.scene, source.info.crs, batch,
+                                     source.skipped_invalid - counted)
+                    counted = source.skipped_invalid
+            if source.skipped_invalid > counted:  # the scene ended on items left out
+                yield _ReadBatch(item.scene, source.info.crs, [],
+                                 source.skipped_invalid - counted)
 
 
 class LocalEngine:
@@ -65,11 +76,11 @@ class LocalEngine:
     Parameters
     ----------
     opened
-        Scenes the driver has opened already, by `SceneEntry.key`: read through these tilers
+        Scenes the driver has opened already, by `SceneEntry.key`: read through these sources
         instead of opening them again (each is closed once its scene is read).
     """
 
-    def __init__(self, opened: Mapping[str, SceneTiler] | None = None) -> None:
+    def __init__(self, opened: Mapping[str, ItemSource] | None = None) -> None:
         self._opened = dict(opened or {})
         self._steps: ChipSteps | None = None
 
@@ -78,24 +89,24 @@ class LocalEngine:
         self._steps = setup()
         return self._steps
 
-    def processed(self, work: Iterable[SceneWork], tiling: TilingOptions,
+    def processed(self, work: Iterable[SceneWork], opener: ItemOpener,
                   batch_size: int) -> Generator[ProcessedBatch, None, None]:
-        """Process the work's chips in order, each batch prepared while the one before runs."""
+        """Process the work's items in order, each batch prepared while the one before runs."""
         steps = self._steps
         if steps is None:
             raise RuntimeError("LocalEngine.start must be called before processed")
 
         def prepare(batch: _ReadBatch) -> object:
-            return steps.prepare(batch.chips) if batch.chips else None
+            return steps.prepare(batch.items) if batch.items else None
 
         # Closed in reverse order: the prepare thread first, then the scene being read.
         with (
-            contextlib.closing(_read_batches(work, tiling, batch_size, self._opened))
+            contextlib.closing(_read_batches(work, opener, batch_size, self._opened))
             as batches,
             contextlib.closing(prepared_ahead(batches, prepare)) as prepared_batches,
         ):
             for batch, prepared in prepared_batches:
-                records = steps.process(batch.chips, prepared) if batch.chips else ChipRecords([])
+                records = steps.process(batch.items, prepared) if batch.items else ChipRecords([])
                 yield ProcessedBatch(batch.scene, batch.crs,
-                                     [chip.footprint for chip in batch.chips], records,
+                                     [item.footprint for item in batch.items], records,
                                      batch.skipped_invalid)

@@ -2,8 +2,9 @@
 
 The driver cuts each scene's chip ids into work rows of at most ``batch_size`` ids (the scene's
 path and the ids, never pixels) and hands them to a Ray Data pool of actors. Each actor runs the
-task's setup once (its own model load, on its own GPU), opens a row's scene with `SceneTiler`
-(kept open for the scene's next rows), reads just the row's chips on the tiler's threads and runs
+task's setup once (its own model load, on its own GPU), opens a row's scene with the run's opener
+(a chip grid or building crops, kept open for the scene's next rows), reads just the row's items
+on the scene's reader threads and runs
 the task's steps on them. Each actor takes two rows at once (Ray Data's threaded calls): one is
 read and prepared while the model runs the other, which holds the actor's model lock, as the
 local engine's threads overlap them. One `ProcessedBatch` per row streams back to the driver,
@@ -29,9 +30,15 @@ from types import ModuleType
 from typing import Any
 
 from geovlm.errors import DependencyError, EndpointError, GeovlmError, InputError, ParameterError
-from geovlm.pipeline.work_items import ChipRecords, ChipSteps, ProcessedBatch, SceneWork
+from geovlm.pipeline.work_items import (
+    ChipRecords,
+    ChipSteps,
+    ItemOpener,
+    ItemSource,
+    ProcessedBatch,
+    SceneWork,
+)
 from geovlm.scenes.entry import SceneEntry
-from geovlm.scenes.tiling import SceneTiler, TilingOptions
 
 __all__ = ["RayEngine"]
 
@@ -144,18 +151,18 @@ class RayEngine:
         self._setup = setup
 
     def processed(
-        self, work: Iterable[SceneWork], tiling: TilingOptions, batch_size: int
+        self, work: Iterable[SceneWork], opener: ItemOpener, batch_size: int
     ) -> Generator[ProcessedBatch, None, None]:
-        """Process every chip of `work` on the actors, yielding batches as they finish.
+        """Process every item of `work` on the actors, yielding batches as they finish.
 
         Parameters
         ----------
         work
-            The scenes and the ids of their chips to do.
-        tiling
-            How the scenes are cut (the grid the ids belong to).
+            The scenes and the ids of their items to do.
+        opener
+            Opens a scene's items on a worker (pickled to the actors with the task's setup).
         batch_size
-            Chips per work row, so per call of the task's steps.
+            Items per work row, so per call of the task's steps.
 
         Yields
         ------
@@ -185,7 +192,7 @@ class RayEngine:
                 size=actors, max_concurrent_calls_per_actor=_ROWS_PER_ACTOR,
                 enable_true_multi_threading=True,
             ),
-            fn_constructor_kwargs={"setup": self._setup, "tiling": tiling},
+            fn_constructor_kwargs={"setup": self._setup, "opener": opener},
             num_cpus=1,
             num_gpus=gpus,
         )
@@ -237,7 +244,7 @@ class _ChipWorker:
     the model one row at a time.
     """
 
-    def __init__(self, setup: Callable[[], ChipSteps], tiling: TilingOptions) -> None:
+    def __init__(self, setup: Callable[[], ChipSteps], opener: ItemOpener) -> None:
         self._steps: ChipSteps | None = None
         #: The setup's refusal (e.g. no GPU on this worker), told to the driver by each call.
         self._refusal: GeovlmError | None = None
@@ -245,10 +252,10 @@ class _ChipWorker:
             self._steps = setup()
         except GeovlmError as exc:
             self._refusal = exc
-        self._tiling = tiling
+        self._opener = opener
         self._model = threading.Lock()
         self._scenes = threading.Lock()
-        self._tilers: OrderedDict[str, tuple[SceneTiler, frozenset[str]]] = OrderedDict()
+        self._sources: OrderedDict[str, tuple[ItemSource, frozenset[str]]] = OrderedDict()
         #: Rows reading each open scene now: a scene in use is never closed.
         self._readers: Counter[str] = Counter()
 
@@ -259,10 +266,10 @@ class _ChipWorker:
             if self._refusal is not None:
                 raise self._refusal
             outcomes: list[ProcessedBatch | GeovlmError] = [
-                self._process(pickle.loads(scene), path, chip_ids)
-                for scene, path, chip_ids in zip(
+                self._process(pickle.loads(scene), path, item_ids)
+                for scene, path, item_ids in zip(
                     rows["scene"].to_pylist(), rows["path"].to_pylist(),
-                    rows["chip_ids"].to_pylist(), strict=True,
+                    rows["item_ids"].to_pylist(), strict=True,
                 )
             ]
         except GeovlmError as exc:
@@ -271,52 +278,52 @@ class _ChipWorker:
             outcomes = [exc]
         return pa.table({"batch": pa.array([pickle.dumps(o) for o in outcomes], pa.binary())})
 
-    def _process(self, scene: SceneEntry, path: str, chip_ids: list[str]) -> ProcessedBatch:
+    def _process(self, scene: SceneEntry, path: str, item_ids: list[str]) -> ProcessedBatch:
         assert self._steps is not None  # else __call__ raised the refusal
-        with self._reading(path) as (tiler, cell_ids):
-            unknown = set(chip_ids) - cell_ids
+        with self._reading(path) as (source, known):
+            unknown = set(item_ids) - known
             if unknown:
                 raise InputError(
-                    f"{path} has no chip {min(unknown)} on this Ray worker; every worker must"
-                    " read the same file as the driver (a shared file system or a URL)."
+                    f"{path} has no item {min(unknown)} on this Ray worker; every worker must"
+                    " read the same files as the driver (a shared file system or URLs)."
                 )
-            chips = list(tiler.chips(skip=cell_ids.difference(chip_ids)))
-            crs = tiler.info.crs
-        prepared = self._steps.prepare(chips) if chips else None
+            items = list(source.items(skip=known.difference(item_ids)))
+            crs = source.info.crs
+        prepared = self._steps.prepare(items) if items else None
         with self._model:
-            records = self._steps.process(chips, prepared) if chips else ChipRecords([])
+            records = self._steps.process(items, prepared) if items else ChipRecords([])
         return ProcessedBatch(
             scene=scene,
             crs=crs,
-            footprints=[chip.footprint for chip in chips],
+            footprints=[item.footprint for item in items],
             records=records,
-            # The row's chips the tiler left out: under --min-valid.
-            skipped_invalid=len(set(chip_ids)) - len(chips),
+            # The row's items the source left out: under --min-valid.
+            skipped_invalid=len(set(item_ids)) - len(items),
         )
 
     @contextlib.contextmanager
-    def _reading(self, path: str) -> Iterator[tuple[SceneTiler, frozenset[str]]]:
-        """The scene's open tiler and its chip ids, opened if new, kept open while in use."""
+    def _reading(self, path: str) -> Iterator[tuple[ItemSource, frozenset[str]]]:
+        """The scene's open items and their ids, opened if new, kept open while in use."""
         with self._scenes:
-            if path in self._tilers:
-                self._tilers.move_to_end(path)
+            if path in self._sources:
+                self._sources.move_to_end(path)
             else:
-                tiler = SceneTiler(path, self._tiling)
-                self._tilers[path] = (tiler, frozenset(cell.chip_id for cell in tiler.cells))
+                source = self._opener(path)
+                self._sources[path] = (source, frozenset(source.item_ids()))
             self._readers[path] += 1
-            opened = self._tilers[path]
+            opened = self._sources[path]
         try:
             yield opened
         finally:
             with self._scenes:
                 self._readers[path] -= 1
-                idle = [p for p in self._tilers if not self._readers[p]]
-                for oldest in idle[: max(0, len(self._tilers) - _OPEN_SCENES)]:
-                    self._tilers.pop(oldest)[0].close()
+                idle = [p for p in self._sources if not self._readers[p]]
+                for oldest in idle[: max(0, len(self._sources) - _OPEN_SCENES)]:
+                    self._sources.pop(oldest)[0].close()
 
 
 def _work_rows(work: Iterable[SceneWork], batch_size: int) -> Iterator[dict[str, Any]]:
-    """Rows of at most `batch_size` chip ids of one scene, with the path the workers open.
+    """Rows of at most `batch_size` item ids of one scene, with the path the workers open.
 
     A local path is made absolute here: a worker does not share the driver's working folder.
     """
@@ -324,9 +331,9 @@ def _work_rows(work: Iterable[SceneWork], batch_size: int) -> Iterator[dict[str,
         local = Path(item.scene.path)
         path = str(local.resolve()) if local.exists() else item.scene.path
         scene = pickle.dumps(item.scene)
-        for start in range(0, len(item.chip_ids), batch_size):
-            chip_ids = list(item.chip_ids[start:start + batch_size])
-            yield {"scene": scene, "path": path, "chip_ids": chip_ids}
+        for start in range(0, len(item.item_ids), batch_size):
+            item_ids = list(item.item_ids[start:start + batch_size])
+            yield {"scene": scene, "path": path, "item_ids": item_ids}
 
 
 def _check_reachable(address: str | None) -> None:
