@@ -6,6 +6,7 @@ A `Phrase` is a referring expression before it has words (`geovlm.refer.text` re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -160,6 +161,18 @@ class Frame:
     min_y: float
     max_x: float
     max_y: float
+
+    @classmethod
+    def around(cls, points: Iterable[tuple[float, float]]) -> Frame:
+        """The extent of some points, e.g. a raster's corners in map coordinates.
+
+        Examples
+        --------
+        >>> Frame.around([(3, 1), (0, 5), (2, 2)])
+        Frame(min_x=0, min_y=1, max_x=3, max_y=5)
+        """
+        xs, ys = zip(*points, strict=True)
+        return cls(min(xs), min(ys), max(xs), max(ys))
 
     def position(self, target: Target) -> tuple[float, float]:
         """The share of the way from west to east, and from north to south (0 to 1)."""

@@ -58,6 +58,7 @@ __all__ = [
     "ReferModels",
     "ReferSettings",
     "refer_scene",
+    "scene_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -196,13 +197,21 @@ def _targets(objects: Sequence[SceneObject]) -> list[Target]:
             for o, c in zip(objects, centroids, strict=True)]
 
 
-def _scene_frame(tiler: SceneTiler) -> Frame:
-    """The scene's extent in map coordinates: the bounds of its pixels' outline."""
+def scene_frame(tiler: SceneTiler) -> Frame:
+    """A scene's extent in map coordinates (its pixels' outline's bounds): the scene context's.
+
+    Parameters
+    ----------
+    tiler
+        The opened scene.
+
+    Returns
+    -------
+    Frame
+    """
     info = tiler.info
-    corners = [info.transform @ xy
-               for xy in ((0, 0), (info.width, 0), (info.width, info.height), (0, info.height))]
-    xs, ys = [x for x, _ in corners], [y for _, y in corners]
-    return Frame(min(xs), min(ys), max(xs), max(ys))
+    corners = ((0, 0), (info.width, 0), (info.width, info.height), (0, info.height))
+    return Frame.around(info.transform @ corner for corner in corners)
 
 
 def _rule_records(
@@ -272,7 +281,7 @@ class _ReferRun:
         if self.settings.context is ReferContext.SCENE:
             start = time.perf_counter()
             objects = self._source.objects
-            references = refer_scene_objects(_targets(objects), _scene_frame(tiler))
+            references = refer_scene_objects(_targets(objects), scene_frame(tiler))
             self._scene = {ref.object_id: ref for ref in references}
             logger.info("scene context: %d expressions in %.1f s", len(references),
                         time.perf_counter() - start)
