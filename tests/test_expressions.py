@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -18,71 +19,83 @@ FRAME = Frame(0.0, 0.0, 100.0, 100.0)
 _CELL_GRID = [[Cell.NW, Cell.N, Cell.NE], [Cell.W, Cell.C, Cell.E], [Cell.SW, Cell.S, Cell.SE]]
 
 
-def _cell(target: Target) -> Cell:
-    east, south = FRAME.position(target)
+def _cell(target: Target, frame: Frame = FRAME) -> Cell:
+    east, south = frame.position(target)
     return _CELL_GRID[min(int(south * 3), 2)][min(int(east * 3), 2)]
 
 
-def _value(target: Target, rank: Rank) -> float:
-    east, south = FRAME.position(target)
+def _value(target: Target, rank: Rank, frame: Frame) -> float:
+    east, south = frame.position(target)
     return {Rank.NORTH: -south, Rank.SOUTH: south, Rank.EAST: east, Rank.WEST: -east,
             Rank.LARGEST: target.area, Rank.SMALLEST: -target.area}[rank]
 
 
-def _leaders(members: list[int], targets: list[Target], rank: Rank) -> set[int]:
-    best = max(_value(targets[i], rank) for i in members)
-    return {i for i in members if _value(targets[i], rank) == best}
+def _leaders(members: list[int], targets: list[Target], rank: Rank, frame: Frame) -> set[int]:
+    best = max(_value(targets[i], rank, frame) for i in members)
+    return {i for i in members if _value(targets[i], rank, frame) == best}
 
 
-def _clusters(members: list[int], targets: list[Target]) -> list[list[int]]:
+def _clusters(members: list[int], targets: list[Target], frame: Frame) -> list[list[int]]:
     left, found = set(members), []
     while left:
         todo, group = [left.pop()], []
         while todo:
             i = todo.pop()
             group.append(i)
-            near = {j for j in left if math.dist(FRAME.position(targets[i]),
-                                                 FRAME.position(targets[j])) < CLUSTER_GAP}
+            near = {j for j in left if math.dist(frame.position(targets[i]),
+                                                 frame.position(targets[j])) < CLUSTER_GAP}
             left -= near
             todo += near
         found.append(group)
     return found
 
 
-def denote(phrase: Phrase, targets: list[Target]) -> set[int]:
-    """The objects a phrase is true of, read literally: exact cells, sectors and leaders."""
+def nearest(anchor: Target, direction: Direction, scope: list[int],
+            targets: list[Target]) -> set[int]:
+    """The objects of `scope` nearest to `anchor` in `direction`'s sector (exact sectors).
+
+    An object on the anchor's very centre lies in no direction of it.
+    """
+    directions = list(Direction)
+    inside = [
+        i for i in scope if (targets[i].x, targets[i].y) != (anchor.x, anchor.y)
+        and directions[round(math.degrees(math.atan2(targets[i].x - anchor.x,
+                                                     targets[i].y - anchor.y)) % 360 / 45) % 8]
+        is direction
+    ]
+    if not inside:
+        return set()
+    best = min(math.dist((targets[i].x, targets[i].y), (anchor.x, anchor.y)) for i in inside)
+    return {i for i in inside
+            if math.dist((targets[i].x, targets[i].y), (anchor.x, anchor.y)) == best}
+
+
+def denote(phrase: Phrase, targets: list[Target], frame: Frame = FRAME,
+           anchors: Callable[[Phrase], set[int]] | None = None) -> set[int]:
+    """The objects a phrase is true of, read literally: exact cells, sectors and leaders.
+
+    `anchors` reads a relation's anchor phrase (default: the same way, in the same frame).
+    """
     scope = [i for i, t in enumerate(targets) if phrase.damage in (None, t.damage)]
     if phrase.relation is not None:
         direction, anchor_phrase = phrase.relation
-        anchors = denote(anchor_phrase, targets)
-        assert len(anchors) == 1, anchor_phrase
-        anchor = targets[anchors.pop()]
-        directions = list(Direction)
-        inside = [
-            i for i in scope if targets[i] is not anchor and directions[round(
-                math.degrees(math.atan2(targets[i].x - anchor.x, targets[i].y - anchor.y))
-                % 360 / 45) % 8] is direction
-        ]
-        if not inside:
-            return set()
-        nearest = min(math.dist((targets[i].x, targets[i].y), (anchor.x, anchor.y))
-                      for i in inside)
-        return {i for i in inside
-                if math.dist((targets[i].x, targets[i].y), (anchor.x, anchor.y)) == nearest}
+        found = (anchors or (lambda p: denote(p, targets, frame)))(anchor_phrase)
+        assert len(found) == 1, anchor_phrase
+        return nearest(targets[found.pop()], direction, scope, targets)
     if phrase.clustered:
         assert phrase.rank is not None
-        groups = [g for g in _clusters(scope, targets) if len(g) == phrase.group]
+        groups = [g for g in _clusters(scope, targets, frame) if len(g) == phrase.group]
         if phrase.cell is not None:
             groups = [g for g in groups if _cell(Target(
                 "c", sum(targets[i].x for i in g) / len(g), sum(targets[i].y for i in g) / len(g),
-                1.0)) is phrase.cell]
-        return set().union(*(_leaders(g, targets, phrase.rank) for g in groups))
+                1.0), frame) is phrase.cell]
+        return set().union(*(_leaders(g, targets, phrase.rank, frame) for g in groups))
     if phrase.cell is not None:
-        scope = [i for i in scope if _cell(targets[i]) is phrase.cell]
+        scope = [i for i in scope if _cell(targets[i], frame) is phrase.cell]
     if phrase.group:
         assert len(scope) == phrase.group
     if phrase.rank is not None:
-        return _leaders(scope, targets, phrase.rank) if scope else set()
+        return _leaders(scope, targets, phrase.rank, frame) if scope else set()
     return set(scope)
 
 

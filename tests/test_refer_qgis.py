@@ -29,6 +29,9 @@ print(json.dumps({
     "categories": {c.value(): c.symbol().color().name() for c in renderer.categories()},
     "labels": layer.labelsEnabled(),
     "label_field": layer.labeling().settings().fieldName if layer.labeling() else None,
+    "fields": [field.name() for field in layer.fields()],
+    "contexts": sorted({str(f["context"]) for f in layer.getFeatures()}),
+    "labels_text": sorted(str(f["expression"]) for f in layer.getFeatures()),
 }))
 sys.stdout.flush()
 del layer
@@ -36,8 +39,9 @@ app.exitQgis()
 """
 
 
+@pytest.mark.parametrize("context", ["chip", "scene"])
 def test_qgis_draws_objects_by_damage_with_expression_labels(real_xbd, real_xbd_georef,
-                                                             tmp_path):
+                                                             tmp_path, context):
     if not Path(SYSTEM_PYTHON).exists() or not _qgis_available():
         if os.environ.get("CI"):
             pytest.fail("QGIS is not importable from /usr/bin/python3; install python3-qgis")
@@ -46,7 +50,7 @@ def test_qgis_draws_objects_by_damage_with_expression_labels(real_xbd, real_xbd_
     out = tmp_path / "objects.gpkg"
     result = CliRunner().invoke(cli, [
         "refer", str(real_xbd_georef / "images" / f"{stem}.tif"), "--xbd-labels",
-        str(real_xbd / "labels" / f"{stem}.json"), "-o", str(out), "-q"])
+        str(real_xbd / "labels" / f"{stem}.json"), "-o", str(out), "-q", "--context", context])
     assert result.exit_code == 0, result.output
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
@@ -60,3 +64,10 @@ def test_qgis_draws_objects_by_damage_with_expression_labels(real_xbd, real_xbd_
     assert seen["categories"]["destroyed"] == "#{:02x}{:02x}{:02x}".format(
         *DAMAGE_COLOURS["destroyed"])
     assert seen["labels"] and seen["label_field"] == "expression"
+    assert "context" in seen["fields"]
+    if context == "scene":
+        # One scene, every label its own: the map reads right.
+        assert seen["contexts"] == ["scene"]
+        assert len(set(seen["labels_text"])) == 71
+    else:
+        assert all(c.startswith("chip r") for c in seen["contexts"]) and len(seen["contexts"]) > 1

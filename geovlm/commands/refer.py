@@ -53,6 +53,11 @@ DETECT_PRESET = "xview2-qwen3vl"
                    " none (no captions), or Qwen/Qwen3-VL-8B-Instruct with --detect. With"
                    " --backend openai: its id on --endpoint (with --detect, default: the first"
                    " the endpoint lists).")
+@click.option("--context", "context", type=click.Choice(["chip", "scene"]), default="chip",
+              show_default=True,
+              help="Among which objects each expression is unique: its chip's (field 'context'"
+                   " names the chip), or the whole scene's, a part of the scene first (\"in the"
+                   " north-western part of the image, ...\"; --footprints or --xbd-labels).")
 @click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
               show_default=True, help="Language of the expressions and captions.")
 @device_options
@@ -74,6 +79,7 @@ def refer(
     detect: bool,
     rewrite_model: str | None,
     caption_model: str | None,
+    context: str,
     language: str,
     quantize: str | None,
     device: str | None,
@@ -97,10 +103,21 @@ def refer(
     directions, or the object is flagged ambiguous. Give exactly one of --footprints,
     --xbd-labels and --detect. A chip (--size pixels, after any --gsd) is the frame of its
     objects' expressions; objects on chips skipped under --min-valid are left out.
+
+    With --context chip the same text may label objects of different chips (on the six real
+    xBD tiles 34 of 133 objects share their text with another of their tile); field 'context'
+    names the chip. With --context scene each expression picks its object out among all of the
+    scene's and starts with a part of the scene (on those tiles all 133 are unique).
     """
     from geovlm.pipeline.run_scenes import one_scene
     from geovlm.scenes.tiling import TilingOptions
-    from geovlm.tasks.refer import ObjectSource, ReferSettings, refer_scene
+    from geovlm.tasks.refer import (
+        SCENE_NEEDS_OBJECTS,
+        ObjectSource,
+        ReferContext,
+        ReferSettings,
+        refer_scene,
+    )
 
     chosen = [name for name, given in (("--footprints", footprints),
                                        ("--xbd-labels", xbd_labels), ("--detect", detect))
@@ -112,6 +129,8 @@ def refer(
         )
     if footprints_layer is not None and footprints is None:
         raise click.UsageError("--footprints-layer names a layer of --footprints; give both.")
+    if detect and context == "scene":
+        raise click.UsageError(SCENE_NEEDS_OBJECTS)
     source = (ObjectSource.FOOTPRINTS if footprints else
               ObjectSource.XBD if xbd_labels else ObjectSource.DETECT)
     server = remote_endpoint(backend, endpoint)
@@ -125,7 +144,7 @@ def refer(
         run_settings(output, progress, quiet, overwrite, batch_size=batch_size),
         models,
         ReferSettings(source, footprints or xbd_labels, Language(language), footprints_layer,
-                      rewrite_batch_size=rewrite_batch_size),
+                      rewrite_batch_size=rewrite_batch_size, context=ReferContext(context)),
     )
     if quiet or ProgressMode(progress) is ProgressMode.JSON:
         return

@@ -1,18 +1,22 @@
 """The words of the rules as structures: directions, grid cells, ranks, phrases and targets.
 
 A `Phrase` is a referring expression before it has words (`geovlm.refer.text` renders it); a
-`Target` is an object as the rules see it, placed in a chip's `Frame`.
+`Target` is an object as the rules see it, placed in a `Frame` (a chip's, or a whole scene's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import product
 
 from geovlm.enums import CheckedEnum
 from geovlm.labels.damage import Damage
 
-__all__ = ["CELL_GRID", "Cell", "Direction", "Frame", "Phrase", "Rank", "Reference", "Target"]
+__all__ = [
+    "CELL_GRID", "QUARTER_GRID", "Cell", "Direction", "Frame", "Phrase", "Quarter", "Rank",
+    "Reference", "Target",
+]
 
 
 class Direction(CheckedEnum):
@@ -29,7 +33,7 @@ class Direction(CheckedEnum):
 
 
 class Cell(CheckedEnum):
-    """A cell of the 3 x 3 grid over a chip, named in map directions."""
+    """A cell of the 3 x 3 grid over a frame (a chip, a scene), named in map directions."""
 
     NW = "north-west"
     N = "north"
@@ -40,6 +44,23 @@ class Cell(CheckedEnum):
     SW = "south-west"
     S = "south"
     SE = "south-east"
+
+
+class Quarter(CheckedEnum):
+    """A quarter of a frame (its 2 x 2 grid), for objects on the lines of its 3 x 3 grid.
+
+    Values differ from `Cell`'s, so a region's quarter never equals its cell.
+    """
+
+    NW = "north-west quarter"
+    NE = "north-east quarter"
+    SW = "south-west quarter"
+    SE = "south-east quarter"
+
+    @property
+    def compass(self) -> str:
+        """The quarter's compass direction (``north-west``)."""
+        return self.value.removesuffix(" quarter")
 
 
 class Rank(CheckedEnum):
@@ -55,6 +76,8 @@ class Rank(CheckedEnum):
 
 #: Cells by (row, column), row 0 in the north, column 0 in the west.
 CELL_GRID = {(r, c): cell for (r, c), cell in zip(product(range(3), range(3)), Cell, strict=True)}
+#: Quarters by (row, column), as `CELL_GRID`.
+QUARTER_GRID = {(r, c): q for (r, c), q in zip(product(range(2), range(2)), Quarter, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +99,11 @@ class Phrase:
         rather than every object of the damage grade and cell.
     relation
         A compass direction and the anchor's phrase: the scope's nearest object that way.
+    region
+        The part of the whole scene that scopes the rest (``in the north-western part of the
+        image, ...``; `geovlm.refer.scene`): a cell of the scene's 3 x 3 grid (or a quarter),
+        then a cell (or quarter) of that part, and so on; every other part of the phrase then
+        applies within it, in its frame. Empty in a chip's expressions.
     """
 
     damage: Damage | None = None
@@ -84,13 +112,28 @@ class Phrase:
     group: int = 0
     clustered: bool = False
     relation: tuple[Direction, Phrase] | None = None
+    region: tuple[Cell | Quarter, ...] = ()
+    #: The hash, computed once: the rules look phrases up millions of times.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.damage, self.cell, self.rank, self.group,
+                                                self.clustered, self.relation, self.region)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def complexity(self) -> int:
-        """How much the phrase says, for picking the simplest unique one."""
+        """How much the phrase says, for picking the simplest unique one (the region aside)."""
         if self.relation is not None:
             return 10 + self.relation[1].complexity
         return (self.cell is not None) + 2 * (self.rank is not None) + 3 * self.clustered
+
+    @property
+    def hops(self) -> int:
+        """How many relations the phrase chains (0: none)."""
+        return 0 if self.relation is None else 1 + self.relation[1].hops
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +149,7 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """The chip's extent in map coordinates (its footprint's bounds), where the grid is laid.
+    """An extent in map coordinates (a chip's or a scene's footprint's bounds), for the grid.
 
     Examples
     --------
@@ -119,11 +162,41 @@ class Frame:
     max_x: float
     max_y: float
 
+    @classmethod
+    def around(cls, points: Iterable[tuple[float, float]]) -> Frame:
+        """The extent of some points, e.g. a raster's corners in map coordinates.
+
+        Examples
+        --------
+        >>> Frame.around([(3, 1), (0, 5), (2, 2)])
+        Frame(min_x=0, min_y=1, max_x=3, max_y=5)
+        """
+        xs, ys = zip(*points, strict=True)
+        return cls(min(xs), min(ys), max(xs), max(ys))
+
     def position(self, target: Target) -> tuple[float, float]:
         """The share of the way from west to east, and from north to south (0 to 1)."""
         east = (target.x - self.min_x) / (self.max_x - self.min_x)
         south = (self.max_y - target.y) / (self.max_y - self.min_y)
         return min(max(east, 0.0), 1.0), min(max(south, 0.0), 1.0)
+
+    def part(self, piece: Cell | Quarter) -> Frame:
+        """The extent of a cell of the frame's 3 x 3 grid, or of a quarter of it.
+
+        Examples
+        --------
+        >>> Frame(0, 0, 30, 30).part(Cell.NW)
+        Frame(min_x=0.0, min_y=20.0, max_x=10.0, max_y=30.0)
+        >>> Frame(0, 0, 30, 30).part(Quarter.SE)
+        Frame(min_x=15.0, min_y=0.0, max_x=30.0, max_y=15.0)
+        """
+        grid: dict[tuple[int, int], Cell | Quarter] = (
+            dict(CELL_GRID) if isinstance(piece, Cell) else dict(QUARTER_GRID))
+        side = 3 if isinstance(piece, Cell) else 2
+        row, col = next(key for key, value in grid.items() if value is piece)
+        width, height = (self.max_x - self.min_x) / side, (self.max_y - self.min_y) / side
+        return Frame(self.min_x + col * width, self.max_y - (row + 1) * height,
+                     self.min_x + (col + 1) * width, self.max_y - row * height)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,15 @@ text must keep (damage, direction and size words), so a model's rephrasing can b
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from geovlm.labels.damage import Damage
 from geovlm.labels.prompts import Language
+from geovlm.refer.phrases import Cell, Quarter
 
 if TYPE_CHECKING:
-    from geovlm.refer.phrases import Cell, Direction, Phrase, Rank
+    from geovlm.refer.phrases import Direction, Phrase, Rank
 
 __all__ = ["facts", "keeps_facts", "render"]
 
@@ -52,21 +54,71 @@ _COUNT = {Language.EN: {2: "two", 3: "three", 4: "four", 5: "five"},
 
 #: The word that makes "the only ... building" unique, a fact of its own.
 _ONLY = {Language.EN: "only", Language.JA: "唯一", Language.ZH: "唯一"}
+#: The whole scene, named by a region phrase (``in the north-west part of the image``), a fact.
+_IMAGE = {Language.EN: "image", Language.JA: "画像", Language.ZH: "图像"}
+#: The central cell of a scene, which has no compass word.
+_CENTRE = {Language.EN: "central", Language.JA: "中央", Language.ZH: "中"}
+#: A quarter of a part of the scene (``the north-western quarter of the image``).
+_QUARTER = {Language.EN: "quarter", Language.JA: "四半分", Language.ZH: "四分之一"}
+#: A cell of a region, inside a region phrase's relation (``the north of that part``).
+_OF_PART = {Language.EN: "{} of that part", Language.JA: "その部分の{}", Language.ZH: "该部分的{}"}
 
 
-def _cell(cell: Cell, language: Language) -> str:
+def _cell(cell: Cell, language: Language, in_part: bool = False) -> str:
     compass = _COMPASS[language].get(cell.value)
     if language is Language.EN:
-        if compass is None:
-            return "the centre"
-        return f"the {compass} corner" if "-" in compass else f"the {compass}"
-    if language is Language.JA:
-        if compass is None:
-            return "中央"
-        return f"{compass}の隅" if len(compass) == 2 else f"{compass}側"
-    if compass is None:
-        return "中央"
-    return f"{compass}角" if len(compass) == 2 else f"{compass}部"
+        text = ("the centre" if compass is None else
+                f"the {compass} corner" if "-" in compass else f"the {compass}")
+    elif language is Language.JA:
+        text = ("中央" if compass is None else
+                f"{compass}の隅" if len(compass) == 2 else f"{compass}側")
+    else:
+        text = ("中央" if compass is None else
+                f"{compass}角" if len(compass) == 2 else f"{compass}部")
+    return _OF_PART[language].format(text) if in_part else text
+
+
+def _piece_word(piece: Cell | Quarter, language: Language) -> str:
+    """A part's compass word (or the centre's)."""
+    value = piece.compass if isinstance(piece, Quarter) else piece.value
+    return _COMPASS[language].get(value) or _CENTRE[language]
+
+
+def _region(path: tuple[Cell | Quarter, ...], language: Language) -> str:
+    """A part of the scene: ``the northern part of the north-western quarter of the image``."""
+    image, quarter = _IMAGE[language], _QUARTER[language]
+    if language is Language.EN:
+        names = []
+        for piece in reversed(path):
+            word = _piece_word(piece, language)
+            adjective = word if word == _CENTRE[language] else f"{word}ern"
+            names.append(f"the {adjective} {quarter if isinstance(piece, Quarter) else 'part'}")
+        return " of ".join([*names, f"the {image}"])
+    words = [_piece_word(piece, language) + (quarter if isinstance(piece, Quarter) else "部")
+             for piece in path]
+    return image + "".join(f"の{w}" for w in words) if language is Language.JA else (
+        image + "的".join(words))
+
+
+def _place(phrase: Phrase, language: Language) -> str:
+    """Where a region phrase looks: its part, or a cell of it (``the north of the ...``)."""
+    region = _region(phrase.region, language)
+    if phrase.cell is None or phrase.clustered:
+        return region
+    where = _cell(phrase.cell, language)
+    return {Language.EN: f"{where} of {region}", Language.JA: f"{region}の{where}",
+            Language.ZH: f"{region}的{where}"}[language]
+
+
+def _located(phrase: Phrase, language: Language) -> str:
+    """A region phrase without its place: what it singles out there."""
+    if phrase.clustered:  # the cluster's cell stays with it: "grouped in the north of that part"
+        return _render(replace(phrase, region=()), language, in_part=True)
+    rest = replace(phrase, cell=None, region=())
+    if phrase.cell is not None and rest.rank is None:
+        noun = _noun_phrase(phrase.damage, language)
+        return f"the {noun}" if language is Language.EN else noun
+    return _render(rest, language, in_part=True)
 
 
 def _noun_phrase(damage: Damage | None, language: Language, plural: bool = False) -> str:
@@ -77,14 +129,14 @@ def _noun_phrase(damage: Damage | None, language: Language, plural: bool = False
     return f"{adjective} {noun}" if language is Language.EN else f"{adjective}{noun}"
 
 
-def _ranked(phrase: Phrase, rank: Rank, language: Language) -> str:
+def _ranked(phrase: Phrase, rank: Rank, language: Language, in_part: bool = False) -> str:
     word = _RANK[language][rank.value]
     noun = _noun_phrase(phrase.damage, language)
     if phrase.group:
         count = _COUNT[language][phrase.group]
         plural = _noun_phrase(phrase.damage, language, plural=True)
         if phrase.clustered:
-            where = _cell(phrase.cell, language) if phrase.cell is not None else None
+            where = _cell(phrase.cell, language, in_part) if phrase.cell is not None else None
             if language is Language.EN:
                 place = f"in {where}" if where else "together"
                 return f"the {word} of the {count} {plural} grouped {place}"
@@ -104,6 +156,8 @@ def _ranked(phrase: Phrase, rank: Rank, language: Language) -> str:
 def render(phrase: Phrase, language: Language) -> str:
     """The phrase as text in one language.
 
+    A phrase with a `Phrase.region` (a scene's expression) names the cell of the scene first.
+
     Parameters
     ----------
     phrase
@@ -114,20 +168,38 @@ def render(phrase: Phrase, language: Language) -> str:
     Returns
     -------
     str
-        E.g. ``the largest destroyed building in the north-west corner``.
+        E.g. ``the largest destroyed building in the north-west corner``, or ``in the
+        north-western part of the image, the easternmost destroyed building``.
+
+    Examples
+    --------
+    >>> from geovlm.refer.phrases import Cell, Phrase, Rank
+    >>> render(Phrase(Damage.DESTROYED, rank=Rank.EAST, region=(Cell.NW,)), Language.EN)
+    'in the north-western part of the image, the easternmost destroyed building'
+    >>> render(Phrase(Damage.DESTROYED, Cell.S, region=(Cell.C, Cell.N)), Language.ZH)
+    '在图像中部的北部的南部，被摧毁的建筑'
     """
+    return _render(phrase, language)
+
+
+def _render(phrase: Phrase, language: Language, in_part: bool = False) -> str:
+    """`render`, with cells named as cells of a region (``that part``) where `in_part`."""
+    if phrase.region:
+        where, rest = _place(phrase, language), _located(phrase, language)
+        return {Language.EN: f"in {where}, {rest}", Language.JA: f"{where}で、{rest}",
+                Language.ZH: f"在{where}，{rest}"}[language]
     noun = _noun_phrase(phrase.damage, language)
     if phrase.relation is not None:
         direction, anchor = phrase.relation
         compass = _COMPASS[language][direction.value]
-        anchor_text = render(anchor, language)
+        anchor_text = _anchor(anchor, language, in_part)
         if language is Language.EN:
             return f"the {noun} just {compass} of {anchor_text}"
         if language is Language.JA:
             return f"{anchor_text}のすぐ{compass}にある{noun}"
         return f"紧邻{anchor_text}{compass}侧的{noun}"
     if phrase.rank is not None:
-        text = _ranked(phrase, phrase.rank, language)
+        text = _ranked(phrase, phrase.rank, language, in_part)
     elif phrase.cell is None:
         only = _ONLY[language]
         text = {Language.EN: f"the {only} {noun}", Language.JA: f"{only}の{noun}",
@@ -136,12 +208,21 @@ def render(phrase: Phrase, language: Language) -> str:
         text = {Language.EN: f"the {noun}", Language.JA: noun, Language.ZH: noun}[language]
     if phrase.cell is None or phrase.clustered:
         return text
-    where = _cell(phrase.cell, language)
+    where = _cell(phrase.cell, language, in_part)
     if language is Language.EN:
         return f"{text} in {where}"
     if language is Language.JA:
         return f"{where}にある{text}"
     return f"位于{where}的{text}"
+
+
+def _anchor(phrase: Phrase, language: Language, in_part: bool) -> str:
+    """An anchor's text inside a relation, its place (if it has a region) after it."""
+    if not phrase.region:
+        return _render(phrase, language, in_part)
+    where, rest = _place(phrase, language), _located(phrase, language)
+    return {Language.EN: f"{rest} in {where}", Language.JA: f"{where}の{rest}",
+            Language.ZH: f"{where}的{rest}"}[language]
 
 
 def _direction_word(direction: Direction | Cell, language: Language) -> str | None:
@@ -165,11 +246,16 @@ def facts(phrase: Phrase, language: Language) -> tuple[str, ...]:
 
     Examples
     --------
-    >>> from geovlm.refer.rules import Cell, Phrase, Rank
+    >>> from geovlm.refer.phrases import Cell, Phrase, Rank
     >>> facts(Phrase(Damage.DESTROYED, Cell.NW, Rank.LARGEST), Language.EN)
     ('destroyed', 'north-west', 'largest')
     """
     found: list[str] = []
+    if phrase.region:
+        found.append(_IMAGE[language])
+        found += [_piece_word(piece, language) for piece in phrase.region]
+        if any(isinstance(piece, Quarter) for piece in phrase.region):
+            found.append(_QUARTER[language])
     if phrase.damage is not None and phrase.damage in _DAMAGE[language]:
         found.append(_DAMAGE[language][phrase.damage].removesuffix("の"))
     if phrase.cell is not None and (word := _direction_word(phrase.cell, language)):
@@ -184,7 +270,7 @@ def facts(phrase: Phrase, language: Language) -> tuple[str, ...]:
         direction, anchor = phrase.relation
         found.append(_COMPASS[language][direction.value])
         found += [word for word in facts(anchor, language) if word not in found]
-    return tuple(found)
+    return tuple(dict.fromkeys(found))
 
 
 def _normalised(text: str) -> str:
@@ -196,7 +282,7 @@ def keeps_facts(rewrite: str, phrase: Phrase, language: Language) -> bool:
 
     Examples
     --------
-    >>> from geovlm.refer.rules import Cell, Phrase
+    >>> from geovlm.refer.phrases import Cell, Phrase
     >>> keeps_facts("The destroyed house at the Northwest corner", Phrase(Damage.DESTROYED,
     ...             Cell.NW), Language.EN)
     True

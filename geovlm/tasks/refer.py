@@ -1,17 +1,20 @@
 """The ``refer`` task: a referring expression per object of a scene, tied to its polygon.
 
 Objects come from footprints (any GDAL vector layer, an xBD label) or from a vision-language
-model asked to locate buildings (``detect``). Each chip's objects get rule-based expressions
-(`geovlm.refer.rules`); an optional text model rewrites them, and a rewrite is kept only where
-it keeps every fact of the rule text (`geovlm.refer.rewriting`). An optional vision model captions
-each chip. Runs in the chip loop every per-chip command shares (`geovlm.pipeline.driver`): objects
-go to layer ``objects``, then their chips to layer ``chips`` of the same run, and a re-run resumes
-chip by chip.
+model asked to locate buildings (``detect``). Each object gets a rule-based expression unique
+among its chip's objects (`geovlm.refer.rules`, context ``chip``) or, with every object known
+before the chips are read, among the whole scene's (`geovlm.refer.scene`, context ``scene``,
+computed once when the objects are read); an optional text model rewrites them, and a rewrite
+is kept only where it keeps every fact of the rule text (`geovlm.refer.rewriting`). An
+optional vision model captions each chip. Runs in the chip loop every per-chip command shares
+(`geovlm.pipeline.driver`): objects go to layer ``objects``, then their chips to layer
+``chips`` of the same run, and a re-run resumes chip by chip.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ import shapely
 
 from geovlm.backends.base import Backend, ModelRun
 from geovlm.enums import CheckedEnum
+from geovlm.errors import ParameterError
 from geovlm.labels.prompts import Language
 from geovlm.output.fields import FieldType, LayerSpec
 from geovlm.output.grouped_writes import LayerRows
@@ -31,9 +35,10 @@ from geovlm.pipeline.plan import ChipTask, RunOptions
 from geovlm.pipeline.run_scenes import RunScenes
 from geovlm.pipeline.work_items import ChipRecords, ChipSteps, ItemSource
 from geovlm.refer.grounding import grounding_prompt, parse_boxes
-from geovlm.refer.phrases import Frame, Phrase, Target
+from geovlm.refer.phrases import Frame, Phrase, Reference, Target
 from geovlm.refer.rewriting import rewrite_expressions
 from geovlm.refer.rules import refer_chip
+from geovlm.refer.scene import refer_scene_objects
 from geovlm.refer.text import render
 from geovlm.scenes.tiling import Chip, SceneTiler
 from geovlm.sources.footprints import (
@@ -47,10 +52,13 @@ from geovlm.tasks.tile import CHIP_FIELDS, chip_record
 __all__ = [
     "CHIPS_LAYER",
     "OBJECT_FIELDS",
+    "SCENE_NEEDS_OBJECTS",
     "ObjectSource",
+    "ReferContext",
     "ReferModels",
     "ReferSettings",
     "refer_scene",
+    "scene_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +72,7 @@ OBJECT_FIELDS: dict[str, FieldType] = {
     "expression_rule": FieldType.STRING,
     "expression": FieldType.STRING,
     "ambiguous": FieldType.INTEGER,
+    "context": FieldType.STRING,
     "rewrite_rejected": FieldType.INTEGER,
     "language": FieldType.STRING,
     "run_id": FieldType.STRING,
@@ -82,6 +91,11 @@ _CAPTION = {
 }
 
 
+#: Why --context scene refuses --detect.
+SCENE_NEEDS_OBJECTS = ("--context scene needs every object before the chips are read, so it"
+                       " takes --footprints or --xbd-labels; with --detect use --context chip.")
+
+
 class ObjectSource(CheckedEnum):
     """Where the objects come from: a vector layer, an xBD label, or the vision model."""
 
@@ -90,9 +104,22 @@ class ObjectSource(CheckedEnum):
     DETECT = "detect"
 
 
+class ReferContext(CheckedEnum):
+    """Among which objects an expression is unique: its chip's, or the whole scene's."""
+
+    CHIP = "chip"
+    SCENE = "scene"
+
+
 @dataclass(frozen=True, slots=True)
 class ReferSettings:
-    """What objects are described, how, and in which language."""
+    """What objects are described, how, and in which language.
+
+    Raises
+    ------
+    ParameterError
+        The scene context with objects the vision model detects chip by chip.
+    """
 
     source: ObjectSource
     #: The vector dataset (footprints) or label file (xbd); None for detect.
@@ -106,13 +133,20 @@ class ReferSettings:
     detect_tokens: int = 512
     #: Rule texts per call of the rewrite model (not recorded: it changes no result).
     rewrite_batch_size: int = 64
+    #: Among which objects each expression is unique.
+    context: ReferContext = ReferContext.CHIP
+
+    def __post_init__(self) -> None:
+        if self.context is ReferContext.SCENE and self.source is ObjectSource.DETECT:
+            raise ParameterError(SCENE_NEEDS_OBJECTS)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values, for the run record."""
         path = None if self.path is None else str(Path(self.path).resolve())
         return {"source": self.source.value, "objects_path": path, "objects_layer": self.layer,
                 "language": self.language.value, "rewrite_tokens": self.rewrite_tokens,
-                "caption_tokens": self.caption_tokens, "detect_tokens": self.detect_tokens}
+                "caption_tokens": self.caption_tokens, "detect_tokens": self.detect_tokens,
+                "context": self.context.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,13 +191,40 @@ def _detected(backend: Backend, chips: list[Chip], inputs: Any, settings: ReferS
     return found
 
 
-def _rule_records(
-    chip: Chip, objects: Sequence[SceneObject], language: Language
-) -> list[tuple[dict[str, Any], Phrase]]:
+def _targets(objects: Sequence[SceneObject]) -> list[Target]:
     centroids = shapely.centroid([o.polygon for o in objects])
-    targets = [Target(o.object_id, c.x, c.y, o.polygon.area, o.damage)
-               for o, c in zip(objects, centroids, strict=True)]
-    references = refer_chip(targets, Frame(*chip.footprint.bounds))
+    return [Target(o.object_id, c.x, c.y, o.polygon.area, o.damage)
+            for o, c in zip(objects, centroids, strict=True)]
+
+
+def scene_frame(tiler: SceneTiler) -> Frame:
+    """A scene's extent in map coordinates (its pixels' outline's bounds): the scene context's.
+
+    Parameters
+    ----------
+    tiler
+        The opened scene.
+
+    Returns
+    -------
+    Frame
+    """
+    info = tiler.info
+    corners = ((0, 0), (info.width, 0), (info.width, info.height), (0, info.height))
+    return Frame.around(info.transform @ corner for corner in corners)
+
+
+def _rule_records(
+    chip: Chip, objects: Sequence[SceneObject], language: Language,
+    scene: dict[str, Reference] | None = None,
+) -> list[tuple[dict[str, Any], Phrase]]:
+    """Each object's record and phrase: unique in its chip, or looked up in `scene`'s."""
+    if scene is None:
+        references = refer_chip(_targets(objects), Frame(*chip.footprint.bounds))
+        context = f"chip {chip.chip_id}"
+    else:
+        references = [scene[item.object_id] for item in objects]
+        context = ReferContext.SCENE.value
     records = []
     for item, reference in zip(objects, references, strict=True):
         text = render(reference.phrase, language)
@@ -171,7 +232,7 @@ def _rule_records(
             "object_id": item.object_id, "chip_id": chip.chip_id, "cut": int(item.cut),
             "damage": None if item.damage is None else item.damage.value,
             "expression_rule": text, "expression": text, "ambiguous": int(reference.ambiguous),
-            "rewrite_rejected": None, "language": language.value,
+            "context": context, "rewrite_rejected": None, "language": language.value,
         }, reference.phrase))
     return records
 
@@ -192,7 +253,8 @@ def _rewrite(backend: Backend, records: list[tuple[dict[str, Any], Phrase]],
 class _ReferRun:
     """Refer's steps in the shared chip loop (`geovlm.pipeline.driver.run_over_chips`).
 
-    `check` reads the objects once the scene is open, `setup` loads the models, `prepare`
+    `check` reads the objects once the scene is open (and with the scene context describes them
+    all, so a chip's objects are looked up), `setup` loads the models, `prepare`
     builds the rule records of known objects (or encodes the images for the vision model) one
     batch ahead, and `process` runs the models and gives each chip's objects and its record.
     """
@@ -203,6 +265,8 @@ class _ReferRun:
         self._min_valid = 0.0
         self._source = SceneObjects((), "detect", 0, 0, 0, 0)
         self._by_chip: dict[str, list[SceneObject]] = {}
+        #: With the scene context: every object's expression, by object id.
+        self._scene: dict[str, Reference] | None = None
         self._models = ReferModels()
         self._tally = _Tally()
 
@@ -216,6 +280,13 @@ class _ReferRun:
         elif source is ObjectSource.FOOTPRINTS and path is not None:
             self._source = read_vector_objects(path, tiler, self.settings.layer)
         self._by_chip = self._source.by_chip()
+        if self.settings.context is ReferContext.SCENE:
+            start = time.perf_counter()
+            objects = self._source.objects
+            references = refer_scene_objects(_targets(objects), scene_frame(tiler))
+            self._scene = {ref.object_id: ref for ref in references}
+            logger.info("scene context: %d expressions in %.1f s", len(references),
+                        time.perf_counter() - start)
 
     def setup(self) -> ChipSteps:
         self._models = self._load_models()
@@ -227,7 +298,8 @@ class _ReferRun:
 
     def prepare(self, batch: list[Chip]) -> _Prepared:
         vision, language = self._models.vision, self.settings.language
-        rules = {chip.chip_id: _rule_records(chip, self._by_chip[chip.chip_id], language)
+        rules = {chip.chip_id: _rule_records(chip, self._by_chip[chip.chip_id], language,
+                                             self._scene)
                  for chip in batch if self._by_chip.get(chip.chip_id)}
         if vision is None:
             return _Prepared(rules)
@@ -298,7 +370,7 @@ def refer_scene(scenes: RunScenes, run: RunOptions, models: ModelRun[ReferModels
         Loads the rewrite and vision models asked for, once the checks passed; their record
         is kept with the run.
     settings
-        The source of the objects and the language.
+        The source of the objects, the context of their expressions and the language.
 
     Returns
     -------

@@ -298,7 +298,9 @@ class ReferAlgorithm(RasterAlgorithm):
     ALGORITHM_ID = "refer"
     DISPLAY_NAME = "Describe objects with referring expressions"
     HELP = ("Writes, for every object of the raster, an expression that picks it out among the"
-            " objects of its chip (\"the destroyed building in the north-west corner\"), in"
+            " objects of its chip (\"the destroyed building in the north-west corner\"; field"
+            " 'context' names the chip), or with the scene context among all of the raster's,"
+            " a part of the raster first (\"in the north-western part of the image, ...\"), in"
             " map directions, or flags it ambiguous: layer 'objects' of a GeoPackage, styled."
             " The objects come from one of: a footprint layer (a 'damage' field is read as xBD"
             " damage grades), an xBD label file of the raster, or detection by the caption"
@@ -311,6 +313,9 @@ class ReferAlgorithm(RasterAlgorithm):
     DETECT = "DETECT"
     REWRITE_MODEL = "REWRITE_MODEL"
     CAPTION_MODEL = "CAPTION_MODEL"
+    CONTEXT = "CONTEXT"
+    #: The engine's --context values, in the order of the CONTEXT choices.
+    CONTEXTS = ("chip", "scene")
 
     def add_task_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -321,6 +326,10 @@ class ReferAlgorithm(RasterAlgorithm):
             extension="json", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.DETECT, tr("Or: detect the objects with the caption model"), False))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.CONTEXT, tr("Unique among"),
+            [tr("the objects of its chip"),
+             tr("all objects of the raster (footprints or xBD labels only)")], defaultValue=0))
         self.add_language_parameter(tr("Language of the expressions and captions"))
         self.addParameter(QgsProcessingParameterString(
             self.REWRITE_MODEL, tr("Text model that rewrites the expressions (optional)"),
@@ -343,7 +352,12 @@ class ReferAlgorithm(RasterAlgorithm):
             raise QgsProcessingException(tr(
                 "Give exactly one source of objects: a footprint layer, an xBD label file or"
                 " detection."))
-        args = ["refer", *self.model_run_arguments(parameters, context)]
+        scene = self.CONTEXTS[self.parameterAsEnum(parameters, self.CONTEXT, context)]
+        if detect and scene == "scene":
+            raise QgsProcessingException(tr(
+                "Objects unique among all of the raster's need a footprint layer or an xBD label"
+                " file; with detection use the chip context."))
+        args = ["refer", *self.model_run_arguments(parameters, context), "--context", scene]
         if footprints is not None:
             path, layer = layer_file(footprints)
             args += ["--footprints", path, *(["--footprints-layer", layer] if layer else [])]

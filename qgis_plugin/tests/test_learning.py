@@ -40,6 +40,23 @@ def test_refer_writes_the_objects_layer_styled(plugin, engine, tmp_path):
     assert all(f["expression"] for f in layer.getFeatures())
 
 
+def test_refer_in_the_scene_context_labels_each_object_apart(plugin, engine, tmp_path):
+    out = tmp_path / "scene.gpkg"
+    result = processing.run("geovlm:refer", {
+        "INPUT": str(DATA / "geotiff/opengeos/dsm.tif"),
+        "FOOTPRINTS": str(DATA / "vector/opengeos/buildings.shp"),
+        "CHIP_SIZE": 128, "CONTEXT": 1, "OUTPUT": str(out)})
+    assert result["STATUS"] == "complete" and result["WRITTEN"] == 84
+    layer = QgsVectorLayer(result["OUTPUT"], "objects", "ogr")
+    assert {f["context"] for f in layer.getFeatures()} == {"scene"}
+    texts = [f["expression"] for f in layer.getFeatures() if not f["ambiguous"]]
+    assert len(texts) > 60 and len(set(texts)) == len(texts)
+    with pytest.raises(QgsProcessingException, match="with detection use the chip context"):
+        processing.run("geovlm:refer", {"INPUT": str(DATA / "geotiff/opengeos/dsm.tif"),
+                                        "DETECT": True, "CONTEXT": 1,
+                                        "OUTPUT": str(tmp_path / "d.gpkg")})
+
+
 def test_refer_wants_exactly_one_source_of_objects(plugin, engine, scene, tmp_path):
     with pytest.raises(QgsProcessingException, match="exactly one source"):
         processing.run("geovlm:refer", {"INPUT": str(scene), "DETECT": True,
