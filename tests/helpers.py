@@ -66,6 +66,7 @@ class SignalledRun:
             [sys.executable, "-m", "geovlm.cli", *map(str, args), "--progress", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._when = when
+        self._sent = threading.Event()
         self._stderr: list[str] = []
         self._threads = [threading.Thread(target=self._read_events, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
@@ -83,10 +84,21 @@ class SignalledRun:
                     and event["done"] < event["total"] and self._when(event)):
                 self.process.send_signal(self.stop)
                 self.signalled_at = event
+                self._sent.set()
+        self._sent.set()  # the run ended: nothing more to wait for
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         self._stderr.extend(self.process.stderr)
+
+    def signalled(self, timeout: float = 180.0) -> dict[str, Any]:
+        """Wait for the signal to be sent (the process may run on); returns its event.
+
+        Fails the test if the run ended first, or nothing came within `timeout`.
+        """
+        if not self._sent.wait(timeout) or self.signalled_at is None:
+            return self.wait(timeout)  # fails, with what the run printed
+        return self.signalled_at
 
     def wait(self, timeout: float = 180.0) -> dict[str, Any]:
         """Wait for the process to end; returns the event the signal was sent at.
