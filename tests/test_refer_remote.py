@@ -72,7 +72,8 @@ def test_remote_rewrites_and_captions_equal_in_process(tiny_serve_process, qwen3
 
 
 def test_remote_detect_equals_in_process(tiny_serve_process, qwen3_vl_dir, geotiff_dir, tmp_path):
-    args = (geotiff_dir / SPACENET, "--detect", "--size", "448", "--batch-size", "4")
+    # One batch of the 9 chips: each batch generates up to 512 tokens, here and on the server.
+    args = (geotiff_dir / SPACENET, "--detect", "--size", "448", "--batch-size", "9")
     local, remote = tmp_path / "local.gpkg", tmp_path / "remote.gpkg"
     result = _refer(*args, "-o", local, "--caption-model", qwen3_vl_dir, *LOCAL)
     assert result.exit_code == 0, result.output
