@@ -72,10 +72,13 @@ def _prepare(kind, out, scene):
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("other parameters", "different command or parameters"),
-        ("not a GeoPackage", "not a GeoPackage"),
-        ("unwritable", "not writable|choose another output path"),
-        ("locked", re.escape(f"being written by another geovlm process (pid {os.getpid()})")),
+        pytest.param(kind, message, id=kind)  # no pid in an id: the same in every process
+        for kind, message in [
+            ("other parameters", "different command or parameters"),
+            ("not a GeoPackage", "not a GeoPackage"),
+            ("unwritable", "not writable|choose another output path"),
+            ("locked", re.escape(f"being written by another geovlm process (pid {os.getpid()})")),
+        ]
     ],
 )
 def test_a_refused_output_never_waits_for_the_model(geotiff_dir, tmp_path, kind, message):
