@@ -19,6 +19,18 @@ pytest_plugins = [
 settings.register_profile("geovlm", deadline=None)
 settings.load_profile("geovlm")
 
+#: Files whose tests take longest, collected first and in this order (the rest keep theirs):
+#: pytest-xdist hands files to its workers in collection order (``--no-loadscope-reorder``),
+#: and a long file handed out last would be the whole run's tail.
+LONGEST_FIRST = ("tests/test_qgis_plugin.py", "tests/test_ray_engine.py",
+                 "tests/test_refer_remote.py", "tests/test_cancel.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GEOTIFF = SHARED_DATA / "geotiff"
 
