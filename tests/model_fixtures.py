@@ -2,7 +2,9 @@
 
 Registered as a plugin by ``tests/conftest.py`` (``pytest_plugins``). Building all three models
 and the adapter takes about a second; importing torch and transformers costs ~6 s once per
-session. Nothing is ever downloaded: the hub is switched to offline mode on import.
+process, so `tests.tiny_models` is imported by the fixtures that build, not on import: the
+pytest-xdist controller loads this plugin too and runs no test. Nothing is ever downloaded: the
+hub is switched to offline mode on import.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import tiny_models
-
 
 @pytest.fixture(scope="session")
 def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -29,24 +29,32 @@ def tiny_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def qwen3_vl_dir(tiny_model_root: Path) -> Path:
     """Folder of a tiny Qwen3-VL (``Qwen3VLForConditionalGeneration`` + ``Qwen3VLProcessor``)."""
+    from tests import tiny_models
+
     return tiny_models.build_qwen3_vl(tiny_model_root / "qwen3_vl")
 
 
 @pytest.fixture(scope="session")
 def llava_qwen3_dir(tiny_model_root: Path) -> Path:
     """Folder of a tiny LLaVA with a CLIP vision tower and a Qwen3 text model."""
+    from tests import tiny_models
+
     return tiny_models.build_llava_qwen3(tiny_model_root / "llava_qwen3")
 
 
 @pytest.fixture(scope="session")
 def gemma_text_dir(tiny_model_root: Path) -> Path:
     """Folder of a tiny text-only Gemma 3 (``Gemma3ForCausalLM``) with Gemma's chat template."""
+    from tests import tiny_models
+
     return tiny_models.build_gemma_text(tiny_model_root / "gemma_text")
 
 
 @pytest.fixture(scope="session")
 def qwen3_vl_adapter_dir(qwen3_vl_dir: Path, tiny_model_root: Path) -> Path:
     """Folder of a random, non-zero LoRA adapter for the tiny Qwen3-VL's language model."""
+    from tests import tiny_models
+
     return tiny_models.build_lora_adapter(qwen3_vl_dir, tiny_model_root / "qwen3_vl_lora")
 
 

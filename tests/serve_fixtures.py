@@ -42,12 +42,12 @@ def data_url(image: Image.Image, fmt: str = "PNG") -> str:
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
-@contextmanager
-def serve_process(model_dir: Path, name: str) -> Iterator[SimpleNamespace]:
-    """``geovlm serve`` of `model_dir` as its own process, as a user runs it, until SIGTERM.
+def start_serve_process(model_dir: Path, name: str) -> SimpleNamespace:
+    """``geovlm serve`` of `model_dir` as its own process, as a user runs it, once it answers.
 
-    Its key comes from ``GEOVLM_API_KEY`` (`API_KEY`). Yields ``url`` (the API base) and
-    ``process``; after the block, ``stderr`` holds what the server printed.
+    Its key comes from ``GEOVLM_API_KEY`` (`API_KEY`). Returns ``url`` (the API base),
+    ``process`` and ``stderr``: what the server printed, complete once `stop_serve_process`
+    returned (a thread reads it meanwhile, so the pipe never fills).
     """
     port = free_port()
     env = {**os.environ, "GEOVLM_API_KEY": API_KEY, "HF_HUB_OFFLINE": "1"}
@@ -56,23 +56,64 @@ def serve_process(model_dir: Path, name: str) -> Iterator[SimpleNamespace]:
          "--quantize", "none", "--device", "cpu", "--port", str(port),
          "--served-model-name", name],
         env=env, stderr=subprocess.PIPE, text=True)
-    running = SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", process=process, stderr="")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    running = SimpleNamespace(url=f"http://127.0.0.1:{port}/v1", process=process, stderr="",
+                              _lines=lines, _reader=reader)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return running
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                stop_serve_process(running)
+                pytest.fail(f"geovlm serve did not start: {running.stderr[-2000:]}")
+            time.sleep(0.2)
+
+
+def stop_serve_process(running: SimpleNamespace) -> None:
+    """SIGTERM the server of `start_serve_process` unless it ended; wait for it to exit."""
+    if running.process.poll() is None:
+        running.process.send_signal(signal.SIGTERM)
+    running.process.wait(timeout=30)
+    running._reader.join(timeout=30)
+    running.stderr = "".join(running._lines)
+
+
+@contextmanager
+def serve_process(model_dir: Path, name: str) -> Iterator[SimpleNamespace]:
+    """`start_serve_process` for the block; stopped (SIGTERM) after it."""
+    running = start_serve_process(model_dir, name)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(f"geovlm serve did not start: {process.communicate()[1][-2000:]}")
-                time.sleep(0.2)
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        running.stderr = process.communicate(timeout=30)[1]
+        stop_serve_process(running)
+
+
+@pytest.fixture(scope="session")
+def _serve_processes() -> Iterator[dict[str, SimpleNamespace]]:
+    """The session's ``geovlm serve`` processes by served name; stopped at its end."""
+    running: dict[str, SimpleNamespace] = {}
+    yield running
+    for server in running.values():
+        stop_serve_process(server)
+
+
+@pytest.fixture()
+def tiny_serve_process(qwen3_vl_dir: Path,
+                       _serve_processes: dict[str, SimpleNamespace]) -> SimpleNamespace:
+    """``geovlm serve`` of the tiny Qwen3-VL as its own process, serving it as ``tiny``.
+
+    One process for the session's tests (it takes two imports of torch, here and in its model
+    process, to start); started again if a test stopped it.
+    """
+    server = _serve_processes.get("tiny")
+    if server is None or server.process.poll() is not None:
+        server = _serve_processes["tiny"] = start_serve_process(qwen3_vl_dir, "tiny")
+    return server
 
 
 class LiveServer:

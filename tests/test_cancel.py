@@ -34,7 +34,7 @@ from geovlm.pipeline.work_items import ChipRecords, ChipSteps
 from geovlm.scenes.tiling import SceneTiler, TilingOptions
 from geovlm.tasks.classify import ClassifySettings, classify_scenes
 from geovlm.tasks.tile import CHIP_FIELDS, chip_record
-from tests.helpers import count_rows
+from tests.helpers import SignalledRun, count_rows
 
 COGEO = "rasterio/cogeo.tif"
 #: A model load that would take far longer than any refusal may.
@@ -73,10 +73,13 @@ def _prepare(kind, out, scene):
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("other parameters", "different command or parameters"),
-        ("not a GeoPackage", "not a GeoPackage"),
-        ("unwritable", "not writable|choose another output path"),
-        ("locked", re.escape(f"being written by another geovlm process (pid {os.getpid()})")),
+        pytest.param(kind, message, id=kind)  # no pid in an id: the same in every process
+        for kind, message in [
+            ("other parameters", "different command or parameters"),
+            ("not a GeoPackage", "not a GeoPackage"),
+            ("unwritable", "not writable|choose another output path"),
+            ("locked", re.escape(f"being written by another geovlm process (pid {os.getpid()})")),
+        ]
     ],
 )
 def test_a_refused_output_never_waits_for_the_model(geotiff_dir, tmp_path, kind, message):
@@ -127,52 +130,52 @@ def test_a_refusal_changes_nothing_and_a_failed_load_keeps_the_old_output(geotif
         assert not (tmp_path / "o.gpkg.lock").exists()
 
 
-def _tile_process(scene, out):
-    command = [sys.executable, "-m", "geovlm.cli", "tile", str(scene), "-o", str(out),
-               "--size", "16", "-q"]
-    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_rows(out, process, rows=1, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while count_rows(out) < rows and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    assert process.poll() is None, "the first run must still be running"
+def _tile_run(scene, out, stop):
+    """``geovlm tile`` at 16 px in a process of its own, sent `stop` once its first chips land."""
+    return SignalledRun(["tile", scene, "-o", out, "--size", "16"], stop)
 
 
 def test_a_second_writer_is_refused_while_the_first_completes(tmp_path):
-    scene = write_random_scene(tmp_path / "scene.tif", 2000)
+    scene = write_random_scene(tmp_path / "scene.tif", 800)
     out = tmp_path / "o.gpkg"
-    first = _tile_process(scene, out)
-    _wait_for_rows(out, first)
-    reader = sqlite3.connect(out)  # a reader (e.g. QGIS showing the layer) must not hurt either
-    assert reader.execute("SELECT count(*) FROM chips").fetchone()[0] > 0
-    second = subprocess.run(
-        [sys.executable, "-m", "geovlm.cli", "tile", str(scene), "-o", str(out), "-q",
-         "--size", "16"], capture_output=True, text=True, timeout=60,
-    )
-    assert first.poll() is None, "the first run must outlast the second's refusal"
+    # Stopped (SIGSTOP) once its first chips are written: it holds the output, mid-run, for as
+    # long as the second takes to be refused, however fast this machine is.
+    first = _tile_run(scene, out, signal.SIGSTOP)
+    first.signalled()
+    try:
+        reader = sqlite3.connect(out)  # a reader (e.g. QGIS showing the layer) must not hurt
+        assert reader.execute("SELECT count(*) FROM chips").fetchone()[0] > 0
+        second = subprocess.run(
+            [sys.executable, "-m", "geovlm.cli", "tile", str(scene), "-o", str(out), "-q",
+             "--size", "16"], capture_output=True, text=True, timeout=60,
+        )
+        assert first.process.poll() is None, "the first run must outlast the second's refusal"
+    finally:
+        first.process.send_signal(signal.SIGCONT)
     assert second.returncode == 2
     assert second.stderr.strip() == (
-        f"Error: {out} is being written by another geovlm process (pid {first.pid}); wait for"
-        " it or choose another output."
+        f"Error: {out} is being written by another geovlm process (pid {first.process.pid});"
+        " wait for it or choose another output."
     )
-    assert first.wait(timeout=120) == 0, first.stderr.read()
+    first.wait(timeout=120)
+    assert first.process.returncode == 0, first.stderr
+    assert first.events[-1]["event"] == "done" and first.events[-1]["status"] == "complete"
     reader.close()  # the last to close folds the write-ahead log back in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.gpkg", "scene.tif"]
-    assert count_rows(out) == (2000 // 16) ** 2
+    assert count_rows(out) == (800 // 16) ** 2
     assert _status(out) == "complete"
 
 
 def test_kill_9_leaves_no_stuck_lock(tmp_path):
-    scene = write_random_scene(tmp_path / "scene.tif", 1200)
+    scene = write_random_scene(tmp_path / "scene.tif", 800)
     out = tmp_path / "o.gpkg"
-    first = _tile_process(scene, out)
-    _wait_for_rows(out, first)
-    first.kill()
-    first.wait()
+    first = _tile_run(scene, out, signal.SIGKILL)
+    killed_at = first.wait()
+    assert first.process.returncode == -signal.SIGKILL
     partial = count_rows(out)
-    assert (tmp_path / "o.gpkg.lock").read_text() == str(first.pid)  # left behind, not held
+    assert partial >= killed_at["done"] > 0
+    # left behind, not held
+    assert (tmp_path / "o.gpkg.lock").read_text() == str(first.process.pid)
     resumed = CliRunner().invoke(cli, ["tile", str(scene), "-o", str(out), "--size", "16",
                                        "--progress", "json"])
     assert resumed.exit_code == 0, resumed.output
@@ -234,17 +237,16 @@ def _journal_mode(path):
 
 def _stop_and_resume(command, out, stop, exit_code, min_rows):
     """Stop a running command with a signal once `min_rows` are written, then resume it."""
-    process = subprocess.Popen([sys.executable, "-m", "geovlm.cli", *command, "-q"],
-                               stderr=subprocess.PIPE, text=True)
-    _wait_for_rows(out, process, rows=min_rows, timeout=120)
-    process.send_signal(stop)
-    assert process.wait(timeout=60) == exit_code
+    run = SignalledRun(command, stop, when=lambda event: event["done"] >= min_rows)
+    signalled_at = run.wait()
+    assert run.process.returncode == exit_code
     # The last line: library warnings above it are the warnings filter's business.
-    assert process.stderr.read().strip().splitlines()[-1] == (
+    assert run.stderr.strip().splitlines()[-1] == (
         f"Interrupted by {stop.name}; run the same command again to resume."
     )
+    assert run.events[-1]["event"] == "done" and run.events[-1]["status"] == "interrupted"
     partial = count_rows(out)
-    assert partial >= min_rows
+    assert partial >= signalled_at["done"] >= min_rows
     assert _status(out) == "interrupted"
     assert _journal_mode(out) == "delete"
     assert sorted(p.name for p in out.parent.glob(f"{out.name}*")) == [out.name]
@@ -271,9 +273,9 @@ def test_sigterm_stops_classify_cleanly_and_a_rerun_resumes(qwen3_vl_dir, geotif
     out = tmp_path / "o.gpkg"
     command = ["classify", str(geotiff_dir / "solaris/sample_geotiff.tif"), "-o", str(out),
                "--model", str(qwen3_vl_dir), "--quantize", "none", "--device", "cpu",
-               "--size", "50", "--batch-size", "4"]  # 324 chips: a fast machine is still busy
-    _stop_and_resume(command, out, signal.SIGTERM, 143, min_rows=8)
-    assert count_rows(out) == 324
+               "--size", "100", "--batch-size", "4"]  # 81 chips; stopped once 4 are written
+    _stop_and_resume(command, out, signal.SIGTERM, 143, min_rows=4)
+    assert count_rows(out) == 81
 
 
 def test_a_symlinked_output_meets_the_same_lock(tmp_path):

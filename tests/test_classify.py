@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pyogrio
@@ -24,7 +21,7 @@ from geovlm.pipeline.plan import RunOptions
 from geovlm.pipeline.run_scenes import one_scene
 from geovlm.scenes.tiling import TilingOptions, iter_chips
 from geovlm.tasks.classify import ClassifyMode, ClassifySettings, classify_chips, classify_scenes
-from tests.helpers import assert_valid_geopackage, count_rows
+from tests.helpers import SignalledRun, assert_valid_geopackage, count_rows
 
 LABELS = [label.value for label in DisasterLabel]
 DEFAULT_FORMS = Verbalizer.default()
@@ -184,24 +181,19 @@ def test_bad_scene_is_reported_before_the_model_loads(tmp_path):
 
 def test_classify_resumes_after_kill_9(qwen3_vl_dir, geotiff_dir, tmp_path):
     scene = geotiff_dir / "solaris/sample_geotiff.tif"  # 900 x 900 uint16 panchromatic
-    # 324 chips: a fast machine is still busy after the first batches.
-    extra = ["--size", "50", "--batch-size", "4", "--mode", "score"]
+    extra = ["--size", "100", "--batch-size", "4", "--mode", "score"]  # 81 chips
+    out = tmp_path / "killed.gpkg"
+    # Killed at its first progress event with chips written; it starts first, and loads its
+    # model while this process classifies the reference.
+    run = SignalledRun(["classify", scene, "-o", out, "--model", qwen3_vl_dir, "--quantize",
+                        "none", "--device", "cpu", *extra], signal.SIGKILL)
     reference = tmp_path / "reference.gpkg"
     assert _classify(scene, reference, qwen3_vl_dir, *extra).exit_code == 0
     total = len(_layer(reference))
-
-    out = tmp_path / "killed.gpkg"
-    command = [sys.executable, "-m", "geovlm.cli", "classify", str(scene), "-o", str(out),
-               "--model", str(qwen3_vl_dir), "--quantize", "none", "--device", "cpu", "-q",
-               *extra]
-    process = subprocess.Popen(command)
-    deadline = time.monotonic() + 120
-    while count_rows(out) < 8 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_at = run.wait()
+    assert run.process.returncode == -signal.SIGKILL
     partial = count_rows(out)
-    assert 0 < partial < total, "the run must be killed part-way"
+    assert 0 < killed_at["done"] <= partial < total, "the run must be killed part-way"
     assert_valid_geopackage(out)
 
     resumed = _classify(scene, out, qwen3_vl_dir, *extra, "--progress", "json")

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from geovlm.cli import cli
-from tests.helpers import assert_valid_geopackage, count_rows
+from tests.helpers import SignalledRun, assert_valid_geopackage, count_rows
 from tests.test_event_scenes import _warped
 
 EXTRA = ["--size", "256", "--native-gsd", "--batch-size", "4", "--quantize", "none",
@@ -134,26 +131,34 @@ def test_bad_scenes_and_crs_refused_in_one_line(qwen3_vl_dir, event, tmp_path, s
     assert not out.exists()
 
 
+def _chips_of(scene: Path, size: int) -> int:
+    """Chips of `scene` at its own resolution (``--native-gsd``)."""
+    from geovlm.scenes.tiling import SceneTiler, TilingOptions
+
+    with SceneTiler(scene, TilingOptions(size)) as tiler:
+        return len(tiler.cells)
+
+
 def test_resume_after_kill_in_the_second_scene(qwen3_vl_dir, event, tmp_path):
     scenes = [str(event["naip"]), str(event["cogeo"])]
     extra = ["--size", "64", "--native-gsd", "--batch-size", "4", "--quantize", "none",
              "--device", "cpu"]
+    first = _chips_of(event["naip"], 64)
+    out = tmp_path / "killed.gpkg"
+    # Killed at the first progress event that counts chips of the second scene written; it
+    # starts first, and loads its model while this process classifies the reference.
+    run = SignalledRun(["classify", *scenes, "-o", out, "--model", qwen3_vl_dir, *extra],
+                       signal.SIGKILL, when=lambda progress: progress["done"] > first)
     reference = tmp_path / "reference.gpkg"
     args = ["classify", *scenes, "-o", str(reference), "--model", str(qwen3_vl_dir), *extra]
     assert CliRunner().invoke(cli, args).exit_code == 0
     expected = pyogrio.read_dataframe(reference, layer="chips")
-    first = int((expected["scene"] == str(event["naip"].resolve())).sum())
-
-    out = tmp_path / "killed.gpkg"
-    process = subprocess.Popen([sys.executable, "-m", "geovlm.cli", "classify", *scenes, "-o",
-                                str(out), "--model", str(qwen3_vl_dir), "-q", *extra])
-    deadline = time.monotonic() + 120
-    while count_rows(out) < first + 4 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert int((expected["scene"] == str(event["naip"].resolve())).sum()) == first
+    killed_at = run.wait()
+    assert run.process.returncode == -signal.SIGKILL
     partial = count_rows(out)
-    assert first < partial < len(expected), "the run must be killed in the second scene"
+    assert first < killed_at["done"] <= partial < len(expected), (
+        "the run must be killed in the second scene")
 
     args[args.index(str(reference))] = str(out)
     resumed = CliRunner().invoke(cli, [*args, "--progress", "json"])

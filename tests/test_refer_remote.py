@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
-from types import SimpleNamespace
 
 import pyogrio
 import pytest
@@ -19,7 +17,6 @@ from click.testing import CliRunner
 
 from geovlm.cli import cli
 from tests.serve_fixtures import API_KEY, free_port
-from tests.serve_fixtures import serve_process as serve_process_of
 
 SPACENET = "solaris/sample_geotiff.tif"
 SPACENET_LABELS = "vector/solaris/geotiff_labels.geojson"
@@ -46,26 +43,19 @@ def _parameters(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def serve_process(qwen3_vl_dir) -> Iterator[SimpleNamespace]:
-    """``geovlm serve`` of the tiny model as its own process, serving it as ``tiny``."""
-    with serve_process_of(qwen3_vl_dir, "tiny") as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def footprints_args(geotiff_dir):
     return (geotiff_dir / SPACENET, "--footprints", geotiff_dir.parent / SPACENET_LABELS,
             "--size", "448", "--batch-size", "4")
 
 
-def test_remote_rewrites_and_captions_equal_in_process(serve_process, qwen3_vl_dir,
+def test_remote_rewrites_and_captions_equal_in_process(tiny_serve_process, qwen3_vl_dir,
                                                        footprints_args, tmp_path):
     local, remote = tmp_path / "local.gpkg", tmp_path / "remote.gpkg"
     result = _refer(*footprints_args, "-o", local, "--rewrite-model", qwen3_vl_dir,
                     "--caption-model", qwen3_vl_dir, *LOCAL)
     assert result.exit_code == 0, result.output
     result = _refer(*footprints_args, "-o", remote, "--backend", "openai", "--endpoint",
-                    serve_process.url, "--api-key", API_KEY, "--rewrite-model", "tiny",
+                    tiny_serve_process.url, "--api-key", API_KEY, "--rewrite-model", "tiny",
                     "--caption-model", "tiny", "--concurrency", "3")
     assert result.exit_code == 0, result.output
     expected, got = _layers(local), _layers(remote)
@@ -77,12 +67,13 @@ def test_remote_rewrites_and_captions_equal_in_process(serve_process, qwen3_vl_d
     for role in ("rewrite_model", "caption_model"):
         record = parameters[role]
         assert record["backend"] == "openai" and record["served_model"] == "tiny"
-        assert record["endpoint"].rstrip("/") == serve_process.url and "method" not in record
+        assert record["endpoint"].rstrip("/") == tiny_serve_process.url and "method" not in record
     assert _parameters(local)["caption_model"]["model"]  # in-process names the weights
 
 
-def test_remote_detect_equals_in_process(serve_process, qwen3_vl_dir, geotiff_dir, tmp_path):
-    args = (geotiff_dir / SPACENET, "--detect", "--size", "448", "--batch-size", "4")
+def test_remote_detect_equals_in_process(tiny_serve_process, qwen3_vl_dir, geotiff_dir, tmp_path):
+    # One batch of the 9 chips: each batch generates up to 512 tokens, here and on the server.
+    args = (geotiff_dir / SPACENET, "--detect", "--size", "448", "--batch-size", "9")
     local, remote = tmp_path / "local.gpkg", tmp_path / "remote.gpkg"
     result = _refer(*args, "-o", local, "--caption-model", qwen3_vl_dir, *LOCAL)
     assert result.exit_code == 0, result.output
@@ -90,7 +81,7 @@ def test_remote_detect_equals_in_process(serve_process, qwen3_vl_dir, geotiff_di
     # from the environment.
     result = CliRunner(env={"GEOVLM_API_KEY": API_KEY}).invoke(cli, [
         "refer", *map(str, args), "-o", str(remote), "--backend", "openai",
-        "--endpoint", serve_process.url])
+        "--endpoint", tiny_serve_process.url])
     assert result.exit_code == 0, result.output
     got = _layers(remote)
     assert got == _layers(local) and len(got["chips"]) == 9
@@ -98,9 +89,9 @@ def test_remote_detect_equals_in_process(serve_process, qwen3_vl_dir, geotiff_di
     assert _parameters(remote)["caption_model"]["served_model"] == "tiny"
 
 
-def test_endpoint_refusals_exit_2_before_writing(serve_process, footprints_args, tmp_path):
+def test_endpoint_refusals_exit_2_before_writing(tiny_serve_process, footprints_args, tmp_path):
     out = tmp_path / "never.gpkg"
-    remote = ("-o", out, "--backend", "openai", "--endpoint", serve_process.url)
+    remote = ("-o", out, "--backend", "openai", "--endpoint", tiny_serve_process.url)
     cases = [
         ((*remote, "--api-key", "wrong", "--rewrite-model", "tiny"), "refused the API key"),
         ((*remote, "--api-key", API_KEY, "--caption-model", "xview2"),
@@ -108,7 +99,7 @@ def test_endpoint_refusals_exit_2_before_writing(serve_process, footprints_args,
         (("-o", out, "--backend", "openai", "--endpoint", f"http://127.0.0.1:{free_port()}/v1",
           "--rewrite-model", "tiny"), "did not answer"),
         (("-o", out, "--backend", "openai", "--rewrite-model", "tiny"), "needs --endpoint"),
-        (("-o", out, "--endpoint", serve_process.url), "--endpoint needs --backend openai"),
+        (("-o", out, "--endpoint", tiny_serve_process.url), "--endpoint needs --backend openai"),
     ]
     for args, message in cases:
         result = CliRunner(env={"GEOVLM_API_KEY": None}).invoke(
@@ -119,7 +110,7 @@ def test_endpoint_refusals_exit_2_before_writing(serve_process, footprints_args,
         assert not out.exists()
 
 
-def test_remote_text_only_answers_equal_in_process(serve_process, served_qwen3_vl):
+def test_remote_text_only_answers_equal_in_process(tiny_serve_process, served_qwen3_vl):
     # Random weights seldom keep a rewrite's facts, so the layers above may hold rule texts
     # only: compare the raw text-only answers behind them too.
     from geovlm.backends.openai import OpenAIBackend
@@ -129,7 +120,7 @@ def test_remote_text_only_answers_equal_in_process(serve_process, served_qwen3_v
     prompts = [rewrite_prompt(text, Language.EN) for text in
                ("the only building", "the large building in the north-west corner",
                 "the destroyed building in the south")]
-    remote = OpenAIBackend.connect(serve_process.url, api_key=API_KEY, method=None)
+    remote = OpenAIBackend.connect(tiny_serve_process.url, api_key=API_KEY, method=None)
     assert remote.generate(None, prompts, 24) == served_qwen3_vl.engine.backend.generate(
         None, prompts, 24)
 

@@ -19,7 +19,7 @@ from PIL import Image
 from geovlm.cli import cli
 from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.tasks.classify import ClassifySettings, scored_answers
-from tests.serve_fixtures import API_KEY, LiveServer, data_url, serve_process
+from tests.serve_fixtures import API_KEY, LiveServer, data_url, stop_serve_process
 
 LABELS = [label.value for label in DisasterLabel]
 
@@ -234,11 +234,13 @@ def test_help():
     assert result.exit_code == 0 and "--max-wait-ms" in result.output
 
 
-def test_serve_command_runs_and_stops_on_sigterm(qwen3_vl_dir):
-    with serve_process(qwen3_vl_dir, "cli-tiny") as running:
-        client = openai.OpenAI(base_url=running.url, api_key=API_KEY)
-        assert [m.id for m in client.models.list().data] == ["cli-tiny"]
-        with pytest.raises(openai.AuthenticationError):  # the key came from the environment
-            openai.OpenAI(base_url=running.url, api_key="x").models.list()
+def test_serve_command_runs_and_stops_on_sigterm(tiny_serve_process):
+    # The session's server (test_refer_remote.py's, if it ran): it stops, having served.
+    running = tiny_serve_process
+    client = openai.OpenAI(base_url=running.url, api_key=API_KEY)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    with pytest.raises(openai.AuthenticationError):  # the key came from the environment
+        openai.OpenAI(base_url=running.url, api_key="x").models.list()
+    stop_serve_process(running)  # SIGTERM, and what it printed
     assert running.process.returncode == 0, running.stderr
     assert "Traceback" not in running.stderr

@@ -31,13 +31,25 @@ def _start(qwen3_vl_dir):
 
 
 @pytest.fixture(scope="module")
-def model_process(qwen3_vl_dir):
-    """A model process on one torch thread, as this process's tests compute (the same sums)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")  # read by torch in the spawned child
-        process = _start(qwen3_vl_dir)
-    yield process
-    process.close()
+def _model_processes():
+    """The module's model processes, closed at its end."""
+    started = []
+    yield started
+    for process in started:
+        process.close()
+
+
+@pytest.fixture()
+def model_process(qwen3_vl_dir, _model_processes):
+    """A model process on one torch thread, as this process's tests compute (the same sums).
+
+    One for the module (each imports torch anew); started again if a test killed it.
+    """
+    if not _model_processes or not _model_processes[-1].alive:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OMP_NUM_THREADS", "1")  # read by torch in the spawned child
+            _model_processes.append(_start(qwen3_vl_dir))
+    return _model_processes[-1]
 
 
 def _run(engine, key, prompts):
@@ -75,10 +87,10 @@ def test_a_failing_batch_fails_alone(model_process):
     assert model_process.alive
 
 
-def test_a_killed_model_process_is_reported_not_hung(qwen3_vl_dir, served_qwen3_vl):
+def test_a_killed_model_process_is_reported_not_hung(model_process, served_qwen3_vl):
     from geovlm.serve.app import ServedModel
 
-    process = _start(qwen3_vl_dir)
+    process = model_process  # the module's: killed here, having answered the tests above
     server = LiveServer(ServedModel("tiny", "tiny", process, served_qwen3_vl.verbalizer)).start()
     try:
         os.kill(process._process.pid, signal.SIGKILL)
@@ -94,7 +106,6 @@ def test_a_killed_model_process_is_reported_not_hung(qwen3_vl_dir, served_qwen3_
         assert "model process exited" in reply.json()["error"]["message"]
     finally:
         server.stop()
-        process.close()
 
 
 def test_a_load_failure_in_the_model_process_is_one_sentence(qwen3_vl_dir, tmp_path):

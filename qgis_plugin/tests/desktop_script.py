@@ -19,6 +19,8 @@ report = {"plugin_loaded": "geovlm_qgis" in active_plugins,
 
 
 def finish():
+    if "picture" in report:  # the canvas finished, or the time ran out: whichever came first
+        return
     window = iface.mainWindow()
     report["picture"] = window.grab().save(job["picture"])
     report["heavy"] = [m for m in ("torch", "transformers", "rasterio", "geovlm")
@@ -48,6 +50,8 @@ try:
     iface.layerTreeView().expandAll()  # the legend shows the stored style's categories
     QgsProject.instance().layerTreeRoot().findLayer(raster.id()).setExpanded(False)
     iface.mainWindow().resize(1280, 800)
+    # The picture once the canvas has drawn the layers (and the window had a moment to paint).
+    iface.mapCanvas().mapCanvasRefreshed.connect(lambda: QTimer.singleShot(500, finish))
     iface.mapCanvas().refresh()
 except Exception as exc:  # reported to the test, which shows it
     report["error"] = f"{type(exc).__name__}: {exc}"
