@@ -34,7 +34,7 @@ def test_every_form_parses_back_to_its_grade(language):
 
 
 def test_a_form_under_two_grades_is_refused():
-    with pytest.raises(ValueError, match="damage_answers.en lists 'Minor' under both"):
+    with pytest.raises(ValueError, match=r"damage_answers\.en lists 'Minor' under both"):
         Verbalizer.from_mapping({"en": {"major-damage": ["Minor"]}}, labels=DAMAGE_GRADES)
 
 
@@ -75,7 +75,7 @@ def test_damage_calibration_fits_and_round_trips():
     assert held.shape == (400, 4)
     with pytest.raises(ValueError, match=r"\(n, 6\) probabilities"):
         fit_calibration(probs, truth)
-    with pytest.raises(ValueError, match="damage_calibration.log_prior: unknown damage 'fire'"):
+    with pytest.raises(ValueError, match=r"damage_calibration\.log_prior: unknown damage 'fire'"):
         Calibration.from_mapping({"temperature": 1.0, "log_prior": {"fire": 1.0}}, DAMAGE_GRADES)
 
 
@@ -107,5 +107,5 @@ def test_a_preset_overrides_damage_forms_and_carries_a_damage_calibration(tmp_pa
 
 
 def test_a_bad_damage_table_in_a_preset_is_one_sentence(tmp_path):
-    with pytest.raises(PresetError, match="bad value: damage_answers.ja lists '全壊' under both"):
+    with pytest.raises(PresetError, match=r"bad value: damage_answers\.ja lists '全壊' under both"):
         _preset(tmp_path, "damage_answers:\n  ja:\n    no-damage: [全壊]\n")
