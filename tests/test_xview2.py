@@ -164,3 +164,20 @@ def test_missing_or_bad_rasters_are_refused(written: dict[str, Path], tmp_path: 
         score_folders(written["truth"] / "predictions", bad)
     with pytest.raises(DatasetError, match="does not exist"):
         score_folders(tmp_path, written["truth"] / "targets")
+
+
+def test_grades_absent_from_every_tile_as_the_official_scorer(written: dict[str, Path],
+                                                              tmp_path: Path):
+    # florence 480 alone (14 major-damage buildings) with the random grades: three grades
+    # occur in no target. Official scorer (same commit and date as `OFFICIAL`): score
+    # 0.30000093333282923, damage_f1 1.3333326131832785e-06, localization_f1 1.0, F1s 0, 0,
+    # 0.6171539961013645, 0.
+    name = "hurricane-florence-00000480"
+    for kind in ("predictions", "targets"):
+        (tmp_path / kind).mkdir()
+        for path in (written["random"] / kind).glob(f"*_{name}_*.png"):
+            (tmp_path / kind / path.name).write_bytes(path.read_bytes())
+    figures = score_folders(tmp_path / "predictions", tmp_path / "targets").to_dict()
+    assert [figures[k] for k in _KEYS] == pytest.approx(
+        (0.30000093333282923, 1.3333326131832785e-06, 1.0, 0.0, 0.0, 0.6171539961013645, 0.0),
+        abs=1e-9, rel=0)
