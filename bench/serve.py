@@ -9,7 +9,7 @@ it bigger, so that a chip costs the model more next to what a request costs the 
 JSON, base64, image decoding), as a real model's chip does. Chips: ``--requests`` chips of
 ``--size`` pixels cut from the real NAIP image of ``../shared/data`` (repeated in order when
 more are asked for), sent as the remote backend sends them (lossless WebP,
-``geovlm.backends.openai``).
+``geovlm.backends.image_url``).
 
 The model runs on ``--model-threads`` torch threads in both setups (this process's, and the
 server's model process through ``OMP_NUM_THREADS``), one by default: one core stands in for
@@ -54,7 +54,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 NAIP = _ROOT.parent / "shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif"
 
-from geovlm.backends.openai import chip_url  # noqa: E402
+from geovlm.backends.image_url import chip_url  # noqa: E402
 from geovlm.labels.prompts import question  # noqa: E402
 from geovlm.labels.verbalizer import Verbalizer  # noqa: E402
 

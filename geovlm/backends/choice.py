@@ -35,7 +35,7 @@ class RemoteServer:
     Attributes
     ----------
     endpoint
-        ``--endpoint``, the server's API base URL.
+        ``--endpoint``, the server's API base URL (``/v1`` is added where it has no API).
     api_key
         ``--api-key`` (or ``GEOVLM_API_KEY``); None sends none.
     served_model
@@ -169,7 +169,7 @@ class ModelChoice:
         wrong, not better. A server that names its weights (`/v1/models`) must name the
         preset's base and this adapter; one that names none is taken at the user's word.
         """
-        from geovlm.backends.openai import ServedWeights
+        from geovlm.backends.endpoint import ServedWeights
 
         calibration = self.calibration_for(labels)
         served = remote.weights
@@ -232,12 +232,14 @@ class ModelChoice:
             The server does not answer, refuses the key, or serves no such model.
         """
         connect = functools.partial(
-            self.connect, server.endpoint, api_key=server.api_key,
+            self.connect, api_key=server.api_key,
             served_model=server.served_model, method=server.method, language=language,
             concurrency=server.concurrency,
         )
-        remote = connect()
-        return ModelRun(connect if reconnect else lambda: remote,
+        remote = connect(server.endpoint)
+        # Reconnections go straight to the base URL that answered (its /v1, if it took that).
+        again = functools.partial(connect, str(remote.client.base_url))
+        return ModelRun(again if reconnect else lambda: remote,
                         {"preset": self.preset.name, **remote.run_record()}, self.preset.name,
                         self.preset.supports_images, self.remote_calibration(remote, labels))
 
@@ -301,7 +303,8 @@ class ModelChoice:
         Parameters
         ----------
         endpoint
-            ``--endpoint``, the server's OpenAI API base URL.
+            ``--endpoint``, the server's OpenAI API base URL (its ``/v1`` is tried where it has
+            no API).
         api_key
             ``--api-key`` (click falls back to ``GEOVLM_API_KEY``); None sends none.
         served_model

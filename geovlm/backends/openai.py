@@ -21,8 +21,6 @@ How answer forms get probabilities (`RemoteMethod`, recorded with the run):
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import math
 import threading
@@ -33,9 +31,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 import openai
-from PIL import Image
 
 from geovlm.backends.base import PromptImages, images_of
+from geovlm.backends.endpoint import ServedWeights, api_call, open_api
+from geovlm.backends.image_url import chip_url
 from geovlm.backends.prompt_logprobs import FormSpan, form_spans
 from geovlm.enums import CheckedEnum
 from geovlm.errors import EndpointError, ParameterError
@@ -61,50 +60,6 @@ class RemoteMethod(CheckedEnum):
     CHAT_LOGPROBS = "chat-logprobs"
     PROMPT_LOGPROBS = "prompt-logprobs"
     CHAT_CHOICE = "chat-choice"
-
-
-@dataclass(frozen=True, slots=True)
-class ServedWeights:
-    """The weights a server says a served model id runs: a base model and any LoRA adapter.
-
-    Read from its `/v1/models` entry: geovlm serve gives ``root`` (the base) and ``adapter``;
-    vLLM gives a LoRA module's path or hub id as ``root`` and its base as ``parent``, and a base
-    model's as ``root`` alone.
-    """
-
-    base: str
-    adapter: str | None
-
-    @classmethod
-    def from_entry(cls, entry: Any, listed: Sequence[Any] = ()) -> ServedWeights | None:
-        """The entry's weights, or None when it does not name them.
-
-        Parameters
-        ----------
-        entry
-            The served model's `/v1/models` entry.
-        listed
-            All the entries: a vLLM LoRA's ``parent`` is its base's served id, whose ``root``
-            names the weights.
-        """
-        root, parent = getattr(entry, "root", None), getattr(entry, "parent", None)
-        if not isinstance(root, str) or not root:
-            return None
-        if getattr(entry, "owned_by", None) == "geovlm":
-            extra = getattr(entry, "model_extra", None) or {}
-            if "adapter" not in extra:  # a geovlm serve from before it said
-                return None
-            adapter = extra["adapter"]
-            return cls(root, adapter if isinstance(adapter, str) else None)
-        if isinstance(parent, str) and parent:
-            base = next((other.root for other in listed
-                         if other.id == parent and isinstance(getattr(other, "root", None), str)),
-                        parent)
-            return cls(base, root)
-        return cls(root, None)
-
-    def __str__(self) -> str:
-        return self.base if self.adapter is None else f"{self.base} + {self.adapter}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +120,8 @@ class OpenAIBackend:
         Parameters
         ----------
         endpoint
-            The API's base URL, e.g. ``http://gpu-host:8000/v1``.
+            The API's base URL, e.g. ``http://gpu-host:8000/v1``; where it has no API (a
+            404 or no model list at ``/models``), its ``/v1`` is tried (`open_api`).
         api_key
             Sent as ``Authorization: Bearer``; None for servers without keys.
         method
@@ -194,13 +150,12 @@ class OpenAIBackend:
         Raises
         ------
         EndpointError
-            The endpoint does not answer, refuses the key, or serves no model.
+            The endpoint does not answer, refuses the key, has no API or serves no model.
         """
-        client = openai.OpenAI(base_url=endpoint, api_key=api_key or "none",
-                               max_retries=retries, timeout=timeout_s)
-        # A typo in --endpoint should not wait through a whole run's retries.
-        served = everything = _call(
-            endpoint, lambda: client.with_options(max_retries=1).models.list().data)
+        client, served = open_api(endpoint, api_key=api_key, retries=retries,
+                                  timeout_s=timeout_s)
+        endpoint = str(client.base_url)
+        everything = served
         if not served:
             raise EndpointError(f"{endpoint} serves no model: start the server with one.")
         if served_model is not None:
@@ -299,7 +254,7 @@ class OpenAIBackend:
             {"type": "text", "text": prompt},
         ]
         messages: Any = [{"role": "user", "content": content}, *after]
-        return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
+        return api_call(str(self.client.base_url), lambda: self.client.chat.completions.create(
             model=self.served_model, messages=messages, temperature=0, **options))
 
     def _classified(self, image: tuple[str, ...], prompt: str, answers: list[str]) -> list[float]:
@@ -308,7 +263,7 @@ class OpenAIBackend:
                                  " one image: pass --remote-method prompt-logprobs.")
         body = {"model": self.served_model, "images": list(image), "language": _language(prompt),
                 "calibration": False, "forms": True}
-        reply: Any = _call(str(self.client.base_url), lambda: self.client.post(
+        reply: Any = api_call(str(self.client.base_url), lambda: self.client.post(
             "/classify", cast_to=object, body=body))
         if [form["text"] for form in reply["forms"]] != answers:
             raise ParameterError(
@@ -331,7 +286,7 @@ class OpenAIBackend:
     def _form_spans(self, language: Language, answers: list[str]) -> dict[str, FormSpan]:
         """The forms' token spans, each found once (`form_spans`)."""
         def ask(messages: Any, **body: Any) -> Any:
-            return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
+            return api_call(str(self.client.base_url), lambda: self.client.chat.completions.create(
                 model=self.served_model, messages=messages, max_tokens=1, temperature=0,
                 extra_body={"prompt_logprobs": 0, **body}))
 
@@ -408,29 +363,6 @@ def _first_token_mass(reply: Any, answers: list[str], verbalizer: Verbalizer,
     return [p / total for p in row] if total > 0 else None
 
 
-#: WebP's largest side; a bigger chip goes as PNG.
-_WEBP_MAX_SIDE = 16383
-
-
-def chip_url(image: Image.Image) -> str:
-    """A chip as a lossless ``data:`` URL: the server sees exactly the pixels classify read.
-
-    Lossless WebP at its fastest setting: on real 256 px NAIP chips it is about 20% smaller
-    than PNG at zlib level 1, twice as fast to encode and 1.6 times as fast to decode
-    (3.1 vs 6.0 ms, 1.3 vs 2.1 ms here), so both the client and the server spend less per
-    chip. vLLM and OpenAI read WebP, as ``geovlm serve`` does.
-    """
-    buffer = io.BytesIO()
-    rgb = image.convert("RGB")
-    if max(rgb.size) <= _WEBP_MAX_SIDE:
-        rgb.save(buffer, format="WEBP", lossless=True, quality=0, method=0)
-        kind = "webp"
-    else:
-        rgb.save(buffer, format="PNG", compress_level=1)
-        kind = "png"
-    return f"data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
-
-
 def _language(prompt: str) -> Language:
     for language in Language:
         asked = (question(language), building_question(language, with_pre=True),
@@ -438,18 +370,3 @@ def _language(prompt: str) -> Language:
         if prompt in asked:
             return language
     raise ParameterError("the remote backend asks the classify and damage questions only.")
-
-
-def _call(endpoint: str, request: Callable[[], T]) -> T:
-    """Run one client request, its failures (after the client's retries) as `EndpointError`."""
-    try:
-        return request()
-    except openai.AuthenticationError:
-        raise EndpointError(f"{endpoint} refused the API key: pass the right --api-key.") from None
-    except openai.APIConnectionError:
-        raise EndpointError(
-            f"{endpoint} did not answer (after retries): check --endpoint and that the server"
-            " runs."
-        ) from None
-    except openai.APIStatusError as exc:
-        raise EndpointError(f"{endpoint} answered {exc.status_code}: {exc.message}") from None

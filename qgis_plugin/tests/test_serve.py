@@ -60,7 +60,8 @@ def test_classify_runs_the_model_on_the_server(plugin, engine, server_url, scene
     monkeypatch.setenv("GEOVLM_ENGINE", str(wrapper))
     out = tmp_path / "remote.gpkg"
     feedback = QgsProcessingFeedback(logFeedback=True)
-    result = _classify(scene, tiny_model, out, server_url, API_KEY, feedback)
+    bare = server_url.removesuffix("/v1")  # the engine finds the API at its /v1
+    result = _classify(scene, tiny_model, out, bare, API_KEY, feedback)
     assert result["STATUS"] == "complete" and result["WRITTEN"] == 16
     assert QgsVectorLayer(result["OUTPUT"], "chips", "ogr").featureCount() == 16
     with closing(sqlite3.connect(out)) as db:
@@ -70,10 +71,10 @@ def test_classify_runs_the_model_on_the_server(plugin, engine, server_url, scene
     # The key reached the engine (the server took it) in its environment, not on its argv
     # (readable by every user through ps), and the log names the variable only.
     arguments = argv.read_text().splitlines()
-    assert arguments[arguments.index("--endpoint") + 1] == server_url
+    assert arguments[arguments.index("--endpoint") + 1] == bare
     assert "--api-key" not in arguments and API_KEY not in argv.read_text()
     log = feedback.textLog()
-    assert f"GEOVLM_API_KEY=*** {wrapper} classify" in log and f"--endpoint {server_url}" in log
+    assert f"GEOVLM_API_KEY=*** {wrapper} classify" in log and f"--endpoint {bare}" in log
     assert API_KEY not in log and "--api-key" not in log
 
 
