@@ -207,8 +207,8 @@ class _Raster:
         """A square of a north-up scene resampled straight from its pixels (no warp)."""
         xmin, ymin, xmax, ymax = bounds
         inverse = ~self.info.transform
-        c0, r0 = inverse * (xmin, ymax)
-        c1, r1 = inverse * (xmax, ymin)
+        c0, r0 = inverse @ (xmin, ymax)
+        c1, r1 = inverse @ (xmax, ymin)
         col, row = math.floor(c0), math.floor(r0)
         rgb, valid = self.rgb(row, col, math.ceil(r1) - row, math.ceil(c1) - col)
         box = (c0 - col, r0 - row, c1 - col, r1 - row)
@@ -235,7 +235,7 @@ class _Raster:
         # Upper-left, upper-right, lower-left, then the lower-right corner and the midpoints.
         xs = np.array([xmin, xmax, xmin, xmax, xm, xmin, xm, xmax])
         ys = np.array([ymax, ymax, ymin, ymin, ymax, ym, ymin, ym])
-        cols, rows = ~self.info.transform * to_here.transform(xs, ys)
+        cols, rows = ~self.info.transform @ to_here.transform(xs, ys)
         if not (np.isfinite(cols).all() and np.isfinite(rows).all()):
             return Image.new("RGB", (pixels, pixels)), 0.0
         col = math.floor(float(np.min(cols))) - _PRE_MARGIN_PX
@@ -276,7 +276,7 @@ class _Raster:
         target = np.zeros((4, pixels, pixels), dtype=np.uint8)
         side = (xmax - xmin) / pixels
         reproject(source, target,
-                  src_transform=self.info.transform * Affine.translation(col, row),
+                  src_transform=self.info.transform @ Affine.translation(col, row),
                   src_crs=self.info.crs, dst_transform=Affine(side, 0, xmin, 0, -side, ymax),
                   dst_crs=crs, resampling=Resampling.average)
         image = Image.fromarray(np.ascontiguousarray(np.moveaxis(target[:3], 0, -1)))
@@ -331,7 +331,7 @@ class BuildingCrops:
                         if pre is not None else None)
         self._to_post = Transformer.from_crs(self.info.crs, self.info.crs, always_xy=True)
         centres = np.array([((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in boxes])
-        cols, rows = ~transform * (centres[:, 0], centres[:, 1])
+        cols, rows = ~transform @ (centres[:, 0], centres[:, 1])
         tile_h, _ = self._post.cache.tile
         order = np.lexsort((cols, np.floor(rows / tile_h)))
         self._items = [(footprints.ids[i], polygons[i], boxes[i]) for i in order]
