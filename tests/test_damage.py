@@ -135,7 +135,7 @@ def test_killed_run_resumes_building_by_building(inputs, qwen3_vl_dir, tmp_path)
 
 
 def test_bad_inputs_are_refused_in_one_line(inputs, geotiff_dir, tmp_path):
-    post, pre, vector = inputs
+    post, _, vector = inputs
     far = footprint_grid(geotiff_dir / "opengeos/dsm.tif", tmp_path / "far.gpkg", 2)
     nomodel = tmp_path / "no-model"  # refused before any model would load
     cases = [
