@@ -19,6 +19,7 @@ from geovlm.commands import serve as serve_commands
 from geovlm.commands import version as version_commands
 from geovlm.commands import xbd as xbd_commands
 from geovlm.commands.classify import classify
+from geovlm.commands.damage import damage
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.models import models
 from geovlm.commands.options import JSON_EVENTS
@@ -77,6 +78,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(tile)
 cli.add_command(classify)
+cli.add_command(damage)
 cli.add_command(models)
 cli.add_command(xbd_commands.xbd)
 cli.add_command(dataset_commands.dataset)

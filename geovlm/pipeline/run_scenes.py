@@ -30,10 +30,11 @@ from geovlm.scenes.entry import SceneEntry, scene_key
 from geovlm.scenes.reprojection import event_crs, reproject_polygon
 from geovlm.scenes.scene import SceneInfo
 from geovlm.scenes.tiling import SceneTiler, TilingOptions
+from geovlm.sources.building_crops import BuildingCrops, CropOptions, Footprints
 
 __all__ = [
-    "EVENT_FIELDS", "EVENT_ID_FIELD", "FailedScene", "RunScenes", "grid_opener", "one_scene",
-    "scene_footprint", "survey_scenes",
+    "EVENT_FIELDS", "EVENT_ID_FIELD", "FailedScene", "RunScenes", "building_scene", "grid_opener",
+    "one_scene", "scene_footprint", "survey_scenes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,22 @@ def one_scene(scene: str | Path, tiling: TilingOptions) -> RunScenes:
     tiler = SceneTiler(scene, tiling)
     return RunScenes(((SceneEntry(str(scene), scene_key(scene)), tiler),), tiler.info.crs,
                      grid_opener(tiling))
+
+
+def building_scene(scene: str | Path, footprints: Footprints, options: CropOptions) -> RunScenes:
+    """A run over the buildings of one scene (`BuildingCrops`), named as given, in its CRS.
+
+    Its opener carries the footprints (as WKB) and the options, so it pickles to Ray's workers.
+
+    Raises
+    ------
+    InputError
+        A scene is missing or unreadable, the post scene is geographic, or the pre scene
+        does not overlap it.
+    """
+    crops = BuildingCrops(scene, footprints, options)
+    return RunScenes(((SceneEntry(str(scene), scene_key(scene)), crops),), crops.info.crs,
+                     functools.partial(BuildingCrops, footprints=footprints, options=options))
 
 
 def survey_scenes(

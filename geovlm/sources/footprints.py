@@ -14,37 +14,35 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyogrio
 import shapely
-from pyogrio.errors import DataLayerError, DataSourceError
-from pyproj import CRS as ProjCRS
-from pyproj import Transformer
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from geovlm.errors import InputError
 from geovlm.labels.damage import Damage
 from geovlm.scenes.tiling import SceneTiler, cell_footprints
-from geovlm.sources.xbd import XbdTile
+from geovlm.sources.outlines import (
+    DAMAGE_FIELD,
+    check_vector,
+    polygon_parts,
+    vector_polygons,
+    xbd_polygons,
+)
 
 __all__ = [
     "DAMAGE_FIELD",
     "SceneObject",
     "SceneObjects",
     "check_vector",
+    "log_left_out",
     "objects_from_polygons",
     "read_vector_objects",
     "read_xbd_objects",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: A vector layer's field read as each object's damage grade (xBD's values), when present.
-DAMAGE_FIELD = "damage"
-
 
 @dataclass(frozen=True, slots=True)
 class SceneObject:
@@ -103,19 +101,16 @@ class SceneObjects:
         }
 
 
-def _polygon_parts(geometry: BaseGeometry | None) -> list[Polygon]:
-    """The non-empty polygons of a geometry (collections and multi-parts unpacked)."""
-    if geometry is None or geometry.is_empty:
-        return []
-    parts = shapely.get_parts(geometry)
-    found: list[Polygon] = []
-    for part in parts:
-        if isinstance(part, Polygon):
-            if not part.is_empty and part.area > 0:
-                found.append(part)
-        elif part.geom_type in ("MultiPolygon", "GeometryCollection"):
-            found += _polygon_parts(part)
-    return found
+def log_left_out(source: str, scene: str, repaired: int, not_polygonal: int,
+                 outside: int) -> None:
+    """Warn about the outlines of a source that were repaired or left out."""
+    if repaired:
+        logger.warning("%s: repaired %d invalid outline(s) with make_valid", source, repaired)
+    if not_polygonal:
+        logger.warning("%s: left out %d feature(s) without a polygon", source, not_polygonal)
+    if outside:
+        logger.warning("%s: left out %d object(s) whose centre lies outside %s", source, outside,
+                       scene)
 
 
 def objects_from_polygons(
@@ -150,23 +145,8 @@ def objects_from_polygons(
     InputError
         No object of the source lies on the scene.
     """
-    repaired = not_polygonal = off_crs = 0
-    parts: list[tuple[str, Polygon, Damage | None]] = []
-    for object_id, geometry, damage in zip(ids, geometries, damages, strict=True):
-        if geometry is not None and not geometry.is_empty and not np.isfinite(
-            shapely.bounds(geometry)
-        ).all():
-            off_crs += 1  # reprojected from beyond the scene CRS's area of use
-            continue
-        if geometry is not None and not geometry.is_empty and not geometry.is_valid:
-            geometry = shapely.make_valid(geometry)
-            repaired += 1
-        pieces = _polygon_parts(geometry)
-        if not pieces:
-            not_polygonal += 1
-        for index, piece in enumerate(pieces):
-            parts.append((object_id if len(pieces) == 1 else f"{object_id}.{index}", piece,
-                          damage))
+    found_parts = polygon_parts(ids, geometries, damages)
+    parts = found_parts.parts
     cells = cell_footprints(tiler)
     chip_ids = list(cells)
     outlines = np.array([cells[chip_id] for chip_id in chip_ids], dtype=object)
@@ -187,87 +167,22 @@ def objects_from_polygons(
         for index, (object_id, polygon, damage) in enumerate(parts)
         if index in best
     )
-    outside = len(parts) - len(objects) + off_crs
-    found = SceneObjects(objects, source, len(ids), repaired, not_polygonal, outside)
+    outside = len(parts) - len(objects) + found_parts.off_crs
+    found = SceneObjects(objects, source, len(ids), found_parts.repaired,
+                         found_parts.not_polygonal, outside)
     if ids and not objects:
         raise InputError(
             f"none of the {len(ids)} features of {source} lies on {tiler.info.path}; check that"
             " the footprints cover the scene (and that their CRS is declared correctly)."
         )
-    if repaired:
-        logger.warning("%s: repaired %d invalid outline(s) with make_valid", source, repaired)
-    if not_polygonal:
-        logger.warning("%s: left out %d feature(s) without a polygon", source, not_polygonal)
-    if outside:
-        logger.warning("%s: left out %d object(s) whose centre lies outside %s", source, outside,
-                       tiler.info.path)
+    log_left_out(source, tiler.info.path, found.repaired, found.not_polygonal, outside)
     return found
-
-
-def check_vector(path: str | os.PathLike[str], layer: str | None = None) -> str:
-    """Check that a vector layer opens and declares a CRS, before any work; name the layer.
-
-    Parameters
-    ----------
-    path
-        Any vector dataset GDAL reads.
-    layer
-        The layer; default: the first polygon layer (else the first layer).
-
-    Returns
-    -------
-    str
-        The layer's name.
-
-    Raises
-    ------
-    InputError
-        The file is missing, no vector dataset GDAL reads, lacks the layer, or has no CRS.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} does not exist; check the path.")
-    try:
-        layers = [(str(name), str(kind)) for name, kind in pyogrio.list_layers(path)]
-    except DataSourceError as exc:
-        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
-    names = [name for name, _ in layers]
-    if layer is None and layers:
-        polygonal = [name for name, kind in layers if "Polygon" in kind]
-        layer = (polygonal or names)[0]
-        if len(layers) > 1:
-            logger.info("%s: reading layer %r of %s", path, layer, ", ".join(names))
-    elif layer not in names:
-        raise InputError(f"{path} has no layer {layer!r}; choose one of {', '.join(names)}.")
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-    except (DataSourceError, DataLayerError) as exc:
-        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
-    if info["crs"] is None and info["features"]:
-        raise InputError(
-            f"{path} has no coordinate reference system; assign one, e.g. with"
-            " `ogr2ogr -a_srs EPSG:4326 OUT IN` or in QGIS (Layer Properties > Source)."
-        )
-    return str(layer)
-
-
-def _damage(value: object) -> Damage | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    try:
-        return Damage(str(value))
-    except ValueError:
-        return None
 
 
 def read_vector_objects(
     path: str | os.PathLike[str], tiler: SceneTiler, layer: str | None = None
 ) -> SceneObjects:
-    """The polygons of a vector layer, in any CRS, as objects of the scene.
-
-    GeoJSON's legacy ``crs`` member, Shapefile ``.prj`` files and GeoPackage CRSs are read by
-    GDAL. A field named `DAMAGE_FIELD` holding xBD grades (as ``geovlm xbd georef`` writes)
-    gives each object its damage. Object ids are the feature ids.
+    """The polygons of a vector layer, in any CRS, as objects of the scene (`vector_polygons`).
 
     Parameters
     ----------
@@ -288,18 +203,10 @@ def read_vector_objects(
     InputError
         As `check_vector`, or no feature lies on the scene.
     """
-    layer = check_vector(path, layer)
-    info = pyogrio.read_info(path, layer=layer)
-    columns = [DAMAGE_FIELD] if DAMAGE_FIELD in list(info["fields"]) else []
-    frame = pyogrio.read_dataframe(path, layer=layer, columns=columns, fid_as_index=True)
-    if frame.empty:
-        logger.warning("%s holds no features", path)
+    found = vector_polygons(path, tiler.info.crs, layer)
+    if not found.ids:
         return SceneObjects((), str(path), 0, 0, 0, 0)
-    frame = frame.to_crs(tiler.info.crs)
-    damages = [_damage(v) for v in frame[DAMAGE_FIELD]] if columns else [None] * len(frame)
-    return objects_from_polygons(
-        [str(fid) for fid in frame.index], list(frame.geometry), damages, tiler, str(path)
-    )
+    return objects_from_polygons(found.ids, found.geometries, found.damages, tiler, found.source)
 
 
 def read_xbd_objects(label: str | os.PathLike[str], tiler: SceneTiler) -> SceneObjects:
@@ -327,18 +234,5 @@ def read_xbd_objects(label: str | os.PathLike[str], tiler: SceneTiler) -> SceneO
     InputError
         No building lies on the scene.
     """
-    label = Path(label)
-    if not label.is_file():
-        raise InputError(f"{label} does not exist; give an xBD label file (labels/*.json).")
-    tile = XbdTile.from_label(label, tiler.info.path)
-    to_scene = Transformer.from_crs(
-        ProjCRS.from_epsg(4326), ProjCRS.from_user_input(tiler.info.crs), always_xy=True
-    )
-    outlines = [
-        shapely.transform(b.lonlat, lambda xy: np.column_stack(to_scene.transform(*xy.T)))
-        for b in tile.buildings
-    ]
-    return objects_from_polygons(
-        [b.uid for b in tile.buildings], outlines, [b.damage for b in tile.buildings], tiler,
-        str(label),
-    )
+    found = xbd_polygons(label, tiler.info.path, tiler.info.crs)
+    return objects_from_polygons(found.ids, found.geometries, found.damages, tiler, found.source)

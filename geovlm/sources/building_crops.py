@@ -1,0 +1,408 @@
+"""Buildings of a scene as work items: a crop around each footprint, after and before.
+
+`BuildingCrops` is the `geovlm.pipeline.work_items.ItemSource` of per-building tasks
+(``geovlm damage``): one item per footprint, its id the object id, its crop the square of
+`geovlm.sources.crops.crop_bounds` (the footprint's bounding box widened by a margin given in
+metres, converted to the scene CRS's units by the scene's measured ground resolution) resampled
+to `CROP_PIXELS` a side. The post crop is read through the scene's own grid; with a pre scene,
+the same ground square is read through the pre scene's grid (its own CRS and resolution: the
+square's outline is carried into it, read with a margin and warped with
+``rasterio.warp.reproject`` onto the post crop's grid), so the two need not align pixel for
+pixel. Items are sorted by the post scene's read tiles, row after row, and every read goes
+through a `geovlm.sources.block_reads.BlockCache`, so neighbouring buildings share decoded
+blocks and no crop opens a file. `Footprints` carry the outlines as WKB, so the run's opener
+(``functools.partial(BuildingCrops, footprints=..., options=...)``) pickles to Ray's workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Container, Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from PIL import Image
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.warp import reproject, transform_bounds
+from shapely.geometry import Polygon
+
+from geovlm.errors import InputError, ParameterError
+from geovlm.scenes.scene import SceneInfo, open_scene, pixel_stretch
+from geovlm.sources.block_reads import BlockCache
+from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, Bounds, crop_bounds
+from geovlm.sources.outlines import SourcePolygons, polygon_parts, vector_polygons, xbd_polygons
+
+__all__ = ["BuildingCrop", "BuildingCrops", "CropOptions", "Footprints"]
+
+#: Below this many source pixels across a median crop, buildings are a few pixels wide.
+_FEW_PIXELS = 16
+#: Largest miss, in source pixels, of a crop's corner or edge midpoints by the affine map of
+#: its other corners, before a crop is warped by GDAL instead.
+_MAX_AFFINE_ERROR_PX = 0.1
+#: Source pixels read around a pre crop's outline, for the resampling kernel.
+_PRE_MARGIN_PX = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CropOptions:
+    """How buildings are cut; validated on construction.
+
+    Attributes
+    ----------
+    margin_m
+        Context around a footprint's bounding box, on each side, in metres.
+    pixels
+        Side of the crops the model sees.
+    min_valid
+        Buildings whose post crop holds less valid data than this share are left out.
+    nodata
+        A fill value to treat as invalid in both scenes, for scenes that do not declare one.
+    bands
+        1-based bands used as RGB (or grey) in both scenes; None for 1,2,3 (grey for one).
+    pre
+        The pre-disaster scene, or None for post crops alone.
+    """
+
+    margin_m: float = DEFAULT_MARGIN_M
+    pixels: int = CROP_PIXELS
+    min_valid: float = 0.5
+    nodata: float | None = None
+    bands: tuple[int, ...] | None = None
+    pre: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.margin_m) and self.margin_m >= 0):
+            raise ParameterError(f"--margin {self.margin_m} must be 0 or more metres.")
+        if not 0.0 <= self.min_valid <= 1.0:
+            raise ParameterError(f"--min-valid {self.min_valid} must lie between 0 and 1.")
+
+    def as_dict(self) -> dict[str, object]:
+        """The options as recorded with the run."""
+        return {"margin_m": self.margin_m, "pixels": self.pixels, "min_valid": self.min_valid,
+                "nodata": self.nodata, "bands": list(self.bands) if self.bands else None,
+                "pre": self.pre}
+
+
+@dataclass(frozen=True, slots=True)
+class Footprints:
+    """Buildings over one scene: ids and outlines in its CRS, as WKB so that they pickle.
+
+    Build with `from_vector` or `from_xbd`; `counts` says what was read, repaired and left out.
+    """
+
+    ids: tuple[str, ...]
+    wkb: tuple[bytes, ...]
+    source: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_vector(cls, path: str | os.PathLike[str], scene: SceneInfo,
+                    layer: str | None = None) -> Footprints:
+        """The polygons of any GDAL vector layer, in any CRS, that lie on `scene`.
+
+        Raises
+        ------
+        InputError
+            As `geovlm.sources.outlines.check_vector`, or no footprint lies on the scene.
+        """
+        return cls._on_scene(vector_polygons(path, scene.crs, layer), scene)
+
+    @classmethod
+    def from_xbd(cls, label: str | os.PathLike[str], scene: SceneInfo) -> Footprints:
+        """The buildings of an xBD label that lie on `scene` (its georeferenced tile).
+
+        Raises
+        ------
+        InputError
+            The label is missing or no building lies on the scene.
+        XbdError
+            The label is malformed.
+        """
+        return cls._on_scene(xbd_polygons(label, scene.path, scene.crs), scene)
+
+    @classmethod
+    def _on_scene(cls, found: SourcePolygons, scene: SceneInfo) -> Footprints:
+        parts = polygon_parts(found.ids, found.geometries, found.damages)
+        outline = _scene_outline(scene)
+        kept = [(object_id, polygon) for object_id, polygon, _ in parts.parts
+                if outline.contains(polygon.centroid)]
+        if not kept:
+            raise InputError(
+                f"none of the {len(found.ids)} footprints of {found.source} lies on"
+                f" {scene.path}; check that they cover the scene (and that their CRS is"
+                " declared correctly)."
+            )
+        counts = {"read": len(found.ids), "buildings": len(kept), "repaired": parts.repaired,
+                  "not_polygonal": parts.not_polygonal,
+                  "outside": len(parts.parts) - len(kept) + parts.off_crs}
+        ids = [object_id for object_id, _ in kept]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"{found.source} repeats feature ids; give each footprint its own.")
+        return cls(tuple(ids), tuple(shapely.to_wkb([p for _, p in kept])), found.source, counts)
+
+    def polygons(self) -> np.ndarray:
+        """The outlines, as an array of shapely polygons in the scene's CRS."""
+        return shapely.from_wkb(np.array(self.wkb, dtype=object))
+
+
+@dataclass(frozen=True, slots=True)
+class BuildingCrop:
+    """One building's work item: its outline and its crops, after and (optionally) before.
+
+    Attributes
+    ----------
+    item_id
+        The object id (the feature id, ``.<part>`` for a part, or the xBD uid).
+    footprint
+        The building's outline in the post scene's CRS (the record's geometry).
+    bounds
+        The crop's square in the post scene's CRS.
+    post
+        The post crop, RGB, `CropOptions.pixels` a side.
+    valid_fraction
+        Share of the post crop's pixels that hold data.
+    pre, pre_valid_fraction
+        The pre crop on the same grid and its valid share, or None without a pre scene.
+    """
+
+    item_id: str
+    footprint: Polygon
+    bounds: Bounds
+    post: Image.Image
+    valid_fraction: float
+    pre: Image.Image | None = None
+    pre_valid_fraction: float | None = None
+
+
+def _scene_outline(info: SceneInfo) -> Polygon:
+    corners = [(0, 0), (info.width, 0), (info.width, info.height), (0, info.height)]
+    return Polygon([info.transform @ corner for corner in corners])
+
+
+def _north_up(transform: Affine) -> bool:
+    return transform.b == 0 and transform.d == 0 and transform.a > 0 and transform.e < 0
+
+
+class _Raster:
+    """One scene's handle, block cache and stretch, read in the crops' grid."""
+
+    def __init__(self, info: SceneInfo, nodata: float | None) -> None:
+        self.info = info
+        self.dataset = rasterio.open(info.path)
+        self.cache = BlockCache(self.dataset, info.bands, nodata)
+        self.stretch = pixel_stretch(info, nodata)
+
+    def rgb(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The window's pixels as ``(rows, cols, 3)`` uint8 and its validity."""
+        region = self.cache.region(row, col, height, width)
+        return self.stretch.to_rgb(region.data, region.valid), region.valid
+
+    def resized(self, bounds: Bounds, pixels: int) -> tuple[Image.Image, float]:
+        """A square of a north-up scene resampled straight from its pixels (no warp)."""
+        xmin, ymin, xmax, ymax = bounds
+        inverse = ~self.info.transform
+        c0, r0 = inverse @ (xmin, ymax)
+        c1, r1 = inverse @ (xmax, ymin)
+        col, row = math.floor(c0), math.floor(r0)
+        rgb, valid = self.rgb(row, col, math.ceil(r1) - row, math.ceil(c1) - col)
+        box = (c0 - col, r0 - row, c1 - col, r1 - row)
+        kernel = Image.Resampling.BOX if c1 - c0 > pixels else Image.Resampling.BILINEAR
+        image = Image.fromarray(rgb).resize((pixels, pixels), kernel, box=box)
+        mask = Image.fromarray(valid.view(np.uint8)).resize(
+            (pixels, pixels), Image.Resampling.NEAREST, box=box)
+        return image, float(np.count_nonzero(np.asarray(mask))) / pixels**2
+
+    def warped(self, bounds: Bounds, pixels: int, crs: rasterio.crs.CRS,
+               to_here: Transformer) -> tuple[Image.Image, float]:
+        """A square given in another CRS, read with a margin and warped onto its grid.
+
+        The square's corners and edge midpoints are carried exactly into this scene's pixels.
+        Over a building's crop (tens of metres) the map between two grids is affine to far
+        under a pixel: the read pixels are upsampled by PIL's bilinear resize to about the
+        crop's scale, then mapped onto the crop's grid by that affine map (nearest, so off by
+        at most half a crop pixel, a fraction of a source pixel). Where the map is not affine
+        (a corner or midpoint off by more than `_MAX_AFFINE_ERROR_PX`), or where the crop
+        shrinks the source (which wants averaging), ``rasterio.warp.reproject`` warps it.
+        """
+        xmin, ymin, xmax, ymax = bounds
+        xm, ym = (xmin + xmax) / 2, (ymin + ymax) / 2
+        # Upper-left, upper-right, lower-left, then the lower-right corner and the midpoints.
+        xs = np.array([xmin, xmax, xmin, xmax, xm, xmin, xm, xmax])
+        ys = np.array([ymax, ymax, ymin, ymin, ymax, ym, ymin, ym])
+        cols, rows = ~self.info.transform @ to_here.transform(xs, ys)
+        if not (np.isfinite(cols).all() and np.isfinite(rows).all()):
+            return Image.new("RGB", (pixels, pixels)), 0.0
+        col = math.floor(float(np.min(cols))) - _PRE_MARGIN_PX
+        row = math.floor(float(np.min(rows))) - _PRE_MARGIN_PX
+        width = math.ceil(float(np.max(cols))) + _PRE_MARGIN_PX - col
+        height = math.ceil(float(np.max(rows))) + _PRE_MARGIN_PX - row
+        rgb, valid = self.rgb(row, col, height, width)
+        points = np.column_stack([cols - col, rows - row])
+        origin, along_u, along_v = points[0], (points[1] - points[0]), (points[2] - points[0])
+        # Where the affine map of the first three corners puts the others (u, v in 0..1).
+        uv = np.array([(1, 1), (0.5, 0), (0, 0.5), (0.5, 1), (1, 0.5)])
+        predicted = origin + uv[:, :1] * along_u + uv[:, 1:] * along_v
+        error = float(np.hypot(*(predicted - points[3:]).T).max())
+        scale = pixels / max(float(np.hypot(*along_u)), float(np.hypot(*along_v)))
+        if error > _MAX_AFFINE_ERROR_PX or scale < 1:
+            return self._reprojected(rgb, valid, (row, col), bounds, pixels, crs)
+        step_u, step_v = along_u / pixels, along_v / pixels
+        up_w, up_h = math.ceil(width * scale), math.ceil(height * scale)
+        fx, fy = up_w / width, up_h / height
+        upsampled = Image.fromarray(rgb).resize((up_w, up_h), Image.Resampling.BILINEAR)
+        image = upsampled.transform(
+            (pixels, pixels), Image.Transform.AFFINE,
+            (fx * step_u[0], fx * step_v[0], fx * origin[0],
+             fy * step_u[1], fy * step_v[1], fy * origin[1]), Image.Resampling.NEAREST)
+        mask = Image.fromarray(valid.view(np.uint8)).transform(
+            (pixels, pixels), Image.Transform.AFFINE,
+            (step_u[0], step_v[0], origin[0], step_u[1], step_v[1], origin[1]),
+            Image.Resampling.NEAREST)
+        return image, float(np.count_nonzero(np.asarray(mask))) / pixels**2
+
+    def _reprojected(self, rgb: np.ndarray, valid: np.ndarray, offset: tuple[int, int],
+                     bounds: Bounds, pixels: int,
+                     crs: rasterio.crs.CRS) -> tuple[Image.Image, float]:
+        """Pixels read at `offset` warped onto the square's grid by GDAL (averaging)."""
+        row, col = offset
+        xmin, _, xmax, ymax = bounds
+        source = np.concatenate([np.moveaxis(rgb, -1, 0), valid[None].view(np.uint8) * 255])
+        target = np.zeros((4, pixels, pixels), dtype=np.uint8)
+        side = (xmax - xmin) / pixels
+        reproject(source, target,
+                  src_transform=self.info.transform @ Affine.translation(col, row),
+                  src_crs=self.info.crs, dst_transform=Affine(side, 0, xmin, 0, -side, ymax),
+                  dst_crs=crs, resampling=Resampling.average)
+        image = Image.fromarray(np.ascontiguousarray(np.moveaxis(target[:3], 0, -1)))
+        return image, float(np.count_nonzero(target[3] > 127)) / pixels**2
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
+class BuildingCrops:
+    """The buildings of a scene as work items (see the module's description).
+
+    Parameters
+    ----------
+    scene
+        The post-disaster scene, any raster rasterio opens, in a projected CRS.
+    footprints
+        The buildings over it (`Footprints.from_vector` or `from_xbd`).
+    options
+        Margin, crop size, ``--min-valid``, nodata, bands and the pre scene.
+
+    Raises
+    ------
+    InputError
+        A scene is missing, unreadable or not georeferenced, the post scene's CRS is
+        geographic, or the pre scene does not overlap it.
+    """
+
+    def __init__(self, scene: str | Path, footprints: Footprints,
+                 options: CropOptions | None = None) -> None:
+        self.options = options or CropOptions()
+        self.footprints = footprints
+        self.info: SceneInfo = open_scene(scene, self.options.bands)
+        if self.info.crs.is_geographic:
+            raise InputError(
+                f"{self.info.path} is in a geographic CRS ({self.info.crs}), whose degrees"
+                " cannot hold a square crop in metres; warp it to a projected CRS first, e.g."
+                " `gdalwarp -t_srs EPSG:32618 IN OUT` (its UTM zone)."
+            )
+        pre = open_scene(self.options.pre, self.options.bands) if self.options.pre else None
+        if pre is not None:
+            _check_overlap(self.info, pre)
+        transform = self.info.transform
+        units_x = math.hypot(transform.a, transform.d) / self.info.resolution_m[0]
+        units_y = math.hypot(transform.b, transform.e) / self.info.resolution_m[1]
+        margin = self.options.margin_m * (units_x + units_y) / 2
+        polygons = footprints.polygons()
+        boxes = [crop_bounds(tuple(b), margin) for b in shapely.bounds(polygons)]
+        self._post = _Raster(self.info, self.options.nodata)
+        self._pre = _Raster(pre, self.options.nodata) if pre is not None else None
+        self._to_pre = (Transformer.from_crs(self.info.crs, pre.crs, always_xy=True)
+                        if pre is not None else None)
+        self._to_post = Transformer.from_crs(self.info.crs, self.info.crs, always_xy=True)
+        centres = np.array([((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in boxes])
+        cols, rows = ~transform @ (centres[:, 0], centres[:, 1])
+        tile_h, _ = self._post.cache.tile
+        order = np.lexsort((cols, np.floor(rows / tile_h)))
+        self._items = [(footprints.ids[i], polygons[i], boxes[i]) for i in order]
+        sides = np.array([box[2] - box[0] for box in boxes]) / math.hypot(transform.a,
+                                                                            transform.d)
+        self._median_side_px = float(np.median(sides))
+        #: Buildings left out so far because their post crop held too little data.
+        self.skipped_invalid = 0
+
+    def __enter__(self) -> BuildingCrops:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        """Close both scenes."""
+        self._post.close()
+        if self._pre is not None:
+            self._pre.close()
+
+    def item_ids(self) -> list[str]:
+        """Every building's id, in reading order (the post scene's tiles, row after row)."""
+        return [object_id for object_id, _, _ in self._items]
+
+    def items(self, skip: Container[str] = frozenset()) -> Generator[BuildingCrop, None, None]:
+        """Yield the buildings whose post crop reaches ``min_valid``, in reading order."""
+        for object_id, polygon, bounds in self._items:
+            if object_id in skip:
+                continue
+            crop = self.crop(object_id, polygon, bounds)
+            if crop.valid_fraction < self.options.min_valid:
+                self.skipped_invalid += 1
+            else:
+                yield crop
+
+    def crop(self, object_id: str, polygon: Polygon, bounds: Bounds) -> BuildingCrop:
+        """Read one building's crops (post, and pre when given)."""
+        pixels = self.options.pixels
+        if _north_up(self.info.transform):
+            post, valid = self._post.resized(bounds, pixels)
+        else:
+            post, valid = self._post.warped(bounds, pixels, self.info.crs, self._to_post)
+        if self._pre is None or self._to_pre is None:
+            return BuildingCrop(object_id, polygon, bounds, post, valid)
+        pre, pre_valid = self._pre.warped(bounds, pixels, self.info.crs, self._to_pre)
+        return BuildingCrop(object_id, polygon, bounds, post, valid, pre, pre_valid)
+
+    def signature(self) -> dict[str, object]:
+        """What the crops add to a run's signature: the options and the footprints' source."""
+        return {"crops": self.options.as_dict(), "footprints": self.footprints.source}
+
+    def scale_warning(self) -> str | None:
+        """Why the scene is too coarse for its buildings' crops, or None."""
+        if self._median_side_px >= _FEW_PIXELS:
+            return None
+        return (f"a median building crop spans {self._median_side_px:.0f} pixels of"
+                f" {self.info.path} ({self.info.resolution_m[0]:.1f} m pixels), so the model"
+                " sees buildings a few pixels wide; use finer imagery or a larger --margin")
+
+
+def _check_overlap(post: SceneInfo, pre: SceneInfo) -> None:
+    """Refuse a pre scene whose extent misses the post scene's."""
+    west, south, east, north = transform_bounds(
+        post.crs, pre.crs, *_scene_outline(post).bounds, densify_pts=21)
+    pre_west, pre_south, pre_east, pre_north = _scene_outline(pre).bounds
+    if west >= pre_east or east <= pre_west or south >= pre_north or north <= pre_south:
+        raise InputError(
+            f"the pre scene {pre.path} does not overlap the post scene {post.path}; give the"
+            " same place before the disaster (check both scenes' CRS)."
+        )

@@ -1,0 +1,246 @@
+"""The ``damage`` task: a damage grade per building footprint, with a probability per grade.
+
+Each building is a work item of `geovlm.sources.building_crops.BuildingCrops`: its crop after
+the disaster and, with a pre-disaster scene, the same ground before it. Score mode asks the
+model the building question once per building (`geovlm.labels.building_damage`) and reads the
+likelihood of each grade's answer; a building whose best grade is less likely than
+``min_confidence`` is ``uncertain``. Records go to layer ``buildings`` (the footprint as its
+geometry, id ``object_id``) in the driver every per-item command shares, so a re-run resumes
+building by building.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from geovlm.backends.base import Backend, ModelRun
+from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.labels.building_damage import GRADES, building_question, grade_answer
+from geovlm.labels.prompts import Language
+from geovlm.output.fields import FieldType
+from geovlm.output.styles import DAMAGE_COLOURS, LABEL_COLOURS, categorized_style
+from geovlm.output.versions import ML_PACKAGES, library_versions
+from geovlm.pipeline.driver import RunSummary, run_over_chips
+from geovlm.pipeline.plan import ChipTask, RunOptions
+from geovlm.pipeline.run_scenes import RunScenes
+from geovlm.pipeline.work_items import ChipRecords, ChipSteps
+from geovlm.sources.building_crops import BuildingCrop, BuildingCrops
+
+__all__ = [
+    "BUILDINGS_LAYER", "DAMAGE_FIELDS", "UNCERTAIN", "DamageSettings", "damage_buildings",
+    "damage_records", "damage_task", "grade_probabilities",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The layer of a damage run.
+BUILDINGS_LAYER = "buildings"
+#: The grade written when the best grade's probability is under ``min_confidence``.
+UNCERTAIN = "uncertain"
+
+#: Fields of layer ``buildings``.
+DAMAGE_FIELDS: dict[str, FieldType] = {
+    "object_id": FieldType.STRING,
+    "damage": FieldType.STRING,
+    "confidence": FieldType.REAL,
+    "runner_up": FieldType.STRING,
+    "runner_up_confidence": FieldType.REAL,
+    "probs": FieldType.STRING,
+    "answer": FieldType.STRING,
+    "language": FieldType.STRING,
+    "scene": FieldType.STRING,
+    "valid_fraction": FieldType.REAL,
+    "pre_valid_fraction": FieldType.REAL,
+    "run_id": FieldType.STRING,
+}
+
+#: The style's colours: the grades green to red, ``uncertain`` grey.
+DAMAGE_STYLE_COLOURS = {**{grade.value: DAMAGE_COLOURS[grade.value] for grade in GRADES},
+                        UNCERTAIN: LABEL_COLOURS[UNCERTAIN]}
+
+
+@dataclass(frozen=True, slots=True)
+class DamageSettings:
+    """How buildings are graded, independent of the scenes and the output.
+
+    Attributes
+    ----------
+    language
+        Language of the question and of the grades' answers.
+    min_confidence
+        Below this probability of the best grade, the building is ``uncertain``.
+    """
+
+    language: Language = Language.EN
+    min_confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ParameterError(
+                f"--min-confidence {self.min_confidence} must lie between 0 and 1."
+            )
+
+    @property
+    def prompt(self) -> str:
+        """The question asked about every building (its post crop alone)."""
+        return building_question(self.language, with_pre=False)
+
+    @property
+    def answers(self) -> list[str]:
+        """Each grade's answer, in `GRADES` order."""
+        return [grade_answer(grade, self.language) for grade in GRADES]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as recorded with the run."""
+        return {"prompt": self.prompt, "language": self.language.value,
+                "min_confidence": self.min_confidence, "answers": self.answers,
+                "images": ["post"]}
+
+
+def encode_crops(backend: Backend, crops: Sequence[BuildingCrop],
+                 settings: DamageSettings) -> Any:
+    """The model inputs of a batch of buildings (the CPU side, run a batch ahead)."""
+    return backend.encode([crop.post for crop in crops], [settings.prompt] * len(crops))
+
+
+def grade_probabilities(backend: Backend, inputs: Any, settings: DamageSettings) -> np.ndarray:
+    """``(n, 4)`` probabilities of `GRADES` for a batch encoded by `encode_crops`.
+
+    The one place the model is asked: each row is the softmax of the grades' answer
+    likelihoods, so it sums to 1.
+    """
+    return np.asarray(backend.score_encoded(inputs, settings.answers), dtype=np.float64)
+
+
+def damage_records(crops: Sequence[BuildingCrop], probs: np.ndarray, settings: DamageSettings,
+                   scene: str) -> list[dict[str, Any]]:
+    """The ``buildings`` records of a batch from its grade probabilities.
+
+    Parameters
+    ----------
+    crops
+        The batch.
+    probs
+        ``(n, 4)``, `grade_probabilities`' rows, in `GRADES` order.
+    settings
+        The language and the confidence threshold.
+    scene
+        The scene's name, for field ``scene``.
+
+    Returns
+    -------
+    list of dict
+        One record per building, in order (``run_id`` is added by the writer).
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> from shapely.geometry import box
+    >>> crop = BuildingCrop("7", box(0, 0, 1, 1), (0, 0, 1, 1), Image.new("RGB", (8, 8)), 1.0)
+    >>> record, = damage_records([crop], np.array([[0.1, 0.2, 0.3, 0.4]]), DamageSettings(), "s")
+    >>> record["damage"], record["runner_up"], record["confidence"]
+    ('uncertain', 'major-damage', 0.4)
+    """
+    records = []
+    for crop, row in zip(crops, probs, strict=True):
+        best, second = np.argsort(-row, kind="stable")[:2]
+        confidence = float(row[best])
+        grade = GRADES[best]
+        records.append({
+            "object_id": crop.item_id,
+            "damage": grade.value if confidence >= settings.min_confidence else UNCERTAIN,
+            "confidence": round(confidence, 6),
+            "runner_up": GRADES[second].value,
+            "runner_up_confidence": round(float(row[second]), 6),
+            "probs": json.dumps({g.value: round(float(p), 6)
+                                 for g, p in zip(GRADES, row, strict=True)}),
+            "answer": grade_answer(grade, settings.language),
+            "language": settings.language.value,
+            "scene": scene,
+            "valid_fraction": round(crop.valid_fraction, 6),
+            "pre_valid_fraction": (round(crop.pre_valid_fraction, 6)
+                                   if crop.pre_valid_fraction is not None else None),
+        })
+    return records
+
+
+def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
+                counts: Mapping[str, int] | None = None) -> ChipTask:
+    """Damage as the driver runs it: layer ``buildings`` and the steps that load `model`.
+
+    Raises
+    ------
+    ModelCapabilityError
+        The model reads text only.
+    """
+    if not model.reads_images:
+        raise ModelCapabilityError(
+            f"{model.name} reads text only and cannot grade building damage; choose a"
+            " vision-language model with --model (e.g. xview2-qwen3vl)."
+        )
+
+    def setup() -> ChipSteps:
+        backend = model.load()
+
+        def encode(batch: list[BuildingCrop]) -> Any:
+            return encode_crops(backend, batch, settings)
+
+        def grade(batch: list[BuildingCrop], inputs: Any) -> ChipRecords:
+            probs = grade_probabilities(backend, inputs, settings)
+            return ChipRecords(damage_records(batch, probs, settings, scene))
+
+        def summary_counts(done: Set[str]) -> dict[str, Any]:
+            return {"footprints": dict(counts or {})}
+
+        return ChipSteps(prepare=encode, process=grade, counts=summary_counts)
+
+    return ChipTask(
+        command="damage",
+        parameters={**model.record, **settings.as_dict()},
+        layer=BUILDINGS_LAYER,
+        fields=DAMAGE_FIELDS,
+        style_qml=categorized_style("damage", DAMAGE_STYLE_COLOURS),
+        setup=setup,
+        id_field="object_id",
+        extra_versions=library_versions(ML_PACKAGES),
+        batch_size=16,
+    )
+
+
+def damage_buildings(scenes: RunScenes, run: RunOptions, model: ModelRun[Backend],
+                     settings: DamageSettings) -> RunSummary:
+    """Grade every building of a scene into layer ``buildings``.
+
+    The scene, the footprints, the pre scene and the output (path, lock, resumable or not)
+    are checked before the model is loaded.
+
+    Parameters
+    ----------
+    scenes
+        The post scene and its buildings (`geovlm.pipeline.run_scenes.building_scene`).
+    run
+        The output, batch size (buildings per model call), progress, overwrite and engine.
+    model
+        Loads the model once the checks passed; its record is kept with the run.
+    settings
+        Language and confidence threshold, recorded with the run.
+
+    Returns
+    -------
+    RunSummary
+        Counts and timing; ``footprints`` says what was read, repaired and left out.
+
+    Raises
+    ------
+    ModelCapabilityError
+        The model reads text only.
+    """
+    (entry, source), = scenes.opened
+    counts = source.footprints.counts if isinstance(source, BuildingCrops) else None
+    return run_over_chips(scenes, damage_task(model, settings, entry.key, counts), run)
