@@ -47,7 +47,7 @@ class PromptTemplate(enum.Enum):
         options = ", ".join(repr(t.value) for t in cls)
         raise ValueError(f"unknown chat template {value!r}: choose one of {options}")
 
-    def render(self, question: str, *, image: bool) -> str:
+    def render(self, question: str, *, image: bool | int) -> str:
         """The prompt text for one user turn followed by the assistant's generation prompt.
 
         Parameters
@@ -55,14 +55,15 @@ class PromptTemplate(enum.Enum):
         question
             The user's question.
         image
-            Whether one image precedes the question.
+            Whether one image precedes the question, or how many (each on its own line).
 
         Returns
         -------
         str
-            Image placeholders appear once; the processor expands them to the image's tokens.
+            Image placeholders appear once per image; the processor expands each to its image's
+            tokens.
         """
-        picture = "<|vision_start|><|image_pad|><|vision_end|>\n" if image else ""
+        picture = "<|vision_start|><|image_pad|><|vision_end|>\n" * int(image)
         return f"<|im_start|>user\n{picture}{question}<|im_end|>\n<|im_start|>assistant\n"
 
     def render_turns(self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool,
@@ -101,7 +102,7 @@ class ChatFormat:
     tokenizer: Any
     template: PromptTemplate | None = None
 
-    def render(self, question: str, *, image: bool) -> str:
+    def render(self, question: str, *, image: bool | int) -> str:
         """One user turn (with one image if ``image``) and the assistant's generation prompt.
 
         Parameters
@@ -109,7 +110,8 @@ class ChatFormat:
         question
             The user's question, without any chat markup.
         image
-            Whether the turn carries one image (placed before the question).
+            Whether the turn carries one image, or how many (placed before the question, in
+            order).
 
         Returns
         -------
@@ -175,7 +177,8 @@ class ChatFormat:
         return next((i for i in ids if i in special), self.tokenizer.eos_token_id)
 
 
-def _user(question: str, image: bool) -> dict[str, Any]:
+def _user(question: str, image: bool | int) -> dict[str, Any]:
     if not image:
         return {"role": "user", "content": question}
-    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+    pictures: list[dict[str, Any]] = [{"type": "image"}] * int(image)
+    return {"role": "user", "content": [*pictures, {"type": "text", "text": question}]}
