@@ -11,10 +11,26 @@ from PIL import Image
 
 from geovlm.labels.calibration import Calibration
 
-__all__ = ["Backend", "ModelRun"]
+__all__ = ["Backend", "ModelRun", "PromptImages", "images_of"]
 
 #: What a `ModelRun` loads: a `Backend`, or a task's own bundle of them (``refer``'s two).
 M = TypeVar("M")
+
+#: The images of one prompt: one image, or several in the order the prompt names them (e.g. a
+#: ``(pre, post)`` pair of crops). Each gets its own placeholder, before the question.
+PromptImages = Image.Image | Sequence[Image.Image]
+
+
+def images_of(item: PromptImages) -> tuple[Image.Image, ...]:
+    """Return one prompt's images as a tuple (one image becomes a 1-tuple).
+
+    Examples
+    --------
+    >>> pre, post = Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))
+    >>> len(images_of(post)), len(images_of((pre, post)))
+    (1, 2)
+    """
+    return (item,) if isinstance(item, Image.Image) else tuple(item)
 
 
 @runtime_checkable
@@ -27,7 +43,7 @@ class Backend(Protocol):
     #: False for text-only models; tasks refuse to send them images.
     supports_images: bool
 
-    def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> Any:
+    def encode(self, images: Sequence[PromptImages] | None, prompts: Sequence[str]) -> Any:
         """Prepare one batch for the model: the CPU-side work, safe to run in another thread.
 
         Tasks encode the next batch while the model works on the current one.
@@ -35,7 +51,8 @@ class Backend(Protocol):
         Parameters
         ----------
         images
-            One RGB image per prompt, or None for text-only prompts.
+            Each prompt's RGB image, or its images in order (`PromptImages`), or None for
+            text-only prompts. A model that reads one image per prompt refuses several.
         prompts
             The user's questions, without any chat template.
 
@@ -56,16 +73,16 @@ class Backend(Protocol):
 
     def generate(
         self,
-        images: Sequence[Image.Image] | None,
+        images: Sequence[PromptImages] | None,
         prompts: Sequence[str],
         max_new_tokens: int = 32,
     ) -> list[str]:
-        """Answer each prompt (about the image at the same index, if any) with greedy decoding.
+        """Answer each prompt (about the image(s) at the same index, if any), greedily.
 
         Parameters
         ----------
         images
-            One RGB image per prompt, or None for text-only prompts.
+            Each prompt's image or images (`PromptImages`), or None for text-only prompts.
         prompts
             The user's questions, without any chat template.
         max_new_tokens
@@ -79,14 +96,14 @@ class Backend(Protocol):
         ...
 
     def score(
-        self, images: Sequence[Image.Image], prompt: str, answers: Sequence[str]
+        self, images: Sequence[PromptImages], prompt: str, answers: Sequence[str]
     ) -> np.ndarray:
-        """Probability of each candidate answer to the same prompt, for every image.
+        """Probability of each candidate answer to the same prompt, for every image (or images).
 
         Parameters
         ----------
         images
-            The images, each asked `prompt`.
+            Each prompt's image or images (`PromptImages`), each asked `prompt`.
         prompt
             The user's question, without any chat template.
         answers

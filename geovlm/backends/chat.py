@@ -1,8 +1,10 @@
-"""Render a user question into a model's chat format, and find the token that ends its turns.
+r"""Render a user question into a model's chat format, and find the token that ends its turns.
 
 With no named template the model's own chat template (processor or tokenizer) is used. A named
 `PromptTemplate` reproduces a training framework's format token for token, e.g. LLaMA-Factory's
 ``qwen3_vl_nothink``, which puts a newline after the image that Qwen3-VL's own template does not.
+A turn may carry several images (a pre and a post crop): one placeholder each, in order, before
+its text, as LLaMA-Factory's ``"<image>\n" * n + question`` renders.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from typing import Any
 __all__ = ["ChatFormat", "ChatTurn", "PromptTemplate"]
 
 _SENTINEL = "GEOVLMANSWERSENTINEL"
+#: One image's placeholder in `PromptTemplate` formats (the processor expands it).
+_PICTURE = "<|vision_start|><|image_pad|><|vision_end|>\n"
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
-    """One message of a conversation: its role, its text and whether an image precedes it."""
+    """One message of a conversation: its role, its text and how many images precede it."""
 
     role: str
     text: str
-    image: bool = False
+    #: Images before the text (True: one).
+    image: int = 0
 
 
 class PromptTemplate(enum.Enum):
@@ -37,6 +42,8 @@ class PromptTemplate(enum.Enum):
     Why?<|im_end|>
     <|im_start|>assistant
     <BLANKLINE>
+    >>> PromptTemplate("qwen3_vl_nothink").render("Why?", image=2).count("<|image_pad|>")
+    2
     """
 
     #: LLaMA-Factory's ``qwen3_vl_nothink``: no system turn, no think block, newline after image.
@@ -47,7 +54,7 @@ class PromptTemplate(enum.Enum):
         options = ", ".join(repr(t.value) for t in cls)
         raise ValueError(f"unknown chat template {value!r}: choose one of {options}")
 
-    def render(self, question: str, *, image: bool | int) -> str:
+    def render(self, question: str, *, image: int) -> str:
         """The prompt text for one user turn followed by the assistant's generation prompt.
 
         Parameters
@@ -55,23 +62,21 @@ class PromptTemplate(enum.Enum):
         question
             The user's question.
         image
-            Whether one image precedes the question, or how many (each on its own line).
+            How many images precede the question (True: one, False: none).
 
         Returns
         -------
         str
-            Image placeholders appear once per image; the processor expands each to its image's
-            tokens.
+            One placeholder per image, in order; the processor expands each to its tokens.
         """
-        picture = "<|vision_start|><|image_pad|><|vision_end|>\n" * int(image)
-        return f"<|im_start|>user\n{picture}{question}<|im_end|>\n<|im_start|>assistant\n"
+        pictures = _PICTURE * int(image)
+        return f"<|im_start|>user\n{pictures}{question}<|im_end|>\n<|im_start|>assistant\n"
 
     def render_turns(self, turns: Sequence[ChatTurn], *, add_generation_prompt: bool,
                      continue_final_message: bool) -> str:
         """A whole conversation in this format (see `ChatFormat.render_turns`)."""
-        picture = "<|vision_start|><|image_pad|><|vision_end|>\n"
         text = "".join(
-            f"<|im_start|>{t.role}\n{picture if t.image else ''}{t.text}<|im_end|>\n"
+            f"<|im_start|>{t.role}\n{_PICTURE * int(t.image)}{t.text}<|im_end|>\n"
             for t in turns
         )
         if continue_final_message:
@@ -102,16 +107,15 @@ class ChatFormat:
     tokenizer: Any
     template: PromptTemplate | None = None
 
-    def render(self, question: str, *, image: bool | int) -> str:
-        """One user turn (with one image if ``image``) and the assistant's generation prompt.
+    def render(self, question: str, *, image: int) -> str:
+        """One user turn (with ``image`` images) and the assistant's generation prompt.
 
         Parameters
         ----------
         question
             The user's question, without any chat markup.
         image
-            Whether the turn carries one image, or how many (placed before the question, in
-            order).
+            How many images the turn carries (True: one), placed in order before the question.
 
         Returns
         -------
@@ -177,8 +181,8 @@ class ChatFormat:
         return next((i for i in ids if i in special), self.tokenizer.eos_token_id)
 
 
-def _user(question: str, image: bool | int) -> dict[str, Any]:
-    if not image:
+def _user(question: str, images: int) -> dict[str, Any]:
+    if not images:
         return {"role": "user", "content": question}
-    pictures: list[dict[str, Any]] = [{"type": "image"}] * int(image)
+    pictures: list[dict[str, str]] = [{"type": "image"} for _ in range(int(images))]
     return {"role": "user", "content": [*pictures, {"type": "text", "text": question}]}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from geovlm.backends.base import Backend, ModelRun
 from geovlm.errors import ParameterError
 from geovlm.labels.calibration import Calibration
+from geovlm.labels.label_set import DISASTER_TYPES, LabelSet
 from geovlm.models.presets import ModelPreset, resolve_model
 
 if TYPE_CHECKING:
@@ -148,14 +149,20 @@ class ModelChoice:
     @property
     def calibration(self) -> Calibration | None:
         """The preset's calibration, unless refused or fitted for another adapter than this."""
-        calibration = self.preset.calibration if self.use_calibration else None
+        return self.calibration_for(DISASTER_TYPES)
+
+    def calibration_for(self, labels: LabelSet) -> Calibration | None:
+        """`calibration` of a label set (``damage_calibration:`` for damage grades)."""
+        calibration = self.preset.calibration_for(labels) if self.use_calibration else None
         if calibration is not None and self.adapter != self.preset.adapter_id:
             log.info("%s's calibration was fitted with adapter %s, not %s: not applied",
                      self.preset.name, self.preset.adapter_id, self.adapter)
             return None
         return calibration
 
-    def remote_calibration(self, remote: OpenAIBackend) -> Calibration | None:
+    def remote_calibration(
+        self, remote: OpenAIBackend, labels: LabelSet = DISASTER_TYPES
+    ) -> Calibration | None:
         """The preset's calibration for its model on a server, unless the server runs another.
 
         A calibration fits one model's probabilities: applied to another's, it makes them
@@ -164,7 +171,7 @@ class ModelChoice:
         """
         from geovlm.backends.openai import ServedWeights
 
-        calibration = self.calibration
+        calibration = self.calibration_for(labels)
         served = remote.weights
         if calibration is None or served is None:
             return calibration
@@ -186,13 +193,17 @@ class ModelChoice:
             "image_max_pixels": self.preset.image_max_pixels,
         }
 
-    def local_run(self) -> ModelRun[Backend]:
-        """The model loaded in this process, once the run's checks passed."""
+    def local_run(self, labels: LabelSet = DISASTER_TYPES) -> ModelRun[Backend]:
+        """The model loaded in this process, once the run's checks passed.
+
+        Its calibration is the one of ``labels`` (damage grades: ``damage_calibration:``).
+        """
         return ModelRun(self.load_backend, self.run_parameters(), self.preset.name,
-                        self.preset.supports_images, self.calibration)
+                        self.preset.supports_images, self.calibration_for(labels))
 
     def remote_run(self, server: RemoteServer, language: str = "en", *,
-                   reconnect: bool = False) -> ModelRun[Backend]:
+                   reconnect: bool = False,
+                   labels: LabelSet = DISASTER_TYPES) -> ModelRun[Backend]:
         """The model on a server, reached now, so a wrong URL, key or id fails before any write.
 
         The preset still gives the answer forms (and the calibration, where the server runs the
@@ -208,6 +219,8 @@ class ModelChoice:
         reconnect
             Each `ModelRun.load` opens its own connection (e.g. on every Ray actor) rather
             than handing back the one made here.
+        labels
+            Whose calibration the run applies (damage grades: ``damage_calibration:``).
 
         Returns
         -------
@@ -226,7 +239,7 @@ class ModelChoice:
         remote = connect()
         return ModelRun(connect if reconnect else lambda: remote,
                         {"preset": self.preset.name, **remote.run_record()}, self.preset.name,
-                        self.preset.supports_images, self.remote_calibration(remote))
+                        self.preset.supports_images, self.remote_calibration(remote, labels))
 
     def load_backend(self) -> Backend:
         """Load the model, checking the device name and the weights before torch is imported.

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from geovlm.backends.base import PromptImages
 from geovlm.backends.chat import ChatFormat, PromptTemplate
 from geovlm.backends.encoding import answer_ids, image_size_kwargs
 from geovlm.backends.hf_encoder import BatchEncoder
@@ -145,32 +145,32 @@ class HFBackend:
         return self.loaded.model
 
     def encode(
-        self, images: Sequence[Image.Image] | None, prompts: Sequence[str]
+        self, images: Sequence[PromptImages] | None, prompts: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        """Model inputs for prompts (each about the image at the same index), left-padded.
+        """Model inputs for prompts (each about the image(s) at the same index), left-padded.
 
         See `geovlm.backends.hf_encoder.BatchEncoder.encode`.
         """
         return self.encoder.encode(images, prompts)
 
     def encode_rendered(
-        self, images: Sequence[Image.Image] | None, texts: Sequence[str]
+        self, images: Sequence[PromptImages] | None, texts: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         """`encode` for prompts already in the chat format (e.g. whole conversations)."""
         return self.encoder.encode_rendered(images, texts)
 
     def generate(
         self,
-        images: Sequence[Image.Image] | None,
+        images: Sequence[PromptImages] | None,
         prompts: Sequence[str],
         max_new_tokens: int = 32,
     ) -> list[str]:
-        """Answer each prompt (about the image at the same index, if any) with greedy decoding.
+        """Answer each prompt (about the image(s) at the same index, if any), greedily.
 
         Parameters
         ----------
         images
-            One RGB image per prompt, or None for text-only prompts.
+            Each prompt's RGB image, or its images in order, or None for text-only prompts.
         prompts
             The user's questions, without any chat template.
         max_new_tokens
@@ -186,7 +186,8 @@ class HFBackend:
         ModelCapabilityError
             If images are given to a text-only model.
         ParameterError
-            If the number of images differs from the number of prompts.
+            If the number of images differs from the number of prompts, or several images
+            go to a model that reads one per prompt.
         """
         if images is not None and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
@@ -257,9 +258,9 @@ class HFBackend:
             return answer_ids(self.tokenizer, answer, self._end_of_turn)
 
     def score(
-        self, images: Sequence[Image.Image], prompt: str, answers: Sequence[str]
+        self, images: Sequence[PromptImages], prompt: str, answers: Sequence[str]
     ) -> np.ndarray:
-        """Probability of each candidate answer to the same prompt, for every image.
+        """Probability of each candidate answer to the same prompt, for every image (or images).
 
         Each answer's log-likelihood covers its tokens and the end-of-turn token, so it is the
         probability of exactly that complete reply. One prefill of prompt and image per image,
@@ -268,7 +269,8 @@ class HFBackend:
         Parameters
         ----------
         images
-            The images, each asked ``prompt``.
+            Each prompt's image, or its images in order (e.g. ``(pre, post)``), each asked
+            ``prompt``.
         prompt
             The user's question, without any chat template.
         answers
@@ -285,7 +287,7 @@ class HFBackend:
         ModelCapabilityError
             If the model reads text only.
         ParameterError
-            If ``answers`` is empty.
+            If ``answers`` is empty, or several images go to a model that reads one.
         """
         if not answers:
             raise ParameterError("no candidate answers to score: give at least one")
@@ -315,7 +317,7 @@ class HFBackend:
         return torch.softmax(logp.double(), dim=-1).cpu().numpy()
 
     def _batches(
-        self, images: Sequence[Image.Image] | None, prompts: Sequence[str]
+        self, images: Sequence[PromptImages] | None, prompts: Sequence[str]
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Encoded batches in order, each next one prepared in a thread while the model runs."""
 

@@ -2,13 +2,16 @@
 
 `BatchEncoder` is the CPU side of `geovlm.backends.hf.HFBackend`: it renders prompts in the chat
 format, runs the processor (or the Qwen-VL fast path, checked against the processor on the
-first batch) and moves the batch to the model's device. The pipeline encodes batch k+1 on a
-thread while the model runs batch k, so the processor's call has a tokenizer of its own.
+first batch of each number of images per prompt) and moves the batch to the model's device.
+A prompt may carry several images (`geovlm.backends.base.PromptImages`), one placeholder each,
+in order; models that read one image per prompt (LLaVA) refuse them. The pipeline encodes batch
+k+1 on a thread while the model runs batch k, so the processor's call has a tokenizer of its own.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
 from collections.abc import Sequence
@@ -17,6 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from geovlm.backends.base import PromptImages, images_of
 from geovlm.backends.chat import ChatFormat
 from geovlm.backends.encoding import processor_inputs
 from geovlm.backends.loading import LoadedModel
@@ -70,18 +74,19 @@ class BatchEncoder:
         self._image_encoder_lock = threading.Lock()
         self._image_kwargs = image_kwargs
         self._patches = QwenPatches.for_processor(loaded.processor, image_kwargs.get("size"))
-        self._patches_checked = False
+        #: Numbers of images per prompt whose fast encoding was checked against the processor.
+        self._patches_checked: set[int] = set()
         self._token_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     def encode(
-        self, images: Sequence[Image.Image] | None, prompts: Sequence[str]
+        self, images: Sequence[PromptImages] | None, prompts: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        """Model inputs for prompts (each about the image at the same index), left-padded.
+        """Model inputs for prompts (each about the image(s) at the same index), left-padded.
 
         Parameters
         ----------
         images
-            One image per prompt, or None for text-only prompts.
+            Each prompt's image, or its images in order, or None for text-only prompts.
         prompts
             The user's questions, without chat markup.
 
@@ -96,7 +101,8 @@ class BatchEncoder:
         ModelCapabilityError
             If images are given to a text-only model.
         ParameterError
-            If the number of images differs from the number of prompts.
+            If the number of images differs from the number of prompts, a prompt has no image,
+            or a model that reads one image per prompt is given several.
         """
         if images is not None and not self.loaded.supports_images:
             raise ModelCapabilityError(
@@ -104,19 +110,20 @@ class BatchEncoder:
             )
         if images is not None and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
-        with_images = images is not None
-        rendered = {p: self.chat.render(p, image=with_images) for p in dict.fromkeys(prompts)}
-        return self.encode_rendered(images, [rendered[p] for p in prompts])
+        counts = [0] * len(prompts) if images is None else [len(images_of(i)) for i in images]
+        keys = list(zip(prompts, counts, strict=True))
+        rendered = {k: self.chat.render(k[0], image=k[1]) for k in dict.fromkeys(keys)}
+        return self.encode_rendered(images, [rendered[k] for k in keys])
 
     def encode_rendered(
-        self, images: Sequence[Image.Image] | None, texts: Sequence[str]
+        self, images: Sequence[PromptImages] | None, texts: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         """`encode` for prompts already in the chat format (e.g. whole conversations).
 
         Parameters
         ----------
         images
-            One image per text (whose placeholder it fills), or None for text only.
+            Each text's image or images (filling its placeholders in order), or None.
         texts
             Rendered prompts, e.g. by ``self.chat.render_turns``.
 
@@ -132,8 +139,9 @@ class BatchEncoder:
             "add_special_tokens": False,
         }
         if images is not None:
-            rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-            batch = self._fast_encode(texts, rgb)
+            per_text = [self._checked_count(images_of(item)) for item in images]
+            rgb = [im if im.mode == "RGB" else im.convert("RGB") for ims in per_text for im in ims]
+            batch = self._fast_encode(texts, rgb, [len(ims) for ims in per_text])
             if batch is None:
                 batch = self._processor(texts, rgb)
         else:
@@ -144,8 +152,19 @@ class BatchEncoder:
             for k, v in batch.items()
         }
 
+    def _checked_count(self, images: tuple[Image.Image, ...]) -> tuple[Image.Image, ...]:
+        """One prompt's images, refused if none or several for a model that reads one."""
+        if not images:
+            raise ParameterError("a prompt has no image: give each prompt one image or more")
+        if len(images) > 1 and not self.loaded.several_images:
+            raise ParameterError(
+                f"{len(images)} images in one prompt, but this model reads one image per prompt:"
+                " give one image each, or choose a Qwen-VL model for pre and post images"
+            )
+        return images
+
     def _processor(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        """The processor's own encoding of prompts with one image each (on its own tokenizer)."""
+        """The processor's own encoding of prompts and their images, in order (own tokenizer)."""
         with self._image_encoder_lock:
             return processor_inputs(self._image_encoder, texts, images, self._image_kwargs)
 
@@ -168,21 +187,25 @@ class BatchEncoder:
         return batch
 
     def _fast_encode(
-        self, texts: list[str], images: list[Image.Image]
+        self, texts: list[str], images: list[Image.Image], counts: list[int]
     ) -> dict[str, torch.Tensor] | None:
         """`_processor`'s result through `QwenPatches`, or None where that does not apply.
 
-        The first batch is also encoded by the processor and compared key by key; any
-        difference turns the fast path off for good (with a warning).
+        ``images`` are every text's images in order, ``counts`` how many each text has. The
+        first batch of each number of images per prompt is also encoded by the processor and
+        compared key by key; any difference turns the fast path off for good (with a warning).
         """
         if self._patches is None or not images or not self._patches.fits(images):
             return None
         processor = self.loaded.processor
         pixels = self._patches(images)
-        expanded = [
-            text.replace(processor.image_token, processor.replace_image_token(pixels, i), 1)
-            for i, text in enumerate(texts)
-        ]
+        expanded: list[str] = []
+        for text, start in zip(texts, itertools.accumulate(counts, initial=0), strict=False):
+            parts = text.split(processor.image_token)
+            expansions = [processor.replace_image_token(pixels, start + j)
+                          for j in range(len(parts) - 1)]
+            expanded.append(parts[0] + "".join(e + p for e, p in zip(expansions, parts[1:],
+                                                                     strict=True)))
         if len(set(expanded)) == 1:  # one prompt for all chips: tokenize it once
             if expanded[0] not in self._token_cache:
                 self._token_cache = {expanded[0]: self._tokens(expanded[:1])}
@@ -191,12 +214,12 @@ class BatchEncoder:
         else:
             batch = self._tokens(expanded)
         batch.update(pixels)
-        if not self._patches_checked:
+        if unchecked := set(counts) - self._patches_checked:
             reference = self._processor(texts, images)
             same = reference.keys() == batch.keys() and all(
                 torch.equal(reference[k], batch[k]) for k in reference
             )
-            self._patches_checked = True
+            self._patches_checked |= unchecked
             if not same:
                 logger.warning("fast Qwen-VL image encoding differs from the processor: off")
                 self._patches = None

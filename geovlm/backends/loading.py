@@ -19,9 +19,13 @@ from geovlm.backends.preflight import ModelPlan, adapter_mismatch, not_found, pl
 from geovlm.errors import DependencyError, DeviceError, ModelFileError, first_line
 from geovlm.models.quantization import Quantization
 
-__all__ = ["LoadedModel", "bnb_config", "load_model", "load_weights"]
+__all__ = ["ONE_IMAGE_MODEL_TYPES", "LoadedModel", "bnb_config", "load_model", "load_weights"]
 
 logger = logging.getLogger(__name__)
+
+#: ``model_type``s that read one image per prompt (LLaVA-style vqwen3: one ``<image>`` token,
+#: trained so): a prompt with several images is refused. Qwen-VL and the rest take several.
+ONE_IMAGE_MODEL_TYPES = frozenset({"llava"})
 
 
 def bnb_config(quantization: Quantization) -> Any:
@@ -76,6 +80,12 @@ class LoadedModel:
     quantization: Quantization
     device: torch.device
     dtype: torch.dtype
+
+    @property
+    def several_images(self) -> bool:
+        """Whether one prompt may carry several images (Qwen-VL: yes; LLaVA, text models: no)."""
+        model_type = getattr(getattr(self.model, "config", None), "model_type", None)
+        return self.supports_images and model_type not in ONE_IMAGE_MODEL_TYPES
 
 
 def _out_of_memory(what: str, device: torch.device) -> DeviceError:

@@ -35,9 +35,11 @@ import numpy as np
 import openai
 from PIL import Image
 
+from geovlm.backends.base import PromptImages, images_of
 from geovlm.backends.prompt_logprobs import FormSpan, form_spans
 from geovlm.enums import CheckedEnum
 from geovlm.errors import EndpointError, ParameterError
+from geovlm.labels.building_damage import building_question
 from geovlm.labels.prompts import Language, question
 from geovlm.labels.verbalizer import Verbalizer
 
@@ -107,9 +109,12 @@ class ServedWeights:
 
 @dataclass(frozen=True, slots=True)
 class RemoteBatch:
-    """Chips encoded for the wire (`chip_url`'s data URLs), each with its question."""
+    """Chips encoded for the wire (`chip_url`'s data URLs), each with its question.
 
-    images: tuple[str, ...] | None
+    A prompt's images (one, or e.g. a pre and a post crop) go as image parts of one message.
+    """
+
+    images: tuple[tuple[str, ...], ...] | None
     prompts: tuple[str, ...]
 
 
@@ -224,7 +229,7 @@ class OpenAIBackend:
         Asked once, without an image: tokenization does not depend on the image.
         """
         answers = [form.text for form in self.verbalizer.forms(language)]
-        reply = self._chat(None, question(language), max_tokens=1, logprobs=True,
+        reply = self._chat((), question(language), max_tokens=1, logprobs=True,
                            top_logprobs=TOP_LOGPROBS)
         if _first_token_mass(reply, answers, self.verbalizer, language) is not None:
             return RemoteMethod.CHAT_LOGPROBS
@@ -242,11 +247,13 @@ class OpenAIBackend:
                   **({"served_weights": str(self.weights)} if self.weights else {})}
         return record if self.method is None else {**record, "method": self.method.value}
 
-    def encode(self, images: Sequence[Image.Image] | None, prompts: Sequence[str]) -> RemoteBatch:
+    def encode(self, images: Sequence[PromptImages] | None, prompts: Sequence[str]) -> RemoteBatch:
         """Encode the images losslessly (CPU work, done in the pipeline's preparing thread)."""
         if images is not None and len(images) != len(prompts):
             raise ParameterError(f"{len(images)} images for {len(prompts)} prompts: give one each")
-        encoded = None if images is None else tuple(chip_url(image) for image in images)
+        encoded = None if images is None else tuple(
+            tuple(chip_url(image) for image in images_of(item)) for item in images
+        )
         return RemoteBatch(encoded, tuple(prompts))
 
     def score_encoded(self, inputs: RemoteBatch, answers: Sequence[str]) -> np.ndarray:
@@ -265,37 +272,41 @@ class OpenAIBackend:
 
     def generate_encoded(self, inputs: RemoteBatch, max_new_tokens: int = 32) -> list[str]:
         """Each chip's answer by chat completions (greedy)."""
-        def ask(image: str | None, prompt: str) -> str:
+        def ask(image: tuple[str, ...], prompt: str) -> str:
             reply = self._chat(image, prompt, max_tokens=max_new_tokens)
             return (reply.choices[0].message.content or "").strip()
 
         return self._each(inputs, ask)
 
-    def generate(self, images: Sequence[Image.Image] | None, prompts: Sequence[str],
+    def generate(self, images: Sequence[PromptImages] | None, prompts: Sequence[str],
                  max_new_tokens: int = 32) -> list[str]:
-        """Answer each prompt (about the image at the same index, if any)."""
+        """Answer each prompt (about the image(s) at the same index, if any)."""
         return self.generate_encoded(self.encode(images, prompts), max_new_tokens)
 
-    def score(self, images: Sequence[Image.Image], prompt: str,
+    def score(self, images: Sequence[PromptImages], prompt: str,
               answers: Sequence[str]) -> np.ndarray:
-        """Probability of each candidate answer to the same prompt, for every image."""
+        """Probability of each candidate answer to the same prompt, for every image (or images)."""
         return self.score_encoded(self.encode(images, [prompt] * len(images)), answers)
 
-    def _each(self, inputs: RemoteBatch, ask: Callable[[str | None, str], T]) -> list[T]:
-        images = inputs.images or (None,) * len(inputs.prompts)
+    def _each(self, inputs: RemoteBatch, ask: Callable[[tuple[str, ...], str], T]) -> list[T]:
+        images = inputs.images or ((),) * len(inputs.prompts)
         return list(self._pool.map(ask, images, inputs.prompts))
 
-    def _chat(self, image: str | None, prompt: str, after: Sequence[dict[str, Any]] = (),
-              **options: Any) -> Any:
-        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
-        if image is not None:
-            content.insert(0, {"type": "image_url", "image_url": {"url": image}})
+    def _chat(self, image: tuple[str, ...] | None, prompt: str,
+              after: Sequence[dict[str, Any]] = (), **options: Any) -> Any:
+        content: list[dict[str, Any]] = [
+            *({"type": "image_url", "image_url": {"url": url}} for url in image or ()),
+            {"type": "text", "text": prompt},
+        ]
         messages: Any = [{"role": "user", "content": content}, *after]
         return _call(str(self.client.base_url), lambda: self.client.chat.completions.create(
             model=self.served_model, messages=messages, temperature=0, **options))
 
-    def _classified(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
-        body = {"model": self.served_model, "images": [image], "language": _language(prompt),
+    def _classified(self, image: tuple[str, ...], prompt: str, answers: list[str]) -> list[float]:
+        if len(image) != 1 or prompt != question(_language(prompt)):
+            raise ParameterError("geovlm serve's /v1/classify asks the disaster question about"
+                                 " one image: pass --remote-method prompt-logprobs.")
+        body = {"model": self.served_model, "images": list(image), "language": _language(prompt),
                 "calibration": False, "forms": True}
         reply: Any = _call(str(self.client.base_url), lambda: self.client.post(
             "/classify", cast_to=object, body=body))
@@ -306,7 +317,8 @@ class OpenAIBackend:
             )
         return [float(p) for p in reply["data"][0]["form_probs"]]
 
-    def _first_tokens(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
+    def _first_tokens(self, image: tuple[str, ...], prompt: str,
+                      answers: list[str]) -> list[float]:
         reply = self._chat(image, prompt, max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
         row = _first_token_mass(reply, answers, self.verbalizer, _language(prompt))
         if row is None:
@@ -337,12 +349,12 @@ class OpenAIBackend:
         """
         language = _language(inputs.prompts[0]) if inputs.prompts else Language.EN
         spans = self._form_spans(language, answers)
-        images = inputs.images or (None,) * len(inputs.prompts)
+        images = inputs.images or ((),) * len(inputs.prompts)
         pairs = [(image, prompt, answer) for image, prompt in zip(images, inputs.prompts,
                                                                   strict=True)
                  for answer in answers]
 
-        def loglik(pair: tuple[str | None, str, str]) -> float:
+        def loglik(pair: tuple[tuple[str, ...], str, str]) -> float:
             image, prompt, answer = pair
             reply = self._chat(image, prompt, [{"role": "assistant", "content": answer}],
                                max_tokens=1, extra_body={"prompt_logprobs": 0,
@@ -354,7 +366,7 @@ class OpenAIBackend:
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
         return scores / scores.sum(axis=1, keepdims=True)
 
-    def _chosen(self, image: str | None, prompt: str, answers: list[str]) -> list[float]:
+    def _chosen(self, image: tuple[str, ...], prompt: str, answers: list[str]) -> list[float]:
         reply = self._chat(image, prompt, max_tokens=64,
                            extra_body={"structured_outputs": {"choice": answers}})
         text = (reply.choices[0].message.content or "").strip()
@@ -421,9 +433,11 @@ def chip_url(image: Image.Image) -> str:
 
 def _language(prompt: str) -> Language:
     for language in Language:
-        if question(language) == prompt:
+        asked = (question(language), building_question(language, with_pre=True),
+                 building_question(language, with_pre=False))
+        if prompt in asked:
             return language
-    raise ParameterError("the remote backend asks the classify question only.")
+    raise ParameterError("the remote backend asks the classify and damage questions only.")
 
 
 def _call(endpoint: str, request: Callable[[], T]) -> T:

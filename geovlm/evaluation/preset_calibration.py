@@ -68,6 +68,8 @@ def calibration_folder(model: str, adapter: str | None) -> Path:
 def write_calibration(folder: Path, calibration: Calibration, choice: ModelChoice) -> Path:
     """Put ``calibration`` into the folder's preset file, creating a full preset if none.
 
+    Under its label set's key: ``calibration`` for disaster types, ``damage_calibration``.
+
     Parameters
     ----------
     folder
@@ -89,7 +91,7 @@ def write_calibration(folder: Path, calibration: Calibration, choice: ModelChoic
     """
     path = folder / FOLDER_PRESET
     data = _read_mapping(path) if path.exists() else _preset_mapping(choice, folder)
-    data["calibration"] = calibration.to_mapping()
+    data[calibration.labels.calibration_key] = calibration.to_mapping()
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     temporary.write_text(
         yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8"

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from geovlm import __version__
+from geovlm.evaluation.damage_metrics import DamageMetrics
 from geovlm.evaluation.metrics import CalibrationMetrics, ClassificationMetrics
+from geovlm.evaluation.xview2_score import Xview2Score
 from geovlm.labels.calibration import Calibration
 
 __all__ = [
@@ -119,6 +121,12 @@ class EvaluationReport:
         samples), or None.
     fitted
         The calibration ``--fit-calibration`` fitted, with its held-out measurement, or None.
+    damage
+        Building-damage samples: the grades' metrics, the xView2 damage F1 and the
+        ``uncertain`` share; None for disaster types.
+    xview2
+        The xView2 challenge's pixel score of the rasters written with ``--xview2-dir``, or
+        None.
     """
 
     context: EvaluationContext
@@ -130,6 +138,8 @@ class EvaluationReport:
     per_language: tuple[LanguageRow, ...]
     preset_calibration: AppliedCalibration | None = None
     fitted: FittedCalibration | None = None
+    damage: DamageMetrics | None = None
+    xview2: Xview2Score | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready data: the content of ``report.json``."""
@@ -150,4 +160,6 @@ class EvaluationReport:
                 None if self.preset_calibration is None else self.preset_calibration.to_dict()
             ),
             "fitted_calibration": None if self.fitted is None else self.fitted.to_dict(),
+            "damage": None if self.damage is None else self.damage.to_dict(),
+            "xview2": None if self.xview2 is None else self.xview2.to_dict(),
         }

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 
+from geovlm.evaluation.damage_metrics import GRADE_LABELS
 from geovlm.evaluation.metrics import CalibrationMetrics, ClassificationMetrics
 from geovlm.evaluation.report import EvaluationReport
 from geovlm.labels.calibration import Calibration
@@ -62,6 +63,7 @@ def render_html(report: EvaluationReport, images: Mapping[str, Path]) -> str:
             [[row.language, row.samples, row.accuracy, row.macro_f1, row.ece,
               row.ece_calibrated] for row in report.per_language],
         ),
+        *_damage(report),
         "<h2>Confusion matrix</h2>",
         _image(images.get("confusion.png")),
         "<h2>Calibration</h2>",
@@ -86,6 +88,33 @@ def _per_class(metrics: ClassificationMetrics) -> str:
         ["label", "precision", "recall", "F1", "support"],
         [[c.label, c.precision, c.recall, c.f1, c.support] for c in metrics.per_class],
     )
+
+
+def _damage(report: EvaluationReport) -> Iterable[str]:
+    damage, xview2 = report.damage, report.xview2
+    if damage is not None:
+        graded = damage.graded
+        yield "<h2>Building damage</h2>"
+        yield _table(
+            ["buildings", "accuracy", "xView2 damage F1", "ECE", "uncertain", "coverage",
+             "accuracy (graded)", "xView2 damage F1 (graded)"],
+            [[report.samples, damage.classification.accuracy, damage.xview2_f1,
+              damage.calibration.ece, damage.uncertain, damage.coverage,
+              None if graded is None else graded.accuracy, damage.graded_xview2_f1]],
+        )
+        yield ('<p class="note">xView2 damage F1: harmonic mean of the four grades\' F1s'
+               " (epsilon 1e-6), over buildings. Uncertain: top probability below"
+               " --min-confidence; graded: the others.</p>")
+    if xview2 is not None:
+        yield "<h2>xView2 score (pixels)</h2>"
+        yield _table(
+            ["tiles", "score", "localization F1", "damage F1", *GRADE_LABELS],
+            [[xview2.tiles, xview2.score, xview2.localization_f1, xview2.damage_f1,
+              *xview2.damage_f1s]],
+        )
+        yield ('<p class="note">As the official xView2 scorer computes it: 0.3 localization F1'
+               " + 0.7 damage F1. Localization is the given footprints against the"
+               " pre-disaster polygons: geovlm grades footprints, it does not find them.</p>")
 
 
 def _calibration(report: EvaluationReport) -> Iterable[str]:

@@ -22,6 +22,7 @@ from geovlm.backends.base import Backend
 from geovlm.datasets.format import TrainingSet
 from geovlm.datasets.samples import Sample, Split, Task
 from geovlm.errors import DatasetError
+from geovlm.evaluation.damage_metrics import GRADE_LABELS, damage_metrics
 from geovlm.evaluation.metrics import (
     DEFAULT_BINS,
     calibration_metrics,
@@ -90,14 +91,18 @@ class ScoredSamples:
     samples
         The samples, in order.
     truth
-        ``(n,)`` indices of the true labels into `LABELS`.
+        ``(n,)`` indices of the true labels into `labels`.
     probs
-        ``(n, 6)`` float64 label probabilities, rows summing to 1.
+        ``(n, len(labels))`` float64 label probabilities, rows summing to 1.
+    labels
+        The class names of the columns: `LABELS` (disaster types) or
+        `geovlm.evaluation.damage_metrics.GRADE_LABELS` (building damage grades).
     """
 
     samples: tuple[Sample, ...]
     truth: np.ndarray
     probs: np.ndarray
+    labels: tuple[str, ...] = LABELS
 
     def records(self) -> list[dict[str, Any]]:
         """One JSON-ready record per sample: where from, truth, prediction, probabilities."""
@@ -109,10 +114,10 @@ class ScoredSamples:
                 "tile": sample.tile,
                 "event": sample.event,
                 "language": sample.language.value,
-                "label": LABELS[int(truth)],  # canonical, whatever the dataset's spelling
-                "predicted": LABELS[best],
+                "label": self.labels[int(truth)],  # canonical, whatever the dataset's spelling
+                "predicted": self.labels[best],
                 "confidence": round(float(row[best]), 6),
-                "probs": {k: round(float(p), 6) for k, p in zip(LABELS, row, strict=True)},
+                "probs": {k: round(float(p), 6) for k, p in zip(self.labels, row, strict=True)},
             })
         return records
 
@@ -233,6 +238,7 @@ def evaluate_scores(
     fitted_on: str | None = None,
     bins: int = DEFAULT_BINS,
     folds: int = _FOLDS,
+    min_confidence: float = 0.0,
 ) -> EvaluationReport:
     """Measure scored samples: classification, calibration, per language, and a fit if asked.
 
@@ -253,17 +259,21 @@ def evaluate_scores(
         Equal-width bins of the ECE and reliability diagram.
     folds
         Most folds of the held-out measurement (at most one per tile).
+    min_confidence
+        Building-damage samples only: below this top probability a building counts as
+        ``uncertain`` (`geovlm.evaluation.damage_metrics.damage_metrics`).
 
     Returns
     -------
     EvaluationReport
+        With a ``damage`` section when the samples are graded buildings.
 
     Raises
     ------
     ValueError
         If ``fit`` is asked with samples of a single tile (see `EvaluationSet.tiles`).
     """
-    truth, probs = scored.truth, scored.probs
+    truth, probs, labels = scored.truth, scored.probs, scored.labels
     tiles = [s.tile for s in scored.samples]
     fitted = None
     held_out = None
@@ -277,7 +287,7 @@ def evaluate_scores(
                                 ece_after=round(ece_after, 6)),
             folds=min(folds, len(set(tiles))),
             held_out=calibration_metrics(truth, held_out, bins),
-            held_out_classification=classification_metrics(truth, held_out, LABELS),
+            held_out_classification=classification_metrics(truth, held_out, labels),
         )
     applied = None
     if preset_calibration is not None:
@@ -285,18 +295,20 @@ def evaluate_scores(
         applied = AppliedCalibration(
             calibration=preset_calibration,
             calibration_metrics=calibration_metrics(truth, calibrated, bins),
-            classification=classification_metrics(truth, calibrated, LABELS),
+            classification=classification_metrics(truth, calibrated, labels),
         )
     return EvaluationReport(
         context=context or EvaluationContext(),
         samples=len(truth),
         tiles=len(set(tiles)),
         bins=bins,
-        classification=classification_metrics(truth, probs, LABELS),
+        classification=classification_metrics(truth, probs, labels),
         calibration=calibration_metrics(truth, probs, bins),
         per_language=_per_language(scored, held_out, bins),
         preset_calibration=applied,
         fitted=fitted,
+        damage=(damage_metrics(truth, probs, min_confidence, bins)
+                if labels == GRADE_LABELS else None),
     )
 
 
@@ -310,7 +322,7 @@ def _per_language(
         if not inside.any():
             continue
         truth, probs = scored.truth[inside], scored.probs[inside]
-        metrics = classification_metrics(truth, probs, LABELS)
+        metrics = classification_metrics(truth, probs, scored.labels)
         rows.append(LanguageRow(
             language=language.value,
             samples=int(inside.sum()),

@@ -9,7 +9,9 @@ with one temperature ``T > 0`` shared by all labels and a log-prior correction `
 zero). `fit_calibration` minimises the negative log-likelihood of the truth plus a little L2
 penalty on ``b`` (so a small evaluation set cannot push a label's prior far);
 `cross_fitted_probabilities` calibrates every sample with a fit that never saw its group
-(tile), so the error measured after calibration is a held-out one.
+(tile), so the error measured after calibration is a held-out one. The labels are a
+`geovlm.labels.label_set.LabelSet`: disaster types unless told otherwise, or the damage grades
+(`geovlm.labels.grade_forms.DAMAGE_GRADES`), each fitted and stored on its own.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from geovlm.labels.prompts import DisasterLabel
+from geovlm.labels.label_set import DISASTER_TYPES, LabelSet
 
 __all__ = ["DEFAULT_L2", "Calibration", "cross_fitted_probabilities", "fit_calibration"]
 
@@ -43,27 +45,30 @@ class Calibration:
     [[0.573, 0.085, 0.085, 0.085, 0.085, 0.085]]
     >>> Calibration.from_mapping(cal.to_mapping()) == cal
     True
+    >>> from geovlm.labels.grade_forms import DAMAGE_GRADES
+    >>> grades = Calibration(1.5, (0.1, 0.0, 0.0, -0.1), labels=DAMAGE_GRADES)
+    >>> sorted(grades.to_mapping()["log_prior"])
+    ['destroyed', 'major-damage', 'minor-damage', 'no-damage']
     """
 
     #: Divides the log-probabilities; above 1 softens over-confident models.
     temperature: float
-    #: Added to the tempered log-probabilities, one per `DisasterLabel`, in its order.
+    #: Added to the tempered log-probabilities, one per label, in the label set's order.
     log_prior: tuple[float, ...]
     #: What the calibration was fitted on (dataset and split), for people.
     fitted_on: str | None = None
     #: Held-out ECE of the probabilities before and after calibration, when measured.
     ece_before: float | None = None
     ece_after: float | None = None
+    #: The labels corrected: disaster types, or `geovlm.labels.grade_forms.DAMAGE_GRADES`.
+    labels: LabelSet = DISASTER_TYPES
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a positive number, not {self.temperature!r}")
-        if len(self.log_prior) != len(DisasterLabel) or not all(
-            math.isfinite(b) for b in self.log_prior
-        ):
-            raise ValueError(
-                f"log_prior needs one finite number per label ({len(DisasterLabel)})"
-            )
+        count = len(self.labels.labels)
+        if len(self.log_prior) != count or not all(math.isfinite(b) for b in self.log_prior):
+            raise ValueError(f"log_prior needs one finite number per label ({count})")
 
     def apply(self, probs: Any) -> np.ndarray:
         """Return the calibrated probabilities.
@@ -71,7 +76,7 @@ class Calibration:
         Parameters
         ----------
         probs
-            ``(..., 6)`` label probabilities in `DisasterLabel` order (zeros are clipped to
+            ``(..., K)`` label probabilities in the label set's order (zeros are clipped to
             1e-12 before the logarithm).
 
         Returns
@@ -92,9 +97,7 @@ class Calibration:
         """
         data: dict[str, Any] = {
             "temperature": self.temperature,
-            "log_prior": {
-                label.value: b for label, b in zip(DisasterLabel, self.log_prior, strict=True)
-            },
+            "log_prior": dict(zip(self.labels.values(), self.log_prior, strict=True)),
         }
         for key in ("fitted_on", "ece_before", "ece_after"):
             if (value := getattr(self, key)) is not None:
@@ -102,7 +105,7 @@ class Calibration:
         return data
 
     @classmethod
-    def from_mapping(cls, mapping: Any) -> Calibration:
+    def from_mapping(cls, mapping: Any, labels: LabelSet = DISASTER_TYPES) -> Calibration:
         """Read a preset's ``calibration:`` mapping (as `to_mapping` writes it).
 
         Parameters
@@ -110,6 +113,8 @@ class Calibration:
         mapping
             ``temperature`` (required), ``log_prior`` (label -> number; missing labels 0),
             optional ``fitted_on``, ``ece_before``, ``ece_after``.
+        labels
+            The labels ``log_prior`` names (``damage_calibration:`` holds damage grades).
 
         Returns
         -------
@@ -120,32 +125,35 @@ class Calibration:
         ValueError
             With one clause naming the bad entry.
         """
+        key = labels.calibration_key
         if not isinstance(mapping, Mapping):
-            raise ValueError(f"calibration must be a mapping, not {mapping!r}")
+            raise ValueError(f"{key} must be a mapping, not {mapping!r}")
         allowed = {"temperature", "log_prior", "fitted_on", "ece_before", "ece_after"}
         if unknown := sorted(set(map(str, mapping)) - allowed):
-            raise ValueError(f"calibration has unknown keys {unknown}")
+            raise ValueError(f"{key} has unknown keys {unknown}")
         priors = mapping.get("log_prior") or {}
         if not isinstance(priors, Mapping):
-            raise ValueError(f"calibration.log_prior must map labels to numbers, not {priors!r}")
-        values = {label: 0.0 for label in DisasterLabel}
-        for key, value in priors.items():
+            raise ValueError(f"{key}.log_prior must map labels to numbers, not {priors!r}")
+        values = {label: 0.0 for label in labels.labels}
+        for name, value in priors.items():
             try:
-                label = DisasterLabel(str(key))
+                label = labels.label(name)
             except ValueError as exc:
-                raise ValueError(f"calibration.log_prior: {exc}") from None
-            values[label] = _number(value, f"calibration.log_prior.{key}")
+                raise ValueError(f"{key}.log_prior: {exc}") from None
+            values[label] = _number(value, f"{key}.log_prior.{name}")
         return cls(
-            temperature=_number(mapping.get("temperature"), "calibration.temperature"),
+            temperature=_number(mapping.get("temperature"), f"{key}.temperature"),
             log_prior=tuple(values.values()),
             fitted_on=None if mapping.get("fitted_on") is None else str(mapping["fitted_on"]),
-            ece_before=_optional_number(mapping, "ece_before"),
-            ece_after=_optional_number(mapping, "ece_after"),
+            ece_before=_optional_number(mapping, "ece_before", key),
+            ece_after=_optional_number(mapping, "ece_after", key),
+            labels=labels,
         )
 
 
 def fit_calibration(
-    probs: Any, truth: Any, *, l2: float = DEFAULT_L2, fitted_on: str | None = None
+    probs: Any, truth: Any, *, l2: float = DEFAULT_L2, fitted_on: str | None = None,
+    labels: LabelSet = DISASTER_TYPES,
 ) -> Calibration:
     """Fit temperature and log-prior correction by minimising the NLL of the truth.
 
@@ -156,13 +164,15 @@ def fit_calibration(
     Parameters
     ----------
     probs
-        ``(n, 6)`` uncalibrated label probabilities.
+        ``(n, K)`` uncalibrated label probabilities, one column per label of ``labels``.
     truth
         ``(n,)`` indices of the true labels.
     l2
         Penalty weight on ``b``.
     fitted_on
         Recorded in the result.
+    labels
+        The label set of the columns (disaster types unless told otherwise).
 
     Returns
     -------
@@ -178,8 +188,9 @@ def fit_calibration(
 
     logits = _logits(probs)
     truth = np.asarray(truth, dtype=np.int64)
-    if logits.ndim != 2 or not len(logits) or truth.shape != (len(logits),):
-        raise ValueError("fit_calibration needs (n, K) probabilities and n labels, n >= 1")
+    count = len(labels.labels)
+    if logits.shape[1:] != (count,) or not len(logits) or truth.shape != (len(logits),):
+        raise ValueError(f"fit_calibration needs (n, {count}) probabilities and n labels, n >= 1")
     onehot = np.eye(logits.shape[1])[truth]
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -200,18 +211,20 @@ def fit_calibration(
         temperature=round(math.exp(result.x[0]), _DIGITS),
         log_prior=tuple(round(float(v), _DIGITS) + 0.0 for v in b),
         fitted_on=fitted_on,
+        labels=labels,
     )
 
 
 def cross_fitted_probabilities(
-    probs: Any, truth: Any, groups: Sequence[str], *, folds: int = 5, l2: float = DEFAULT_L2
+    probs: Any, truth: Any, groups: Sequence[str], *, folds: int = 5, l2: float = DEFAULT_L2,
+    labels: LabelSet = DISASTER_TYPES,
 ) -> np.ndarray:
     """Calibrate every sample with a fit on the other folds only (groups kept whole).
 
     Parameters
     ----------
     probs
-        ``(n, 6)`` uncalibrated label probabilities.
+        ``(n, K)`` uncalibrated label probabilities.
     truth
         ``(n,)`` indices of the true labels.
     groups
@@ -219,13 +232,13 @@ def cross_fitted_probabilities(
         fit that saw a sample of its own group.
     folds
         Most folds; fewer when there are fewer groups.
-    l2
+    l2, labels
         As `fit_calibration`.
 
     Returns
     -------
     numpy.ndarray
-        ``(n, 6)`` held-out calibrated probabilities, in the input order.
+        ``(n, K)`` held-out calibrated probabilities, in the input order.
 
     Raises
     ------
@@ -242,7 +255,7 @@ def cross_fitted_probabilities(
         raise ValueError("held-out calibration needs samples from at least two tiles")
     calibrated = np.empty_like(probs)
     for fit_rows, held_rows in GroupKFold(n_splits=min(folds, count)).split(probs, truth, names):
-        fitted = fit_calibration(probs[fit_rows], truth[fit_rows], l2=l2)
+        fitted = fit_calibration(probs[fit_rows], truth[fit_rows], l2=l2, labels=labels)
         calibrated[held_rows] = fitted.apply(probs[held_rows])
     return calibrated
 
@@ -263,6 +276,6 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _optional_number(mapping: Mapping[str, Any], key: str) -> float | None:
+def _optional_number(mapping: Mapping[str, Any], key: str, where: str) -> float | None:
     value = mapping.get(key)
-    return None if value is None else _number(value, f"calibration.{key}")
+    return None if value is None else _number(value, f"{where}.{key}")

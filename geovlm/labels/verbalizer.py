@@ -10,8 +10,10 @@ log-sum-exp of its forms' full-sequence log-likelihoods ``l_f``::
     P(label) = exp(logsumexp(l_f for f of label)) / sum(exp(l_f) for every f)
              = sum(softmax(l)_f for f of label)
 
-so `label_probabilities` sums the softmax over all forms per label. The built-in forms are
-`geovlm.labels.prompts.answer_forms`; a preset's ``answers:`` table replaces them label by label.
+so `label_probabilities` sums the softmax over all forms per label. The labels are a
+`geovlm.labels.label_set.LabelSet`: disaster types by default (built-in forms
+`geovlm.labels.prompts.answer_forms`, replaced label by label by a preset's ``answers:`` table),
+or damage grades (`geovlm.labels.grade_forms.DAMAGE_GRADES`, a preset's ``damage_answers:``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import string
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from geovlm.labels.prompts import DisasterLabel, Language, answer_forms, parse_label
+from geovlm.labels.label_set import DISASTER_TYPES, LabelSet
+from geovlm.labels.prompts import Language
 
 __all__ = ["AnswerForm", "Verbalizer", "label_probabilities"]
 
@@ -37,13 +41,14 @@ class AnswerForm:
     """One way of naming a label in one language, scored as the model's full reply."""
 
     language: Language
-    label: DisasterLabel
+    #: A member of the verbalizer's label set (`DisasterLabel`, `Damage`, ...).
+    label: Any
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class Verbalizer:
-    """Every label's answer forms in every language.
+    """Every label's answer forms in every language, over one `LabelSet`.
 
     Every label has at least one form per language, and within a language each form names one
     label only (else its probability would count for two).
@@ -57,27 +62,37 @@ class Verbalizer:
     <DisasterLabel.FLOOD: 'flood'>
     """
 
-    #: The forms, grouped by language and then by label in `DisasterLabel` order.
+    #: The forms, grouped by language and then by label in the label set's order.
     entries: tuple[AnswerForm, ...]
+    #: What the forms name.
+    labels: LabelSet = DISASTER_TYPES
 
     def __post_init__(self) -> None:
+        key = self.labels.key
         for language in Language:
-            seen: dict[str, DisasterLabel] = {}
+            seen: dict[str, Enum] = {}
             for form in self.forms(language):
+                if form.label not in self.labels.labels:
+                    raise ValueError(f"{key}.{language.value}: {form.label!r} is no label here")
                 if form.text in seen:
                     raise ValueError(
-                        f"answers.{language.value} lists {form.text!r} under"
+                        f"{key}.{language.value} lists {form.text!r} under"
                         f" {_both(seen[form.text], form.label)}; keep each form under one label"
                     )
                 seen[form.text] = form.label
-            if missing := [lb.value for lb in DisasterLabel if lb not in seen.values()]:
+            if missing := [lb.value for lb in self.labels.labels if lb not in seen.values()]:
                 raise ValueError(
-                    f"answers.{language.value} has no forms for {', '.join(missing)}; add some"
+                    f"{key}.{language.value} has no forms for {', '.join(missing)}; add some"
                 )
 
     @classmethod
-    def default(cls) -> Verbalizer:
-        """Return the built-in verbalizer, `geovlm.labels.prompts.answer_forms` of every label.
+    def default(cls, labels: LabelSet = DISASTER_TYPES) -> Verbalizer:
+        """Return the built-in verbalizer of a label set: its default forms of every label.
+
+        Parameters
+        ----------
+        labels
+            Disaster types (`geovlm.labels.prompts.answer_forms`) unless told otherwise.
 
         Returns
         -------
@@ -86,12 +101,14 @@ class Verbalizer:
         return cls(tuple(
             AnswerForm(language, label, text)
             for language in Language
-            for label in DisasterLabel
-            for text in answer_forms(label, language)
-        ))
+            for label in labels.labels
+            for text in labels.default_forms(label, language)
+        ), labels)
 
     @classmethod
-    def from_mapping(cls, mapping: Any, base: Verbalizer | None = None) -> Verbalizer:
+    def from_mapping(
+        cls, mapping: Any, base: Verbalizer | None = None, labels: LabelSet | None = None
+    ) -> Verbalizer:
         """Return `base` with some labels' forms replaced, as a preset's ``answers:`` gives them.
 
         Parameters
@@ -101,7 +118,9 @@ class Verbalizer:
             ``{"en": {"fire": ["Fire disaster", "Wildfire"]}}``. Each listed label's forms
             replace its forms in `base`; other labels and languages keep theirs.
         base
-            The forms to start from; `default` when None.
+            The forms to start from; `default` of ``labels`` when None.
+        labels
+            The label set (and so the key named in messages); ``base``'s, else disaster types.
 
         Returns
         -------
@@ -120,35 +139,38 @@ class Verbalizer:
         >>> [form.text for form in custom.forms("en")][:2]
         ['Wildfire', 'A flooding disaster occurred in this image.']
         """
-        base = cls.default() if base is None else base
+        if base is None:
+            base = cls.default(DISASTER_TYPES if labels is None else labels)
+        labels = base.labels
+        key = labels.key
         if not isinstance(mapping, Mapping):
             raise ValueError(
-                f"answers must map languages to labels to lists of forms, not {mapping!r}"
+                f"{key} must map languages to labels to lists of forms, not {mapping!r}"
             )
-        replaced: dict[tuple[Language, DisasterLabel], tuple[str, ...]] = {}
+        replaced: dict[tuple[Language, Enum], tuple[str, ...]] = {}
         languages: set[Language] = set()
-        for language_key, labels in mapping.items():
-            language = _checked(Language, language_key, "answers")
+        for language_key, table in mapping.items():
+            language = _checked(Language, language_key, key)
             if language in languages:
-                raise ValueError(f"answers gives language {language.value} twice; merge them")
+                raise ValueError(f"{key} gives language {language.value} twice; merge them")
             languages.add(language)
-            where = f"answers.{language.value}"
-            if not isinstance(labels, Mapping):
-                raise ValueError(f"{where} must map labels to lists of forms, not {labels!r}")
-            for label_key, texts in labels.items():
-                label = _checked(DisasterLabel, label_key, where)
+            where = f"{key}.{language.value}"
+            if not isinstance(table, Mapping):
+                raise ValueError(f"{where} must map labels to lists of forms, not {table!r}")
+            for label_key, texts in table.items():
+                label = _checked(labels.label, label_key, where)
                 if (language, label) in replaced:
                     raise ValueError(f"{where} gives label {label.value} twice; merge them")
                 replaced[language, label] = _texts(texts, f"{where}.{label.value}")
         entries = [
             AnswerForm(language, label, text)
             for language in Language
-            for label in DisasterLabel
+            for label in labels.labels
             for text in replaced.get(
                 (language, label), tuple(f.text for f in base.forms(language) if f.label is label)
             )
         ]
-        return cls(tuple(entries))
+        return cls(tuple(entries), labels)
 
     def forms(self, language: Language | str) -> tuple[AnswerForm, ...]:
         """Return one language's forms, flattened, each carrying its label.
@@ -161,7 +183,7 @@ class Verbalizer:
         Returns
         -------
         tuple of AnswerForm
-            In `DisasterLabel` order: the candidates a scorer compares in one pass.
+            In the label set's order: the candidates a scorer compares in one pass.
         """
         language = Language(language)
         return tuple(form for form in self.entries if form.language is language)
@@ -177,15 +199,15 @@ class Verbalizer:
         Returns
         -------
         dict of str to list of str
-            Label value -> its forms, in `DisasterLabel` order (JSON-ready).
+            Label value -> its forms, in the label set's order (JSON-ready).
         """
-        table: dict[str, list[str]] = {label.value: [] for label in DisasterLabel}
+        table: dict[str, list[str]] = {value: [] for value in self.labels.values()}
         for form in self.forms(language):
             table[form.label.value].append(form.text)
         return table
 
-    def parse(self, text: str, language: Language | str) -> DisasterLabel | None:
-        """Return the label a generated answer names: a form of `language`, else `parse_label`.
+    def parse(self, text: str, language: Language | str) -> Any:
+        """Return the label a generated answer names: a form of `language`, else the set's parser.
 
         A form matches whatever the case, width (NFKC) and surrounding spaces or punctuation, so
         every configured form parses back to its label, even one the word parser does not know.
@@ -199,17 +221,37 @@ class Verbalizer:
 
         Returns
         -------
-        DisasterLabel or None
-            As `geovlm.labels.prompts.parse_label` for text that is none of the forms.
+        label or None
+            As the label set's ``parse`` (`geovlm.labels.prompts.parse_label` for disaster
+            types) for text that is none of the forms.
         """
         key = _normalized(text)
         for form in self.forms(language):
             if _normalized(form.text) == key:
                 return form.label
-        return parse_label(text)
+        return self.labels.parse(text)
+
+    def probabilities(self, form_probs: np.ndarray, language: Language | str) -> np.ndarray:
+        """Return `label_probabilities` of one language's forms over this verbalizer's labels.
+
+        Parameters
+        ----------
+        form_probs
+            ``(..., F)`` scores of `forms` of ``language``, in that order.
+        language
+            The language the forms were scored in.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(..., len(labels.labels))`` float64.
+        """
+        return label_probabilities(form_probs, self.forms(language), self.labels)
 
 
-def label_probabilities(form_probs: np.ndarray, forms: Sequence[AnswerForm]) -> np.ndarray:
+def label_probabilities(
+    form_probs: np.ndarray, forms: Sequence[AnswerForm], labels: LabelSet = DISASTER_TYPES
+) -> np.ndarray:
     """Sum the forms' probabilities per label: the normalised log-sum-exp over each label's forms.
 
     Parameters
@@ -219,11 +261,14 @@ def label_probabilities(form_probs: np.ndarray, forms: Sequence[AnswerForm]) -> 
         `geovlm.backends.base.Backend.score_encoded` returns it for the forms' texts.
     forms
         The ``F`` forms, in column order (`Verbalizer.forms`).
+    labels
+        The label set the forms name (its order is the output's).
 
     Returns
     -------
     numpy.ndarray
-        ``(..., 6)`` float64 in `DisasterLabel` order; rows sum as the input's rows do.
+        ``(..., K)`` float64 in the label set's order (``K = 6`` disaster types); rows sum as
+        the input's rows do.
 
     Examples
     --------
@@ -232,13 +277,13 @@ def label_probabilities(form_probs: np.ndarray, forms: Sequence[AnswerForm]) -> 
     >>> label_probabilities(probs, forms).round(3).tolist()
     [0.167, 0.167, 0.167, 0.167, 0.167, 0.167]
     """
-    labels = list(DisasterLabel)
-    membership = np.zeros((len(forms), len(labels)))
-    membership[np.arange(len(forms)), [labels.index(form.label) for form in forms]] = 1.0
+    order = list(labels.labels)
+    membership = np.zeros((len(forms), len(order)))
+    membership[np.arange(len(forms)), [order.index(form.label) for form in forms]] = 1.0
     return np.asarray(form_probs, dtype=np.float64) @ membership
 
 
-def _checked(kind: type[Language] | type[DisasterLabel], key: object, where: str) -> Any:
+def _checked(kind: Any, key: object, where: str) -> Any:
     try:
         return kind(str(key))
     except ValueError as exc:
@@ -257,7 +302,7 @@ def _texts(value: object, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _both(first: DisasterLabel, second: DisasterLabel) -> str:
+def _both(first: Enum, second: Enum) -> str:
     return f"{first.value} twice" if first is second else f"both {first.value} and {second.value}"
 
 

@@ -22,6 +22,8 @@ import yaml
 from geovlm.enums import CheckedEnum
 from geovlm.errors import ModelFileError, ModelNotFoundError, PresetError
 from geovlm.labels.calibration import Calibration
+from geovlm.labels.grade_forms import DAMAGE_GRADES
+from geovlm.labels.label_set import DISASTER_TYPES, LabelSet
 from geovlm.labels.verbalizer import Verbalizer
 from geovlm.models.local_weights import find_folder, is_complete, looks_like_path, read_json
 from geovlm.models.preset_files import find_preset_files
@@ -116,6 +118,11 @@ class ModelPreset:
     #: Temperature and label-prior correction of score-mode probabilities (``geovlm eval
     #: --fit-calibration`` writes it), or None.
     calibration: Calibration | None = None
+    #: How the model may name each damage grade, per language; the built-in
+    #: `geovlm.labels.grade_forms.grade_forms` unless the YAML's ``damage_answers:`` replaces some.
+    damage_answers: Verbalizer = field(default_factory=lambda: Verbalizer.default(DAMAGE_GRADES))
+    #: Temperature and grade-prior correction of damage-grade probabilities, or None.
+    damage_calibration: Calibration | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str] | Traversable) -> ModelPreset:
@@ -170,14 +177,30 @@ class ModelPreset:
                 supports_images=_typed(data, "supports_images", bool),
                 quantize=Quantization(data.get("quantize", "auto")),
                 description=_typed(data, "description", str, optional=True) or "",
-                answers=Verbalizer.from_mapping(_typed(data, "answers", dict, optional=True) or {}),
-                calibration=_calibration(data.get("calibration")),
+                answers=_answers(data, DISASTER_TYPES),
+                calibration=_calibration(data, DISASTER_TYPES),
+                damage_answers=_answers(data, DAMAGE_GRADES),
+                damage_calibration=_calibration(data, DAMAGE_GRADES),
             )
         except ValueError as exc:
             raise PresetError(f"{path} has a bad value: {exc}.") from exc
         if preset.name != stem and not in_folder:
             raise PresetError(f"{path} names itself {preset.name!r}: rename it {stem!r}.")
         return preset
+
+    def answers_for(self, labels: LabelSet) -> Verbalizer:
+        """Return the answer forms of a label set: `answers` or `damage_answers`.
+
+        Examples
+        --------
+        >>> resolve_model("xview2-qwen3vl").answers_for(DAMAGE_GRADES).table("en")["destroyed"]
+        ['Destroyed.', 'Destroyed']
+        """
+        return self.damage_answers if labels is DAMAGE_GRADES else self.answers
+
+    def calibration_for(self, labels: LabelSet) -> Calibration | None:
+        """Return the calibration of a label set: `calibration` or `damage_calibration`."""
+        return self.damage_calibration if labels is DAMAGE_GRADES else self.calibration
 
     @classmethod
     def from_id(cls, model_id: str) -> ModelPreset:
@@ -341,5 +364,11 @@ def _json_file(model_id: str, filename: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _calibration(mapping: Any) -> Calibration | None:
-    return None if mapping is None else Calibration.from_mapping(mapping)
+def _answers(data: dict[str, Any], labels: LabelSet) -> Verbalizer:
+    table = _typed(data, labels.key, dict, optional=True) or {}
+    return Verbalizer.from_mapping(table, labels=labels)
+
+
+def _calibration(data: dict[str, Any], labels: LabelSet) -> Calibration | None:
+    mapping = data.get(labels.calibration_key)
+    return None if mapping is None else Calibration.from_mapping(mapping, labels)

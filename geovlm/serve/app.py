@@ -187,7 +187,11 @@ def create_app(served: ServedModel, settings: ServeSettings) -> Any:
 
     async def completion(body: ChatRequest, request: Request) -> dict[str, Any]:
         talk = conversation(body.messages)
-        picture = image(talk.image_url, "image_url") if talk.image_url is not None else None
+        if len(talk.image_urls) > settings.max_images:
+            raise _Refused(413, f"{len(talk.image_urls)} images over the server's limit of"
+                           f" {settings.max_images} per request.", "too_many_images")
+        pictures = tuple(image(url, f"image_url[{i}]") for i, url in enumerate(talk.image_urls))
+        picture = pictures[0] if len(pictures) == 1 else pictures or None
         prompt = Prompt(_rendered(engine.chat, talk, body), picture)
         choices = (body.structured_outputs or {}).get("choice")
         if choices is not None:

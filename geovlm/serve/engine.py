@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 if TYPE_CHECKING:
+    from geovlm.backends.base import PromptImages
     from geovlm.backends.chat import ChatFormat
     from geovlm.backends.hf import HFBackend
 
@@ -45,10 +45,11 @@ class GenerateKey:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """One rendered conversation (`geovlm.backends.chat.ChatFormat`) and its image, if any."""
+    """One rendered conversation (`geovlm.backends.chat.ChatFormat`) and its image(s), if any."""
 
     text: str
-    image: Image.Image | None = None
+    #: One image, or several in the order of the text's placeholders, or None.
+    image: PromptImages | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,14 +64,18 @@ class ClassifyRequest(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """A chat request's messages as turns, and the URL of its one image, if any."""
+    """A chat request's messages as turns, and the URLs of their images, in order."""
 
     turns: tuple[ChatTurn, ...]
-    image_url: str | None
+    #: Every image of the conversation, in the order its placeholders are rendered.
+    image_urls: tuple[str, ...]
 
 
 def conversation(messages: list[dict[str, Any]]) -> Conversation:
-    """The turns of a chat request: text parts joined by newlines, at most one image in all.
+    """The turns of a chat request: text parts joined by newlines, images in order.
+
+    A user message may carry several images (a pre and a post crop): each becomes one
+    placeholder before the message's text, as in-process prompts render them.
 
     Parameters
     ----------
@@ -86,7 +90,7 @@ def conversation(messages: list[dict[str, Any]]) -> Conversation:
     Raises
     ------
     RequestRejected
-        Another role, an unknown part type, an image outside a user message, or two images.
+        Another role, an unknown part type, or an image outside a user message.
     """
     turns: list[ChatTurn] = []
     images: list[str] = []
@@ -100,10 +104,8 @@ def conversation(messages: list[dict[str, Any]]) -> Conversation:
             raise RequestRejected(f"messages[{index}] is a {role} message with an image:"
                                   " send images in user messages.")
         images += urls
-        turns.append(ChatTurn(role, text, bool(urls)))
-    if len(images) > 1:
-        raise RequestRejected(f"{len(images)} images in one request: send one per request.")
-    return Conversation(tuple(turns), images[0] if images else None)
+        turns.append(ChatTurn(role, text, len(urls)))
+    return Conversation(tuple(turns), tuple(images))
 
 
 #: The message roles a conversation may have.
@@ -129,6 +131,4 @@ def _parts(content: Any, where: str) -> tuple[str, list[str]]:
             raise RequestRejected(
                 f"{where}: unsupported content part {kind!r}: use text and image_url."
             )
-    if len(images) > 1:
-        raise RequestRejected(f"{where}: {len(images)} images in one message: send one.")
     return "\n".join(texts), images

@@ -98,3 +98,20 @@ def classified(plugin, engine, scene, tiny_model, tmp_path_factory) -> dict:
     return processing.run("geovlm:classify", {
         "INPUT": str(scene), "MODEL": tiny_model, "QUANTIZE": 4, "DEVICE": "cpu",
         "CHIP_SIZE": 256, "OUTPUT": str(out)})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave with pytest's status before Python tears down QGIS's objects.
+
+    QGIS 3.22 can crash (SIGSEGV) while the interpreter destroys Python-owned Qt objects of a
+    finished session, after every result was reported; the crash would hide the status.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(getattr(config, "_geovlm_status", 0))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Keep the session's status for `pytest_unconfigure`."""
+    session.config._geovlm_status = int(exitstatus)  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ CHOICES = {
     ("geovlm:classify", "LANGUAGE"): ("en", "ja", "zh"),
     ("geovlm:classify", "MODE"): ("score", "generate"),
     ("geovlm:classify", "QUANTIZE"): ("preset", "auto", "4bit", "8bit", "none"),
+    ("geovlm:refer", "CONTEXT"): ("chip", "scene"),
     ("geovlm:refer", "LANGUAGE"): ("en", "ja", "zh"),
     ("geovlm:refer", "QUANTIZE"): ("preset", "auto", "4bit", "8bit", "none"),
     ("geovlm:evaluate", "SPLIT"): ("test", "train", "all"),

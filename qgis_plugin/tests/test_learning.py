@@ -45,7 +45,7 @@ def test_refer_in_the_scene_context_labels_each_object_apart(plugin, engine, tmp
     result = processing.run("geovlm:refer", {
         "INPUT": str(DATA / "geotiff/opengeos/dsm.tif"),
         "FOOTPRINTS": str(DATA / "vector/opengeos/buildings.shp"),
-        "CHIP_SIZE": 128, "CONTEXT": 1, "OUTPUT": str(out)})
+        "CHIP_SIZE": 128, "CONTEXT": "scene", "OUTPUT": str(out)})
     assert result["STATUS"] == "complete" and result["WRITTEN"] == 84
     layer = QgsVectorLayer(result["OUTPUT"], "objects", "ogr")
     assert {f["context"] for f in layer.getFeatures()} == {"scene"}
