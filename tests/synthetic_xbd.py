@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from geovlm.labels.damage import Damage
 from geovlm.labels.prompts import DisasterLabel
 
-__all__ = ["DEFAULT_EVENTS", "write_synthetic_xbd"]
+__all__ = ["COLOUR_STEPS", "DEFAULT_EVENTS", "write_change_xbd", "write_synthetic_xbd"]
 
 #: Two events per xBD disaster type (event name -> xBD ``disaster_type``), so a split by event
 #: can hold a whole event of every type out.
@@ -208,4 +208,85 @@ def write_synthetic_xbd(
                 (folder / "labels" / f"{stem}.json").write_text(
                     json.dumps(data, indent=2 if number % 2 else None)
                 )
+    return folder
+
+
+#: Steps round `_PALETTE` from a building's pre colour to its post colour, per grade: the grade
+#: shows only as change (`write_change_xbd`), none for no damage.
+COLOUR_STEPS = {
+    Damage.NO_DAMAGE: 0, Damage.MINOR_DAMAGE: 1, Damage.MAJOR_DAMAGE: 2, Damage.DESTROYED: 3,
+}
+#: The colours a building's cell is painted in, far apart.
+_PALETTE = np.array([(220, 40, 40), (220, 220, 40), (40, 200, 60), (40, 60, 220)], dtype=float)
+#: Pixels of one building cell: a 24-pixel square, plus the 10 m (20-pixel) crop margin each side.
+_CELL = 64
+
+
+def write_change_xbd(folder: str | Path, tiles: int, grid: int = 3, seed: int = 0) -> Path:
+    """Write a synthetic xBD folder in which damage shows only as a change from pre to post.
+
+    Each tile holds ``grid`` x ``grid`` square buildings, one per 64-pixel cell, so that each
+    building's crop (its box plus the default 10 m margin at 0.5 m pixels) is its cell exactly.
+    A pre cell is one colour of a four-colour palette, drawn at random, under mild noise; the
+    post cell is the colour `COLOUR_STEPS` of its grade further round the palette. The post
+    colour is thus uniform over the palette whatever the grade: a post crop alone tells nothing,
+    the pair tells the grade. Grades cycle through the four, shuffled per tile.
+
+    Parameters
+    ----------
+    folder
+        Where to write ``images/`` and ``labels/``.
+    tiles
+        Tiles of the one event ``synthchange``, numbered from 0.
+    grid
+        Buildings per tile side.
+    seed
+        Seed of everything random.
+
+    Returns
+    -------
+    pathlib.Path
+        `folder`.
+    """
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    size, event = grid * _CELL, "synthchange"
+    step_lat = _PIXEL_M / _METRES_PER_DEGREE
+    step_lon = step_lat / math.cos(math.radians(35.0))
+    grades = list(COLOUR_STEPS)
+    for number in range(tiles):
+        rng = np.random.default_rng([seed, number])
+        transform = np.array([[step_lon, 0.0, 10.0 + number * size * step_lon],
+                              [0.0, -step_lat, 35.0]])
+        pixels = {"pre": np.zeros((size, size, 3)), "post": np.zeros((size, size, 3))}
+        features: dict[str, list] = {"lng_lat": [], "xy": []}
+        cycle = [grades[i % 4] for i in rng.permutation(grid * grid)]
+        for index, damage in enumerate(cycle):
+            row, col = divmod(index, grid)
+            before = int(rng.integers(0, len(_PALETTE)))
+            after = (before + COLOUR_STEPS[damage]) % len(_PALETTE)
+            window = np.s_[row * _CELL:(row + 1) * _CELL, col * _CELL:(col + 1) * _CELL]
+            for phase, colour in (("pre", before), ("post", after)):
+                pixels[phase][window] = _PALETTE[colour] + rng.normal(0, 4, (_CELL, _CELL, 3))
+            x0, y0 = col * _CELL + 20, row * _CELL + 20
+            ring = np.array([[x0, y0], [x0 + 24, y0], [x0 + 24, y0 + 24], [x0, y0 + 24],
+                             [x0, y0]], dtype=float)
+            lonlat = np.column_stack([ring, np.ones(len(ring))]) @ transform.T
+            properties = {"feature_type": "building", "uid": f"b{index}",
+                          "subtype": damage.value}
+            features["lng_lat"].append({"properties": properties, "wkt": _wkt(lonlat)})
+            features["xy"].append({"properties": properties, "wkt": _wkt(ring)})
+        for phase in ("pre", "post"):
+            stem = f"{event}_{number:08d}_{phase}_disaster"
+            image = np.clip(pixels[phase], 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(folder / "images" / f"{stem}.png", compress_level=1)
+            listed = features if phase == "post" else {
+                key: [{**f, "properties": {k: v for k, v in f["properties"].items()
+                                           if k != "subtype"}} for f in entries]
+                for key, entries in features.items()
+            }
+            data = {"features": listed,
+                    "metadata": _metadata(event, "earthquake", stem, phase, size, seed)}
+            (folder / "labels" / f"{stem}.json").write_text(json.dumps(data))
     return folder

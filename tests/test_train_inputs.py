@@ -171,3 +171,37 @@ def test_a_finished_run_is_not_resumed(tmp_path):
     (folder.path / RESULTS_FILE).write_text("{}")
     with pytest.raises(OutputError, match="finished run"):
         OutputFolder.claim(folder.path, run, resume=True, overwrite=False)
+
+
+def test_a_two_image_sequence_masks_all_but_the_answer(qwen3_vl_backend, builder):
+    """Pre and post crops in one prompt, in order; a batch may mix one- and two-image samples."""
+    from geovlm.labels.building_damage import building_question, grade_answer
+
+    pre, post = Image.new("RGB", (64, 64), (200, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 200))
+    ask, answer = building_question("en"), grade_answer("destroyed")
+    sequence = builder.build(ask, answer, [pre, post])
+    prompt = builder.chat.render(ask, image=2)
+    assert prompt.count("<|image_pad|>") == 2
+    encoded = builder.processor(text=[prompt], images=[pre, post], return_tensors="pt",
+                                add_special_tokens=False, **builder.size_kwargs)
+    n = encoded["input_ids"].shape[1]
+    reply = qwen3_vl_backend.answer_ids(answer)
+    assert sequence["input_ids"].tolist() == encoded["input_ids"][0].tolist() + reply
+    assert sequence["labels"].tolist() == [IGNORE_INDEX] * n + reply
+    image_id = builder.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((sequence["input_ids"] == image_id).sum()) == 2 * 4  # 4 tokens per 64 px image
+    assert sequence["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]
+    assert sequence["pixel_values"].shape[0] == 2 * 16
+    swapped = builder.build(ask, answer, [post, pre])
+    assert torch.equal(swapped["pixel_values"][:16], sequence["pixel_values"][16:])
+    one = builder.build(question("en"), ANSWER, pre)
+    batch = Collator(builder.pad_id)([sequence, one])
+    assert batch["image_grid_thw"].shape == (3, 3)
+    assert batch["pixel_values"].shape[0] == 3 * 16
+    with torch.no_grad():
+        out = qwen3_vl_backend.model(**batch)
+    logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    assert int(mask.sum()) == len(reply) + len(qwen3_vl_backend.answer_ids(ANSWER))
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(logits[mask],
+                                                                           labels[mask]))

@@ -64,7 +64,7 @@ def processor_inputs(
     images: Sequence[Image.Image],
     size_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    """The processor's encoding of rendered prompts with one RGB image each, padded.
+    """The processor's encoding of rendered prompts with their RGB images, padded.
 
     Parameters
     ----------
@@ -73,7 +73,7 @@ def processor_inputs(
     texts
         Prompts rendered by `geovlm.backends.chat.ChatFormat.render`.
     images
-        One RGB image per prompt.
+        The RGB images of all prompts, in order: as many per prompt as its placeholders.
     size_kwargs
         `image_size_kwargs`'s result.
 

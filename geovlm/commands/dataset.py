@@ -17,6 +17,7 @@ from geovlm.datasets.splits import SplitBy
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
 from geovlm.models.presets import DEFAULT_MODEL
+from geovlm.sources.crops import DEFAULT_MARGIN_M
 
 if TYPE_CHECKING:
     from geovlm.datasets import SplitRule, TrainingSet
@@ -49,7 +50,9 @@ def _parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     try:
         tasks = tuple(dict.fromkeys(Task(name).value for name in _names(value)))
     except ValueError as exc:
-        raise click.BadParameter(f"{exc} (comma-separated, e.g. disaster,damage).") from None
+        raise click.BadParameter(
+            f"{exc} (comma-separated, e.g. disaster,damage,building-damage)."
+        ) from None
     if not tasks:
         raise click.BadParameter("give at least one task, e.g. disaster.")
     return tasks
@@ -152,24 +155,35 @@ def dataset() -> None:
 @click.option("--tasks", default="disaster", show_default=True, callback=_parse_tasks,
               metavar="TASK[,TASK]",
               help="disaster: the disaster type of each tile; damage: the worst building damage"
-                   " of each chip.")
+                   " of each chip; building-damage: the grade of each graded building.")
 @click.option("--damage-chip", type=click.IntRange(min=16), default=512, show_default=True,
               help="Chip edge in pixels for the damage task (512: 2 x 2 per 1024 tile).")
+@click.option("--building-images", type=click.Choice(["pre-post", "post"]), default="pre-post",
+              show_default=True,
+              help="building-damage: the pre and post crops (two images), or the post crop alone.")
+@click.option("--margin", "margin_m", type=click.FloatRange(min=0), default=DEFAULT_MARGIN_M,
+              show_default=True, metavar="METRES",
+              help="building-damage: context around each footprint's box, in metres.")
 def from_xbd(xbd_dir: str, output: str, languages: tuple[Language, ...], model: str, split: str,
              test_fraction: float, holdout: str | None, seed: int, overwrite: bool,
-             progress: str, quiet: bool, tasks: tuple[str, ...], damage_chip: int) -> None:
+             progress: str, quiet: bool, tasks: tuple[str, ...], damage_chip: int,
+             building_images: str, margin_m: float) -> None:
     """Questions about the post-disaster tiles of XBD_DIR (a folder with images/ and labels/).
 
-    The disaster answers are the preset's training forms; the damage question is geovlm's own
-    wording (xBD has no text). Tiles are xBD tile names, events xBD's disasters.
+    The disaster answers are the preset's training forms; the damage questions are geovlm's own
+    wording (xBD has no text). building-damage asks one question per graded building with the
+    crops of its pre and post images (un-classified ones are left out and counted). Tiles are
+    xBD tile names, events xBD's disasters: the buildings of a tile stay on one side.
     """
     from geovlm.datasets import Task
+    from geovlm.datasets.buildings import BuildingImages
     from geovlm.datasets.from_xbd import build_from_xbd
 
     data = build_from_xbd(
         xbd_dir, output, verbalizer=_preset(model).answers, languages=languages,
         tasks=tuple(Task(task) for task in tasks),
         split_rule=_rule(split, test_fraction, holdout, seed), damage_chip=damage_chip,
+        building_images=BuildingImages(building_images), margin_m=margin_m,
         overwrite=overwrite, progress=_progress(progress, quiet),
     )
     _report(data, quiet)
@@ -264,3 +278,5 @@ def info(ds: str) -> None:
         ):
             listed = ", ".join(f"{key} {n}" for key, n in sorted(counter.items()))
             click.echo(f"    per {kind}: {listed or 'none'}")
+    for what, count in manifest.get("left_out", {}).items():
+        click.echo(f"left out: {count} {what}")

@@ -3,21 +3,24 @@ r"""Training sets on disk: images plus LLaMA-Factory's multimodal sharegpt recor
 One folder, readable by geovlm and by LLaMA-Factory alike (``dataset_dir: DS``)::
 
     DS/images/*.png            the pictures (relative paths in the records)
-    DS/train.json, test.json   lists of {"messages": [user, assistant], "images": [path],
+    DS/train.json, test.json   lists of {"messages": [user, assistant], "images": [path, ...],
                                "geovlm": {label, language, task, tile, event}}
     DS/dataset_info.json       registers ``geovlm_train`` and ``geovlm_test`` (sharegpt)
     DS/geovlm-dataset.json     the manifest: source, split rule and seed, counts; written last
 
-The user turn is ``"<image>\n" + question``: LLaMA-Factory's ``qwen3_vl_nothink`` renders it
-exactly as `geovlm.backends.chat.PromptTemplate` does at inference, newline after the image.
-`DatasetWriter` builds the folder under a temporary name and renames it when complete, so a
-folder with a manifest is always whole; `read_dataset` checks LLaMA-Factory's rules (one
-``<image>`` per image, ``images`` a list, every path inside the folder and present).
+The user turn is ``"<image>\n"`` per image, then the question: LLaMA-Factory's
+``qwen3_vl_nothink`` renders it exactly as `geovlm.backends.chat.PromptTemplate` does at
+inference, newline after each image. `DatasetWriter` builds the folder under a temporary name
+and renames it when complete, so a folder with a manifest is always whole; `read_dataset`
+checks LLaMA-Factory's rules (one ``<image>`` per image, ``images`` a list, every path inside
+the folder and present). What a builder left out, and why, is counted in the manifest
+(``left_out``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections import Counter
@@ -40,6 +43,8 @@ __all__ = [
     "TrainingSet",
     "read_dataset",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: LLaMA-Factory's dataset registry file, inside the dataset folder.
 DATASET_INFO = "dataset_info.json"
@@ -64,8 +69,12 @@ class TrainingSet:
         return self.train if Split(split) is Split.TRAIN else self.test
 
     def image_path(self, sample: Sample) -> Path:
-        """Return the absolute path of a sample's picture."""
+        """Return the absolute path of a sample's (first) picture."""
         return self.root / sample.image
+
+    def image_paths(self, sample: Sample) -> tuple[Path, ...]:
+        """Return the absolute paths of all a sample's pictures, in prompt order."""
+        return tuple(self.root / image for image in sample.images)
 
 
 @dataclass
@@ -107,6 +116,7 @@ class DatasetWriter:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
     _samples: list[Sample] = field(default_factory=list, init=False)
+    _left_out: Counter[str] = field(default_factory=Counter, init=False)
     _staging: Path | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +176,19 @@ class DatasetWriter:
         """Queue several samples."""
         self._samples.extend(samples)
 
+    def leave_out(self, what: str, count: int = 1) -> None:
+        """Count things of the source not made into samples, by reason, for the manifest.
+
+        Parameters
+        ----------
+        what
+            What was left out and why, e.g. ``"un-classified buildings"``.
+        count
+            How many.
+        """
+        if count:
+            self._left_out[what] += count
+
     def _finish(self) -> None:
         assert self._staging is not None
         if not self._samples:
@@ -174,6 +197,8 @@ class DatasetWriter:
                 f"no samples for {self.root}: the source holds nothing to learn; check that it"
                 " holds labelled images (or chips) for the chosen --tasks."
             )
+        for what, count in sorted(self._left_out.items()):
+            logger.warning("%d %s left out of %s", count, what, self.root)
         splits = assign_splits(self._samples, self.split_rule)
         parts: dict[Split, list[Sample]] = {Split.TRAIN: [], Split.TEST: []}
         for sample, split in zip(self._samples, splits, strict=True):
@@ -205,6 +230,7 @@ class DatasetWriter:
             "languages": sorted({s.language.value for s in self._samples}),
             "train": counts(parts[Split.TRAIN]),
             "test": counts(parts[Split.TEST]),
+            "left_out": dict(sorted(self._left_out.items())),
         }
 
 
@@ -249,7 +275,8 @@ def read_dataset(root: str | os.PathLike[str]) -> TrainingSet:
             Sample.from_record(record, f"{path} record {i}") for i, record in enumerate(records)
         )
         for i, sample in enumerate(samples):
-            _check_image(folder, sample.image, f"{path} record {i}")
+            for image in sample.images:
+                _check_image(folder, image, f"{path} record {i}")
         parts[split] = samples
     return TrainingSet(folder, manifest, parts[Split.TRAIN], parts[Split.TEST])
 

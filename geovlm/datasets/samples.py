@@ -1,7 +1,9 @@
-r"""One training sample: an image with a question and its answer, as a sharegpt record.
+r"""One training sample: images with a question and its answer, as a sharegpt record.
 
 `Sample.to_record` and `Sample.from_record` are the one place LLaMA-Factory's multimodal sharegpt
-record is spelled: the user turn is ``"<image>\n" + question``, ``images`` a list.
+record is spelled: the user turn is ``"<image>\n"`` once per image, then the question, and
+``images`` the list of their paths in the same order (LLaMA-Factory's multi-image rule: as many
+``<image>`` as images).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ __all__ = ["IMAGE_TOKEN", "Sample", "Split", "Task"]
 
 #: LLaMA-Factory's image placeholder in a user turn.
 IMAGE_TOKEN = "<image>"
+#: What precedes the question once per image (the chat template puts a newline after an image).
+_IMAGES_PREFIX = f"{IMAGE_TOKEN}\n"
 
 
 class Split(CheckedEnum):
@@ -27,20 +31,22 @@ class Split(CheckedEnum):
 
 
 class Task(CheckedEnum):
-    """What a sample asks: the disaster type of an image, or the damage within it."""
+    """What a sample asks: an image's disaster type, the damage within it, or one building's."""
 
     DISASTER = "disaster"
     DAMAGE = "damage"
+    #: The grade of the building in the centre of a crop (pre and post crops, or post alone).
+    BUILDING_DAMAGE = "building-damage"
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One question about one image, its answer, and where the image came from.
+    """One question about one image (or several), its answer, and where the images came from.
 
     Attributes
     ----------
     image
-        The picture's path relative to the dataset folder, e.g. ``images/t1.png``.
+        The (first) picture's path relative to the dataset folder, e.g. ``images/t1.png``.
     question, answer
         The user's question (no chat markup, no ``<image>``) and the assistant's reply.
     label
@@ -54,6 +60,9 @@ class Sample:
     event
         The disaster (xBD's ``disaster``, or the analyst's name for a scene's event); an event
         split holds whole events out.
+    more_images
+        The pictures after the first, in prompt order (a building's post crop after its pre
+        crop); empty for one-image questions.
     """
 
     image: str
@@ -64,15 +73,21 @@ class Sample:
     task: Task
     tile: str
     event: str
+    more_images: tuple[str, ...] = ()
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Every picture of the question, in prompt order."""
+        return (self.image, *self.more_images)
 
     def to_record(self) -> dict[str, Any]:
         """Return the sharegpt record LLaMA-Factory reads, with geovlm's fields beside it."""
         return {
             "messages": [
-                {"role": "user", "content": f"{IMAGE_TOKEN}\n{self.question}"},
+                {"role": "user", "content": _IMAGES_PREFIX * len(self.images) + self.question},
                 {"role": "assistant", "content": self.answer},
             ],
-            "images": [self.image],
+            "images": list(self.images),
             "geovlm": {
                 "label": self.label,
                 "language": self.language.value,
@@ -111,22 +126,34 @@ class Sample:
             meta = record["geovlm"]
             question = str(user["content"])
             roles = (user["role"], assistant["role"])
+            paths = [str(path) for path in images] if isinstance(images, list) else []
             sample = cls(
-                image=str(images[0]) if isinstance(images, list) and images else "",
-                question=question.replace(IMAGE_TOKEN, "", 1).lstrip("\n"),
+                image=paths[0] if paths else "",
+                question=_after_images(question, len(paths)),
                 answer=str(assistant["content"]),
                 label=str(meta["label"]),
                 language=Language(meta["language"]),
                 task=Task(meta["task"]),
                 tile=str(meta["tile"]),
                 event=str(meta["event"]),
+                more_images=tuple(paths[1:]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise broken(f"is not a geovlm sharegpt record ({type(exc).__name__}: {exc})") from None
-        if not isinstance(images, list) or len(images) != 1:
-            raise broken("must have 'images' as a list of one path")
+        if not isinstance(images, list) or not images:
+            raise broken("must have 'images' as a list of one path or more")
         if roles != ("user", "assistant"):
             raise broken(f"has turns {roles}, not user then assistant")
         if question.count(IMAGE_TOKEN) != len(images):
-            raise broken(f"has {question.count(IMAGE_TOKEN)} {IMAGE_TOKEN} for {len(images)} image")
+            raise broken(f"has {question.count(IMAGE_TOKEN)} {IMAGE_TOKEN} for {len(images)}"
+                         f" image{'s' if len(images) > 1 else ''}")
+        if IMAGE_TOKEN in sample.question:
+            raise broken(f"must put every {IMAGE_TOKEN} before the question, one per line")
         return sample
+
+
+def _after_images(content: str, count: int) -> str:
+    """The question after the first ``count`` leading ``<image>`` (each with or without newline)."""
+    for _ in range(count):
+        content = content.lstrip("\n").removeprefix(IMAGE_TOKEN)
+    return content.lstrip("\n")

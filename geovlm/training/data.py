@@ -1,16 +1,19 @@
 """Training sequences from dataset samples, rendered and tokenized exactly as at inference.
 
-A sequence is the prompt (`geovlm.backends.chat.ChatFormat.render` with the image, through the
-processor's own call, `geovlm.backends.encoding.processor_inputs`) followed by the answer's
-tokens and the end-of-turn token (`geovlm.backends.encoding.answer_ids`): the very tokens
-`HFBackend.score` later scores. Loss falls on the answer and end-of-turn tokens only; every
-other label is -100. `Collator` pads on the right and concatenates the images' pixels.
+A sequence is the prompt (`geovlm.backends.chat.ChatFormat.render` with the sample's images,
+one placeholder each in order, through the processor's own call,
+`geovlm.backends.encoding.processor_inputs`) followed by the answer's tokens and the end-of-turn
+token (`geovlm.backends.encoding.answer_ids`): the very tokens `HFBackend.score` later scores.
+Loss falls on the answer and end-of-turn tokens only; every other label is -100. `Collator`
+pads on the right and concatenates the images' pixels, so one batch may mix samples of one
+image (a chip) and of two (a building's pre and post crops).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +35,7 @@ _PADDING = {"input_ids": None, "labels": IGNORE_INDEX, "attention_mask": 0, "mm_
 
 @dataclass(frozen=True)
 class SequenceBuilder:
-    """Builds one training sequence from a question, its image and its answer.
+    """Builds one training sequence from a question, its images and its answer.
 
     Attributes
     ----------
@@ -98,8 +101,10 @@ class SequenceBuilder:
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         return int(tokenizer.pad_token_id)
 
-    def build(self, question: str, answer: str, image: Image.Image) -> dict[str, torch.Tensor]:
-        """One sequence: prompt and image, then answer and end of turn, with its labels.
+    def build(
+        self, question: str, answer: str, images: Image.Image | Sequence[Image.Image]
+    ) -> dict[str, torch.Tensor]:
+        """One sequence: prompt and images, then answer and end of turn, with its labels.
 
         Parameters
         ----------
@@ -107,29 +112,31 @@ class SequenceBuilder:
             The user's question, without chat markup.
         answer
             The assistant's reply.
-        image
-            The picture the question is about.
+        images
+            The picture the question is about, or its pictures in prompt order.
 
         Returns
         -------
         dict of str to torch.Tensor
             1-D ``input_ids``, ``labels``, ``attention_mask`` (and ``mm_token_type_ids`` where
-            the processor makes them); the pixels and grid as the processor returns them.
+            the processor makes them); the pixels and grid as the processor returns them (one
+            ``image_grid_thw`` row per image).
 
         Raises
         ------
         ParameterError
             If the prompt with its image tokens alone reaches ``cutoff_len``.
         """
-        prompt = self.chat.render(question, image=True)
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
-        encoded = processor_inputs(self.processor, [prompt], [rgb], self.size_kwargs)
+        pictures = [images] if isinstance(images, Image.Image) else list(images)
+        prompt = self.chat.render(question, image=len(pictures))
+        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in pictures]
+        encoded = processor_inputs(self.processor, [prompt], rgb, self.size_kwargs)
         prompt_ids = encoded.pop("input_ids")[0]
         encoded.pop("attention_mask", None)
         room = self.cutoff_len - len(prompt_ids)
         if room < 1:
             raise ParameterError(
-                f"a prompt with its image is {len(prompt_ids)} tokens, not below cutoff_len"
+                f"a prompt with its images is {len(prompt_ids)} tokens, not below cutoff_len"
                 f" {self.cutoff_len}: raise cutoff_len or lower image_max_pixels."
             )
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -145,7 +152,7 @@ class SequenceBuilder:
 
 
 class SupervisedDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
-    """A dataset's training samples as sequences, each image read when its sample is drawn.
+    """A dataset's training samples as sequences, their images read when the sample is drawn.
 
     Parameters
     ----------
@@ -169,15 +176,20 @@ class SupervisedDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.samples[index]
-        path = self.data.image_path(sample)
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return self.builder.build(sample.question, sample.answer, image)
-        except OSError as exc:
-            raise DatasetError(
-                f"{path} is not a readable image ({exc}): rebuild the dataset."
-            ) from None
+        images = [_read_image(path) for path in self.data.image_paths(sample)]
+        return self.builder.build(sample.question, sample.answer, images)
+
+
+def _read_image(path: Path) -> Image.Image:
+    """A dataset picture, decoded, or a `DatasetError` naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except OSError as exc:
+        raise DatasetError(
+            f"{path} is not a readable image ({exc}): rebuild the dataset."
+        ) from None
 
 
 @dataclass(frozen=True)
