@@ -140,7 +140,7 @@ def test_many_buildings_are_drawn_as_dots(tmp_path):
     (["--cell", "0"], "must be a positive size"),
     (["--cell", "1"], "pass --cell"),
     (["--cell", "100", "--areas", "x.shp"], "not both"),
-    (["--areas-name", "NAME"], "pass --areas too"),
+    (["--areas-name", "NAME"], "pass --areas"),
     (["--areas", str(SHARED / "vector/opengeos/buildings.shp")], "No building lies in any"),
     (["--areas", str(SHARED / "vector/solaris/geotiff_labels.geojson"), "--areas-name", "nope"],
      "is no field of"),

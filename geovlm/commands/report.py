@@ -24,6 +24,8 @@ __all__ = ["report"]
               help="Count per polygon of this admin layer (any GDAL vector, any CRS) instead.")
 @click.option("--areas-name", default=None, metavar="FIELD",
               help="The field of --areas that names each area.  [default: area 1, area 2...]")
+@click.option("--areas-layer", default=None, metavar="NAME",
+              help="The layer of --areas to read.  [default: its first]")
 @click.option("--classify", type=click.Path(dir_okay=False), default=None, metavar="GPKG",
               help="A `geovlm classify` output whose disaster types the report adds.")
 @click.option("--scene", type=click.Path(dir_okay=False), default=None, metavar="RASTER",
@@ -37,6 +39,7 @@ def report(
     cell: float | None,
     areas: str | None,
     areas_name: str | None,
+    areas_layer: str | None,
     classify: str | None,
     scene: str | None,
     gpkg: str | None,
@@ -64,7 +67,7 @@ def report(
     """  # noqa: D301 (click's \b keeps the examples' lines)
     from geovlm.reporting.report import ReportSettings, write_report
 
-    settings = ReportSettings(cell, areas, areas_name, classify, scene)
+    settings = ReportSettings(cell, areas, areas_name, areas_layer, classify, scene)
     summary = write_report(damage, output, settings, gpkg=gpkg, overwrite=overwrite).as_dict()
     if ProgressMode(progress) is ProgressMode.JSON:
         stdout_events().emit(EventKind.DONE, status=RunStatus.COMPLETE.value, **summary)

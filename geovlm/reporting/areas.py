@@ -140,17 +140,21 @@ def grid_cells(bounds: tuple[float, float, float, float], cell: float, crs: CRS)
     return Areas(tuple(names), np.array(boxes, dtype=object), crs, float(cell))
 
 
-def read_areas(path: str | Path, name_field: str | None, crs: CRS) -> Areas:
+def read_areas(
+    path: str | Path, name_field: str | None, crs: CRS, layer: str | None = None
+) -> Areas:
     """The polygons of an admin layer (any GDAL vector, any CRS), reprojected to `crs`.
 
     Parameters
     ----------
     path
-        The vector file; its first layer is read.
+        The vector file.
     name_field
         The field that labels each area; None: its feature number.
     crs
         The metric CRS to count in.
+    layer
+        The layer of `path` to read; None: its first.
 
     Raises
     ------
@@ -158,7 +162,7 @@ def read_areas(path: str | Path, name_field: str | None, crs: CRS) -> Areas:
         The file cannot be read, has no CRS or no polygon, or lacks `name_field`.
     """
     try:
-        frame = pyogrio.read_dataframe(path)
+        frame = pyogrio.read_dataframe(path, layer=layer)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         raise InputError(f"--areas {path} is not a vector file GDAL reads"
                          f" ({first_line(exc)}).") from exc

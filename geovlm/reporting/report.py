@@ -43,6 +43,8 @@ class ReportSettings:
         An admin layer (any GDAL vector, any CRS) to count in instead of a grid.
     areas_name
         Its field that names each area; None: ``area 1``, ``area 2``...
+    areas_layer
+        The layer of `areas` to read; None: its first.
     classify
         A `geovlm classify` GeoPackage whose disaster types the report adds.
     scene
@@ -52,6 +54,7 @@ class ReportSettings:
     cell_m: float | None = None
     areas: str | None = None
     areas_name: str | None = None
+    areas_layer: str | None = None
     classify: str | None = None
     scene: str | None = None
 
@@ -61,8 +64,9 @@ class ReportSettings:
                                  " not both.")
         if self.cell_m is not None and not self.cell_m > 0:
             raise ParameterError(f"--cell {self.cell_m:g} must be a positive size in metres.")
-        if self.areas_name is not None and self.areas is None:
-            raise ParameterError("--areas-name names a field of --areas; pass --areas too.")
+        if (self.areas_name or self.areas_layer) is not None and self.areas is None:
+            raise ParameterError("--areas-name and --areas-layer concern --areas; pass --areas"
+                                 " too.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,7 @@ class ReportSummary:
 def _areas(settings: ReportSettings, footprints: Any) -> tuple[Areas, bool]:
     crs = metric_crs(footprints)
     if settings.areas is not None:
-        return read_areas(settings.areas, settings.areas_name, crs), True
+        return read_areas(settings.areas, settings.areas_name, crs, settings.areas_layer), True
     bounds = tuple(footprints.to_crs(crs).total_bounds)
     return grid_cells(bounds, settings.cell_m or choose_cell(bounds), crs), False
 

@@ -326,10 +326,9 @@ class ReferAlgorithm(RasterAlgorithm):
             extension="json", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.DETECT, tr("Or: detect the objects with the caption model"), False))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.CONTEXT, tr("Unique among"),
-            [tr("the objects of its chip"),
-             tr("all objects of the raster (footprints or xBD labels only)")], defaultValue=0))
+        self.add_enum_parameter(
+            self.CONTEXT, tr("Unique among the objects of its chip, or of the whole raster"
+                             " (scene: footprints or xBD labels only)"), self.CONTEXTS)
         self.add_language_parameter(tr("Language of the expressions and captions"))
         self.addParameter(QgsProcessingParameterString(
             self.REWRITE_MODEL, tr("Text model that rewrites the expressions (optional)"),
@@ -352,7 +351,7 @@ class ReferAlgorithm(RasterAlgorithm):
             raise QgsProcessingException(tr(
                 "Give exactly one source of objects: a footprint layer, an xBD label file or"
                 " detection."))
-        scene = self.CONTEXTS[self.parameterAsEnum(parameters, self.CONTEXT, context)]
+        scene = self.enum_value(parameters, self.CONTEXT, context)
         if detect and scene == "scene":
             raise QgsProcessingException(tr(
                 "Objects unique among all of the raster's need a footprint layer or an xBD label"

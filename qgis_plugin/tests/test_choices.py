@@ -33,6 +33,7 @@ CHOICES = {
     ("geovlm:classify", "QUANTIZE"): ("preset", "auto", "4bit", "8bit", "none"),
     ("geovlm:refer", "LANGUAGE"): ("en", "ja", "zh"),
     ("geovlm:refer", "QUANTIZE"): ("preset", "auto", "4bit", "8bit", "none"),
+    ("geovlm:refer", "CONTEXT"): ("chip", "scene"),
     ("geovlm:evaluate", "SPLIT"): ("test", "train", "all"),
     ("geovlm:evaluate", "LANGUAGE"): ("all", "en", "ja", "zh"),
 }
