@@ -10,7 +10,7 @@ SCENE ?= ../shared/data/geotiff/opengeos/m_4709963_se_14_1_20200831.tif
 OUT ?= out.gpkg
 ARGS ?=
 
-.PHONY: install qgis qgis-venv plugin-zip screenshots tile classify test lint bench
+.PHONY: install qgis chromium qgis-venv plugin-zip screenshots tile classify test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ qgis:
 	  && command -v qgis_process >/dev/null && command -v xvfb-run >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends python3-qgis python3-gdal python3-mock qgis xvfb xauth >/dev/null; }
+
+# Debian's chromium: tests/test_report.py renders `geovlm report`'s page in it, headless.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium >/dev/null; }
 
 # The QGIS plugin's tests run in Debian's Python (the only one that imports qgis) with pytest
 # added and none of the toolkit: its numpy 2 and bundled GDAL/PROJ would break QGIS's.
@@ -65,7 +71,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint qgis qgis-venv
+test: lint qgis qgis-venv chromium
 	$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$status
 

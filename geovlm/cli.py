@@ -23,6 +23,7 @@ from geovlm.commands.damage import damage
 from geovlm.commands.evaluate import evaluate
 from geovlm.commands.models import models
 from geovlm.commands.options import JSON_EVENTS
+from geovlm.commands.report import report
 from geovlm.commands.tile import tile
 from geovlm.commands.train import train
 from geovlm.errors import GeovlmError, first_line
@@ -87,6 +88,7 @@ cli.add_command(evaluate)
 cli.add_command(refer_commands.refer)
 cli.add_command(version_commands.version)
 cli.add_command(serve_commands.serve)
+cli.add_command(report)
 
 
 def main() -> None:

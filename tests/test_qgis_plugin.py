@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.report_fixtures import write_buildings
+
 ROOT = Path(__file__).resolve().parents[1]
 QGIS_PYTHON = ROOT / ".venv-qgis" / "bin" / "python"
 
@@ -51,6 +53,7 @@ def test_the_plugin_passes_its_tests_in_real_qgis(qwen3_vl_dir, tmp_path):
         GEOVLM_ENGINE=str(write_engine(tmp_path)),
         GEOVLM_TEST_MODEL=str(qwen3_vl_dir),
         GEOVLM_TEST_WHEEL=str(build_wheel(tmp_path)),
+        GEOVLM_TEST_BUILDINGS=str(write_buildings(tmp_path / "damage.gpkg")),
         HF_HUB_OFFLINE="1",
         QT_QPA_PLATFORM="offscreen",
         XDG_RUNTIME_DIR=str(tmp_path),

@@ -100,6 +100,8 @@ class GeoPackageWriter:
     extra_layers
         Further layers of the same run (e.g. ``chips`` beside ``objects``), each written with
         ``write(..., layer=name)``; their ids already written are in `done_ids_of`.
+    geometry_type
+        The layers' geometry type, as GDAL names it (e.g. ``MultiPolygon`` for admin areas).
 
     Raises
     ------
@@ -120,6 +122,7 @@ class GeoPackageWriter:
         overwrite: bool = False,
         id_field: str = "chip_id",
         extra_layers: Sequence[LayerSpec] = (),
+        geometry_type: str = "Polygon",
     ) -> None:
         self.path = Path(path)
         self.layer = layer
@@ -130,6 +133,7 @@ class GeoPackageWriter:
         self.overwrite = overwrite
         self.id_field = id_field
         self.extra_layers = {spec.name: spec for spec in extra_layers}
+        self.geometry_type = geometry_type
         self._extra_done: dict[str, set[str]] = {name: set() for name in self.extra_layers}
         self.run_id = uuid.uuid4().hex
         #: Ids of the records already in the layer (from earlier runs and this one).
@@ -336,7 +340,7 @@ class GeoPackageWriter:
             with gdal_config(_WRITE_CONFIG):
                 raw.write(
                     str(path), geometry, *args, layer=layer_name or self.layer, driver="GPKG",
-                    geometry_type="Polygon", crs=self.crs.to_wkt(), **kwargs,
+                    geometry_type=self.geometry_type, crs=self.crs.to_wkt(), **kwargs,
                 )
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
             raise OutputError(f"Cannot write {path} ({exc}); choose another output path.") from exc

@@ -327,8 +327,8 @@ class ReferAlgorithm(RasterAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.DETECT, tr("Or: detect the objects with the caption model"), False))
         self.add_enum_parameter(
-            self.CONTEXT, tr("Unique among the objects of its chip (chip) or all of the"
-                             " raster's (scene: footprints or xBD labels only)"), self.CONTEXTS)
+            self.CONTEXT, tr("Unique among the objects of its chip, or of the whole raster"
+                             " (scene: footprints or xBD labels only)"), self.CONTEXTS)
         self.add_language_parameter(tr("Language of the expressions and captions"))
         self.addParameter(QgsProcessingParameterString(
             self.REWRITE_MODEL, tr("Text model that rewrites the expressions (optional)"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 
 from .algorithms import ClassifyAlgorithm, ReferAlgorithm, TileAlgorithm
+from .report_algorithm import ReportAlgorithm
 from .training_algorithms import EvaluateAlgorithm, TrainAlgorithm
 
 __all__ = ["GeovlmProvider"]
 
 
 class GeovlmProvider(QgsProcessingProvider):
-    """Provider id ``geovlm``: tile, classify, refer, train, evaluate; layers are GeoPackages."""
+    """Provider id ``geovlm``: tile, classify, refer, train, evaluate, report; GeoPackage layers."""
 
     def id(self) -> str:
         return "geovlm"
@@ -24,7 +25,7 @@ class GeovlmProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         for algorithm in (TileAlgorithm(), ClassifyAlgorithm(), ReferAlgorithm(), TrainAlgorithm(),
-                          EvaluateAlgorithm()):
+                          EvaluateAlgorithm(), ReportAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802

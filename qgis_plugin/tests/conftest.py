@@ -27,7 +27,8 @@ from processing.core.Processing import Processing  # noqa: E402
 Processing.initialize()
 
 #: The provider's algorithms, sorted.
-ALGORITHMS = ["geovlm:classify", "geovlm:evaluate", "geovlm:refer", "geovlm:tile", "geovlm:train"]
+ALGORITHMS = ["geovlm:classify", "geovlm:evaluate", "geovlm:refer", "geovlm:report", "geovlm:tile",
+              "geovlm:train"]
 #: Modules the plugin's process must never import.
 HEAVY = ("torch", "transformers", "rasterio", "geovlm")
 
@@ -58,6 +59,16 @@ def tiny_model() -> str:
     if not path:
         pytest.fail("GEOVLM_TEST_MODEL must name a tiny model folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def buildings() -> Path:
+    """A ``buildings`` layer as geovlm damage writes it ($GEOVLM_TEST_BUILDINGS)."""
+    path = os.environ.get("GEOVLM_TEST_BUILDINGS")
+    if not path:
+        pytest.fail("GEOVLM_TEST_BUILDINGS must name a damage GeoPackage"
+                    " (tests/test_qgis_plugin.py writes one)")
+    return Path(path)
 
 
 @pytest.fixture(scope="session")
