@@ -112,7 +112,7 @@ class BuildingSamples:
                 Sample(paths[0], building_question(language, with_pre=self.images.with_pre),
                        grade_answer(grade, language), grade.value,
                        language, Task.BUILDING_DAMAGE, post.name, post.disaster,
-                       more_images=tuple(paths[1:]))
+                       more_images=tuple(paths[1:]), building=building.uid)
                 for language in self.languages
             )
 
