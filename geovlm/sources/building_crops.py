@@ -60,7 +60,8 @@ class CropOptions:
     pixels
         Side of the crops the model sees.
     min_valid
-        Buildings whose post crop holds less valid data than this share are left out.
+        Buildings whose post crop holds less valid data than this share are left out; a pre
+        crop under it is not shown (the building is graded from its post crop).
     nodata
         A fill value to treat as invalid in both scenes, for scenes that do not declare one.
     bands
@@ -168,7 +169,9 @@ class BuildingCrop:
     valid_fraction
         Share of the post crop's pixels that hold data.
     pre, pre_valid_fraction
-        The pre crop on the same grid and its valid share, or None without a pre scene.
+        The pre crop on the same grid and its valid share, or None without a pre scene; a pre
+        crop holding less valid data than ``min_valid`` (e.g. off the pre scene) is None, its
+        share kept, and the building is graded from its post crop alone.
     """
 
     item_id: str
@@ -381,7 +384,8 @@ class BuildingCrops:
         if self._pre is None or self._to_pre is None:
             return BuildingCrop(object_id, polygon, bounds, post, valid)
         pre, pre_valid = self._pre.warped(bounds, pixels, self.info.crs, self._to_pre)
-        return BuildingCrop(object_id, polygon, bounds, post, valid, pre, pre_valid)
+        shown = pre if pre_valid >= self.options.min_valid else None
+        return BuildingCrop(object_id, polygon, bounds, post, valid, shown, pre_valid)
 
     def signature(self) -> dict[str, object]:
         """What the crops add to a run's signature: the options and the footprints' source."""
