@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Container, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,6 +342,9 @@ class BuildingCrops:
         sides = np.array([box[2] - box[0] for box in boxes]) / math.hypot(transform.a,
                                                                             transform.d)
         self._median_side_px = float(np.median(sides))
+        # GDAL handles and the block caches must not be used by two threads at once (Ray's
+        # actors read two rows of one scene together): one crop at a time.
+        self._reading = threading.Lock()
         #: Buildings left out so far because their post crop held too little data.
         self.skipped_invalid = 0
 
@@ -375,7 +379,11 @@ class BuildingCrops:
                 yield crop
 
     def crop(self, object_id: str, polygon: Polygon, bounds: Bounds) -> BuildingCrop:
-        """Read one building's crops (post, and pre when given)."""
+        """Read one building's crops (post, and pre when given); safe from several threads."""
+        with self._reading:
+            return self._crop(object_id, polygon, bounds)
+
+    def _crop(self, object_id: str, polygon: Polygon, bounds: Bounds) -> BuildingCrop:
         pixels = self.options.pixels
         if _north_up(self.info.transform):
             post, valid = self._post.resized(bounds, pixels)

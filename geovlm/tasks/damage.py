@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,10 +216,15 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
             probs = scorer.probabilities(backend, inputs)
             return ChipRecords(damage_records(batch, probs, settings, scene))
 
-        def summary_counts(done: Set[str]) -> dict[str, Any]:
-            return {"footprints": dict(counts or {})}
+        return ChipSteps(prepare=encode, process=grade)
 
-        return ChipSteps(prepare=encode, process=grade, counts=summary_counts)
+    def summary_counts(output: Path) -> dict[str, Any]:
+        # Read from the layer, not counted in the steps: Ray's actors run those, and a
+        # resumed run's earlier buildings count too.
+        post_only = len(pyogrio.read_dataframe(
+            output, layer=BUILDINGS_LAYER, columns=["images"], read_geometry=False,
+            where=f"images = '{POST_ONLY}'")) if settings.pre is not None else 0
+        return {"footprints": dict(counts or {}), "post_only": post_only}
 
     return ChipTask(
         command="damage",
@@ -230,6 +236,7 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
         id_field="object_id",
         extra_versions=library_versions(ML_PACKAGES),
         batch_size=16,
+        counts=summary_counts,
     )
 
 
@@ -268,11 +275,4 @@ def damage_buildings(scenes: RunScenes, run: RunOptions, model: ModelRun[Backend
     if isinstance(source, BuildingCrops):
         counts = source.footprints.counts
         settings = dataclasses.replace(settings, pre=source.options.pre)
-    summary = run_over_chips(scenes, damage_task(model, settings, entry.key, counts), run)
-    # Read from the layer, not counted in the steps: Ray's actors run those, and a resumed
-    # run's earlier buildings count too.
-    post_only = len(pyogrio.read_dataframe(
-        summary.output, layer=BUILDINGS_LAYER, columns=["images"], read_geometry=False,
-        where=f"images = '{POST_ONLY}'")) if settings.pre is not None else 0
-    return dataclasses.replace(summary, counts={"footprints": dict(counts), **summary.counts,
-                                                "post_only": post_only})
+    return run_over_chips(scenes, damage_task(model, settings, entry.key, counts), run)
