@@ -142,3 +142,59 @@ def test_a_served_model_grades_as_in_process(inputs, qwen3_vl_dir, live_server, 
         np.testing.assert_allclose(b[object_id], row, atol=1e-4)
     frame = pyogrio.read_dataframe(remote, layer="buildings", read_geometry=False)
     assert "pre+post" in set(frame["images"])
+
+
+@pytest.fixture(scope="module")
+def xbd_crops(real_xbd, tmp_path_factory):
+    """The real tiles georeferenced (pre and post) and their building-damage training set."""
+    from geovlm.events.progress import ProgressMode
+    from geovlm.tasks.xbd_georef import georeference_xbd
+
+    folder = tmp_path_factory.mktemp("xbd-damage")
+    georeference_xbd(real_xbd, folder / "georef", progress=ProgressMode.NONE)
+    result = CliRunner().invoke(cli, [
+        "dataset", "from-xbd", str(real_xbd), "-o", str(folder / "ds"), "--tasks",
+        "building-damage", "--languages", "en", "--progress", "none"])
+    assert result.exit_code == 0, result.output
+    return folder / "georef" / "images", folder / "ds" / "images"
+
+
+def test_xbd_crops_are_the_training_sets(real_xbd, xbd_crops):
+    """--xbd-labels on a georeferenced tile cuts what the training set cut from its PNG."""
+    from PIL import Image
+
+    tiles, trained = xbd_crops
+    compared = pre_equal = 0
+    for label in sorted((real_xbd / "labels").glob("*_post_disaster.json")):
+        post = tiles / f"{label.stem}.tif"
+        pre = tiles / f"{label.stem.replace('_post_', '_pre_')}.tif"
+        footprints = Footprints.from_xbd(label, open_scene(post))
+        assert footprints.pixel_m is not None and 0.3 < footprints.pixel_m < 0.7
+        name = label.stem.removesuffix("_post_disaster")
+        with BuildingCrops(post, footprints, CropOptions(min_valid=0, pre=str(pre))) as crops:
+            for crop in crops.items():
+                path = trained / f"{name}_{crop.item_id}_post.png"
+                if not path.is_file():  # un-classified: no training sample
+                    continue
+                assert np.array_equal(np.asarray(crop.post), np.asarray(Image.open(path)))
+                assert crop.pre is not None
+                expected = np.asarray(Image.open(trained / f"{name}_{crop.item_id}_pre.png"))
+                difference = np.abs(np.asarray(crop.pre).astype(int) - expected)
+                pre_equal += int(not difference.any())
+                # The pre box goes through the pre tile's own fit: at most a pixel off.
+                assert difference.mean() < 20, (crop.item_id, difference.mean())
+                compared += 1
+    assert compared >= 100 and pre_equal >= 0.9 * compared, (compared, pre_equal)
+
+
+def test_damage_grades_an_xbd_tile_with_its_pre(real_xbd, xbd_crops, qwen3_vl_dir, tmp_path):
+    tiles, _ = xbd_crops
+    stem = "santa-rosa-wildfire_00000242"
+    out = tmp_path / "xbd.gpkg"
+    result = _damage(tiles / f"{stem}_post_disaster.tif", out, qwen3_vl_dir, "--xbd-labels",
+                     real_xbd / "labels" / f"{stem}_post_disaster.json",
+                     "--pre", tiles / f"{stem}_pre_disaster.tif")
+    assert result.exit_code == 0, result.output
+    frame = pyogrio.read_dataframe(out, layer="buildings")
+    assert len(frame) > 0 and (frame["images"] == "pre+post").all()
+    assert frame.crs.to_epsg() == 4326
