@@ -15,7 +15,8 @@ from PIL import Image
 
 from geovlm.cli import cli
 from geovlm.datasets import DatasetWriter, Sample, SplitRule, Task, read_dataset
-from geovlm.evaluation.scoring import LABELS, score_samples, select_samples
+from geovlm.evaluation.model_scores import score_samples
+from geovlm.evaluation.scoring import LABELS, select_samples
 from geovlm.labels.calibration import Calibration
 from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.labels.verbalizer import Verbalizer, label_probabilities

@@ -10,7 +10,6 @@ make the xView2 rasters (`geovlm.evaluation.xview2_rasters`) and their pixel sco
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,12 +17,14 @@ import numpy as np
 
 from geovlm.backends.base import Backend
 from geovlm.backends.grade_scoring import GradeScorer
+from geovlm.datasets.samples import Sample
 from geovlm.errors import DatasetError
 from geovlm.evaluation.damage_metrics import GRADE_LABELS
-from geovlm.evaluation.scoring import EvaluationSet, ScoredSamples, read_image, truth_indices
+from geovlm.evaluation.model_scores import read_image, score_in_groups
+from geovlm.evaluation.scoring import EvaluationSet, ScoredSamples, truth_indices
 from geovlm.evaluation.xview2_rasters import write_xview2
 from geovlm.evaluation.xview2_score import Xview2Score, score_folders
-from geovlm.events.progress import ProgressMode, ProgressReporter
+from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
 from geovlm.labels.verbalizer import Verbalizer
 
@@ -63,22 +64,15 @@ def score_buildings(
     DatasetError
         If an image cannot be read.
     """
-    samples = chosen.samples
-    groups: dict[Language, list[int]] = defaultdict(list)
-    for i, sample in enumerate(samples):
-        groups[sample.language].append(i)
-    probs = np.zeros((len(samples), len(GRADE_LABELS)))
-    with ProgressReporter(progress, len(samples), "samples") as reporter:
-        for language, indices in groups.items():
-            scorer = GradeScorer(language, verbalizer)
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start:start + batch_size]
-                images = [tuple(read_image(path) for path in chosen.data.image_paths(samples[i]))
-                          for i in batch]
-                probs[batch] = scorer.probabilities(backend, scorer.encode(backend, images))
-                reporter.advance(len(batch))
-        reporter.finish(samples=len(samples))
-    return ScoredSamples(samples, truth_indices(samples), probs, GRADE_LABELS)
+    def score(language: Language, batch: list[Sample]) -> np.ndarray:
+        scorer = GradeScorer(language, verbalizer)
+        images = [tuple(read_image(path) for path in chosen.data.image_paths(sample))
+                  for sample in batch]
+        return scorer.probabilities(backend, scorer.encode(backend, images))
+
+    probs = score_in_groups(chosen, lambda sample: sample.language, len(GRADE_LABELS), score,
+                            batch_size=batch_size, progress=progress)
+    return ScoredSamples(chosen.samples, truth_indices(chosen.samples), probs, GRADE_LABELS)
 
 
 def building_grades(scored: ScoredSamples) -> dict[str, str]:

@@ -16,10 +16,11 @@ from geovlm.backends.choice import ModelChoice
 from geovlm.datasets.samples import Task
 from geovlm.errors import DatasetError, ModelCapabilityError, ParameterError
 from geovlm.evaluation.building_scoring import score_buildings, xbd_source, xview2_score
+from geovlm.evaluation.model_scores import score_samples
 from geovlm.evaluation.preset_calibration import write_calibration
 from geovlm.evaluation.report import EvaluationContext, EvaluationReport
 from geovlm.evaluation.report_folder import check_report_folder, write_report
-from geovlm.evaluation.scoring import EvaluationSet, evaluate_scores, score_samples
+from geovlm.evaluation.scoring import EvaluationSet, evaluate_scores
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.grade_forms import DAMAGE_GRADES
 from geovlm.labels.label_set import DISASTER_TYPES

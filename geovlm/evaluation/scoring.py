@@ -1,26 +1,21 @@
-"""Evaluation: score a dataset's disaster questions with a model, then measure and calibrate.
+"""Evaluation: choose a dataset's samples, then measure and calibrate the model's probabilities.
 
-Every sample is scored as ``classify`` scores a chip: the model reads the sample's image and
-question once and the log-likelihood of every answer form of the preset's verbalizer (in the
-sample's language) is summed to a probability per label (`geovlm.labels.verbalizer`). Samples are
-grouped by language and question and sent in batches; results do not depend on the batch size
-or the order of the groups. The metrics (`geovlm.evaluation.metrics`) are measured on the model's
-own probabilities; a calibration is measured on held-out tiles (`geovlm.labels.calibration`).
+Samples are scored elsewhere (`geovlm.evaluation.model_scores`: as ``classify`` scores a chip,
+or as ``damage`` grades a building). The metrics (`geovlm.evaluation.metrics`,
+`geovlm.evaluation.damage_metrics`) are measured on the model's own probabilities; a
+calibration is measured on held-out tiles (`geovlm.labels.calibration`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from geovlm.backends.base import Backend
 from geovlm.datasets.format import TrainingSet
 from geovlm.datasets.samples import Sample, Split, Task
 from geovlm.errors import DatasetError
@@ -38,20 +33,16 @@ from geovlm.evaluation.report import (
     FittedCalibration,
     LanguageRow,
 )
-from geovlm.events.progress import ProgressMode, ProgressReporter
 from geovlm.labels.calibration import Calibration, cross_fitted_probabilities, fit_calibration
 from geovlm.labels.grade_forms import DAMAGE_GRADES
 from geovlm.labels.label_set import DISASTER_TYPES
 from geovlm.labels.prompts import DisasterLabel, Language
-from geovlm.labels.verbalizer import Verbalizer, label_probabilities
 
 __all__ = [
     "LABELS",
     "EvaluationSet",
     "ScoredSamples",
     "evaluate_scores",
-    "read_image",
-    "score_samples",
     "select_samples",
     "truth_indices",
 ]
@@ -214,57 +205,6 @@ def _label_index(sample: Sample) -> int | None:
         return None
 
 
-def score_samples(
-    backend: Backend,
-    chosen: EvaluationSet,
-    verbalizer: Verbalizer,
-    *,
-    batch_size: int = 8,
-    progress: ProgressMode = ProgressMode.NONE,
-) -> ScoredSamples:
-    """Score every sample's answer forms and sum them to label probabilities.
-
-    Parameters
-    ----------
-    backend
-        The model.
-    chosen
-        The samples (`select_samples`).
-    verbalizer
-        The answer forms per language (the preset's).
-    batch_size
-        Samples per model call; results do not depend on it.
-    progress
-        How progress is shown (``samples`` counted).
-
-    Returns
-    -------
-    ScoredSamples
-
-    Raises
-    ------
-    DatasetError
-        If an image cannot be read.
-    """
-    samples = chosen.samples
-    groups: dict[tuple[Language, str], list[int]] = defaultdict(list)
-    for i, sample in enumerate(samples):
-        groups[sample.language, sample.question].append(i)
-    probs = np.zeros((len(samples), len(LABELS)))
-    with ProgressReporter(progress, len(samples), "samples") as reporter:
-        for (language, prompt), indices in groups.items():
-            forms = verbalizer.forms(language)
-            texts = [form.text for form in forms]
-            for start in range(0, len(indices), batch_size):
-                batch = indices[start:start + batch_size]
-                images = [read_image(chosen.data.image_path(samples[i])) for i in batch]
-                form_probs = backend.score(images, prompt, texts)
-                probs[batch] = label_probabilities(form_probs, forms)
-                reporter.advance(len(batch))
-        reporter.finish(samples=len(samples))
-    return ScoredSamples(samples, truth_indices(samples), probs)
-
-
 def evaluate_scores(
     scored: ScoredSamples,
     *,
@@ -281,7 +221,7 @@ def evaluate_scores(
     Parameters
     ----------
     scored
-        The model's probabilities (`score_samples`).
+        The model's probabilities (`geovlm.evaluation.model_scores.score_samples`).
     context
         What was evaluated with what, recorded in the report.
     preset_calibration
@@ -374,20 +314,3 @@ def _per_language(
             ),
         ))
     return tuple(rows)
-
-
-def read_image(path: Path) -> Image.Image:
-    """A dataset's picture as RGB, or the one-sentence error of an unreadable one.
-
-    Raises
-    ------
-    DatasetError
-        If the file cannot be read as an image.
-    """
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DatasetError(
-            f"{path} is no readable image ({exc}): rebuild the dataset with `geovlm dataset`."
-        ) from None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
-__all__ = ["DAMAGE_COLOURS", "LABEL_COLOURS", "categorized_style", "outline_style", "with_labels"]
+__all__ = [
+    "DAMAGE_COLOURS", "GRADE_COLOURS", "LABEL_COLOURS", "categorized_style", "outline_style",
+    "with_labels",
+]
 
 #: Fill colour per disaster label (and ``uncertain``), as RGB.
 LABEL_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -25,6 +28,13 @@ DAMAGE_COLOURS: dict[str, tuple[int, int, int]] = {
     "major-damage": (244, 109, 67),
     "destroyed": (215, 25, 28),
     "un-classified": (189, 189, 189),
+}
+
+#: Fill colour per predicted building damage: the four grades, then ``uncertain`` grey.
+GRADE_COLOURS: dict[str, tuple[int, int, int]] = {
+    **{grade: DAMAGE_COLOURS[grade]
+       for grade in ("no-damage", "minor-damage", "major-damage", "destroyed")},
+    "uncertain": LABEL_COLOURS["uncertain"],
 }
 
 _QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"

@@ -9,19 +9,15 @@ import pyogrio
 
 from geovlm.errors import InputError, first_line
 from geovlm.labels.building_damage import GRADES
-from geovlm.output.styles import DAMAGE_COLOURS, LABEL_COLOURS
+from geovlm.labels.ranking import UNCERTAIN
+from geovlm.output.styles import GRADE_COLOURS
 
 __all__ = ["CATEGORIES", "CATEGORY_COLOURS", "UNCERTAIN", "read_buildings", "read_chips"]
 
-#: The ``damage`` of a building whose best grade was under the run's --min-confidence.
-UNCERTAIN = "uncertain"
 #: Every value a building's ``damage`` may hold, least to most severe, then `UNCERTAIN`.
 CATEGORIES: tuple[str, ...] = (*(grade.value for grade in GRADES), UNCERTAIN)
 #: Colour per category (RGB): the damage ramp of the layers' styles, grey for uncertain.
-CATEGORY_COLOURS: dict[str, tuple[int, int, int]] = {
-    **{grade.value: DAMAGE_COLOURS[grade.value] for grade in GRADES},
-    UNCERTAIN: LABEL_COLOURS[UNCERTAIN],
-}
+CATEGORY_COLOURS = GRADE_COLOURS
 
 
 def _layers(path: Path) -> set[str]:

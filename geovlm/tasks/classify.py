@@ -9,7 +9,6 @@ Generate mode lets the model answer freely and parses the text back to a label.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from geovlm.enums import CheckedEnum
 from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
 from geovlm.labels.calibration import Calibration
 from geovlm.labels.prompts import DisasterLabel, Language, question
+from geovlm.labels.ranking import UNCERTAIN, ranked_fields
 from geovlm.labels.verbalizer import Verbalizer, label_probabilities
 from geovlm.output.fields import FieldType
 from geovlm.output.styles import categorized_style
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: The label written when the best label's probability is under ``min_confidence``, or a
 #: generated answer names no single disaster.
-UNCERTAIN = "uncertain"
 
 #: Fields of the classify layer.
 CLASSIFY_FIELDS: dict[str, FieldType] = {
@@ -150,17 +149,11 @@ def scored_answers(form_probs: np.ndarray, settings: ClassifySettings) -> list[d
     if settings.calibration is not None:
         label_probs = settings.calibration.apply(label_probs)
     answers = []
+    names = [label.value for label in labels]
     for form_row, row in zip(form_probs, label_probs, strict=True):
-        best, second = np.argsort(-row, kind="stable")[:2]
-        confidence = float(row[best])
-        best_form = int(np.argmax(np.where(form_labels == best, form_row, -1.0)))
-        probs = {label.value: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
+        best_form = int(np.argmax(np.where(form_labels == np.argmax(row), form_row, -1.0)))
         answers.append({
-            "label": labels[best].value if confidence >= settings.min_confidence else UNCERTAIN,
-            "confidence": round(confidence, 6),
-            "runner_up": labels[second].value,
-            "runner_up_confidence": round(float(row[second]), 6),
-            "probs": json.dumps(probs),
+            **ranked_fields(row, names, settings.min_confidence, "label"),
             "answer": forms[best_form].text,
             "language": settings.language.value,
         })

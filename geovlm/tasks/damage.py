@@ -16,7 +16,6 @@ building by building.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,10 @@ from geovlm.labels.building_damage import GRADES, grade_answer
 from geovlm.labels.calibration import Calibration
 from geovlm.labels.grade_forms import DAMAGE_GRADES
 from geovlm.labels.prompts import Language
+from geovlm.labels.ranking import UNCERTAIN, ranked_fields
 from geovlm.labels.verbalizer import Verbalizer
 from geovlm.output.fields import FieldType
-from geovlm.output.styles import DAMAGE_COLOURS, LABEL_COLOURS, categorized_style
+from geovlm.output.styles import GRADE_COLOURS, categorized_style
 from geovlm.output.versions import ML_PACKAGES, library_versions
 from geovlm.pipeline.driver import RunSummary, run_over_chips
 from geovlm.pipeline.plan import ChipTask, RunOptions
@@ -53,7 +53,6 @@ logger = logging.getLogger(__name__)
 #: The layer of a damage run.
 BUILDINGS_LAYER = "buildings"
 #: The grade written when the best grade's probability is under ``min_confidence``.
-UNCERTAIN = "uncertain"
 #: Field ``images`` of a building shown with its pre and post crops, and of one shown post alone.
 PRE_POST, POST_ONLY = "pre+post", "post"
 
@@ -74,9 +73,6 @@ DAMAGE_FIELDS: dict[str, FieldType] = {
     "run_id": FieldType.STRING,
 }
 
-#: The style's colours: the grades green to red, ``uncertain`` grey.
-DAMAGE_STYLE_COLOURS = {**{grade.value: DAMAGE_COLOURS[grade.value] for grade in GRADES},
-                        UNCERTAIN: LABEL_COLOURS[UNCERTAIN]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,19 +162,12 @@ def damage_records(crops: Sequence[BuildingCrop], probs: np.ndarray, settings: D
     ('uncertain', 'major-damage', 0.4)
     """
     records = []
+    names = [grade.value for grade in GRADES]
     for crop, row in zip(crops, probs, strict=True):
-        best, second = np.argsort(-row, kind="stable")[:2]
-        confidence = float(row[best])
-        grade = GRADES[best]
         records.append({
             "object_id": crop.item_id,
-            "damage": grade.value if confidence >= settings.min_confidence else UNCERTAIN,
-            "confidence": round(confidence, 6),
-            "runner_up": GRADES[second].value,
-            "runner_up_confidence": round(float(row[second]), 6),
-            "probs": json.dumps({g.value: round(float(p), 6)
-                                 for g, p in zip(GRADES, row, strict=True)}),
-            "answer": grade_answer(grade, settings.language),
+            **ranked_fields(row, names, settings.min_confidence, "damage"),
+            "answer": grade_answer(GRADES[int(np.argmax(row))], settings.language),
             "language": settings.language.value,
             "scene": scene,
             "valid_fraction": round(crop.valid_fraction, 6),
@@ -231,7 +220,7 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
         parameters={**model.record, **settings.as_dict()},
         layer=BUILDINGS_LAYER,
         fields=DAMAGE_FIELDS,
-        style_qml=categorized_style("damage", DAMAGE_STYLE_COLOURS),
+        style_qml=categorized_style("damage", GRADE_COLOURS),
         setup=setup,
         id_field="object_id",
         extra_versions=library_versions(ML_PACKAGES),
