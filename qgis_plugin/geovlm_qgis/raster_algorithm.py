@@ -26,7 +26,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .base import EngineAlgorithm, layer_file, tr
+from .base import EngineAlgorithm, StoredStyle, layer_file, tr
 from .settings import server_arguments
 
 __all__ = ["DEFAULT_MODEL", "LANGUAGES", "QUANTIZATIONS", "RasterAlgorithm", "raster_problem"]
@@ -161,6 +161,7 @@ class RasterAlgorithm(EngineAlgorithm):
         if self.parameterAsBool(parameters, self.OVERWRITE, context):
             args.append("--overwrite")
         done = self.run_step(args, feedback)
+        StoredStyle.attach(context, output)
         if done.get("status") == "interrupted":
             feedback.pushInfo(tr("Cancelled: what was processed is kept; run again with the same"
                                  " parameters to resume."))
