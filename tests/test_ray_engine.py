@@ -248,6 +248,43 @@ def test_classify_with_engine_ray_writes_the_records_of_engine_local(
     assert ray.geometry.geom_equals_exact(local.geometry, 1e-9).all()
 
 
+def test_damage_with_engine_ray_writes_the_rows_of_engine_local(
+    ray_cluster: Any, qwen3_vl_dir: Path, geotiff_dir: Path, tmp_path: Path
+) -> None:
+    """Buildings as work items: one actor crops (pre and post) and grades them as here."""
+    import pyogrio
+    from click.testing import CliRunner
+
+    from geovlm.cli import cli
+    from tests.damage_fixtures import POST, footprint_grid, warp_scene
+
+    post = geotiff_dir / POST
+    pre = warp_scene(post, tmp_path / "pre.tif")
+    vector = footprint_grid(post, tmp_path / "fp.gpkg", 3)
+    layers, done = {}, {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.gpkg"
+        result = CliRunner().invoke(cli, [
+            "damage", str(post), "-o", str(out), "--footprints", str(vector), "--pre", str(pre),
+            "--model", str(qwen3_vl_dir), "--quantize", "none", "--device", "cpu",
+            "--batch-size", "4", "--progress", "json", "--engine", engine,
+            *(("--ray-actors", "1") if engine == "ray" else ())])
+        assert result.exit_code == 0, result.output
+        done[engine] = json.loads(result.output.splitlines()[-1])
+        layers[engine] = (pyogrio.read_dataframe(out, layer="buildings")
+                          .sort_values("object_id").reset_index(drop=True))
+    local, ray = layers["local"], layers["ray"]
+    assert done["ray"]["written"] == done["local"]["written"] == len(local) > 0
+    assert done["ray"]["footprints"] == done["local"]["footprints"]
+    assert done["ray"]["post_only"] == done["local"]["post_only"]
+    for column in ("object_id", "damage", "runner_up", "answer", "images", "scene"):
+        assert list(ray[column]) == list(local[column]), column
+    for column in ("confidence", "runner_up_confidence", "valid_fraction",
+                   "pre_valid_fraction"):
+        assert ray[column].to_numpy() == pytest.approx(local[column].to_numpy(), abs=1e-5)
+    assert ray.geometry.geom_equals_exact(local.geometry, 1e-9).all()
+
+
 def test_engine_options_are_checked_before_anything_loads(
     qwen3_vl_dir: Path, scenes: list[SceneWork], tmp_path: Path
 ) -> None:

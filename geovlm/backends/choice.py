@@ -232,7 +232,7 @@ class ModelChoice:
             The server does not answer, refuses the key, or serves no such model.
         """
         connect = functools.partial(
-            self.connect, api_key=server.api_key,
+            self.connect, api_key=server.api_key, labels=labels,
             served_model=server.served_model, method=server.method, language=language,
             concurrency=server.concurrency,
         )
@@ -294,6 +294,7 @@ class ModelChoice:
         method: str = "auto",
         language: str = "en",
         concurrency: int = 8,
+        labels: LabelSet = DISASTER_TYPES,
     ) -> OpenAIBackend:
         """Reach the model on a server instead of loading it (``--backend openai``).
 
@@ -315,6 +316,9 @@ class ModelChoice:
             The language asked in.
         concurrency
             Most requests in flight.
+        labels
+            What is asked: its answer forms (`ModelPreset.answers_for`) are scored, and they
+            choose the method ``auto`` takes on geovlm serve.
 
         Returns
         -------
@@ -329,7 +333,7 @@ class ModelChoice:
 
         return OpenAIBackend.connect(
             endpoint, api_key=api_key,
-            method=method, served_model=served_model, verbalizer=self.preset.answers,
+            method=method, served_model=served_model, verbalizer=self.preset.answers_for(labels),
             language=language,
             concurrency=concurrency,
         )

@@ -39,6 +39,7 @@ from geovlm.backends.prompt_logprobs import FormSpan, form_spans
 from geovlm.enums import CheckedEnum
 from geovlm.errors import EndpointError, ParameterError
 from geovlm.labels.building_damage import building_question
+from geovlm.labels.label_set import DISASTER_TYPES
 from geovlm.labels.prompts import Language, question
 from geovlm.labels.verbalizer import Verbalizer
 
@@ -125,13 +126,15 @@ class OpenAIBackend:
         api_key
             Sent as ``Authorization: Bearer``; None for servers without keys.
         method
-            ``auto``: ``geovlm-classify`` for geovlm serve, else probed (see `language`);
-            None for a backend that only generates (``refer``), which asks nothing more.
+            ``auto``: for geovlm serve ``geovlm-classify`` (disaster types) or
+            ``prompt-logprobs`` (other labels, e.g. damage grades, which ``/v1/classify`` does
+            not ask), else probed (see `language`); None for a backend that only generates
+            (``refer``), which asks nothing more.
         served_model
             The model id to ask (vLLM lists a LoRA module beside its base model); None takes
             the first the endpoint lists.
         verbalizer
-            The preset's answer forms.
+            The preset's answer forms of the labels asked (disaster types by default).
         language
             The language asked in (``auto`` probes its forms on non-geovlm endpoints:
             ``chat-logprobs`` where their first tokens separate the labels, else
@@ -172,8 +175,9 @@ class OpenAIBackend:
         backend = cls(client, served[0].id, chosen, forms, concurrency,
                       ServedWeights.from_entry(served[0], everything))
         if backend.method is RemoteMethod.AUTO:
-            backend.method = (RemoteMethod.GEOVLM_CLASSIFY if owner == "geovlm"
-                              else backend._probe(Language(language)))
+            backend.method = backend._probe(Language(language)) if owner != "geovlm" else (
+                RemoteMethod.GEOVLM_CLASSIFY if forms.labels is DISASTER_TYPES
+                else RemoteMethod.PROMPT_LOGPROBS)
         log.info("%s serves %s (%s): scoring with %s", endpoint, served[0].id, owner,
                  "nothing" if backend.method is None else backend.method.value)
         return backend

@@ -16,6 +16,7 @@ from geovlm.commands.options import (
     remote_server,
     run_settings,
 )
+from geovlm.errors import ParameterError
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
 from geovlm.sources.crops import DEFAULT_MARGIN_M
@@ -38,7 +39,8 @@ __all__ = ["damage"]
 @click.option("--margin", type=float, default=DEFAULT_MARGIN_M, show_default=True,
               metavar="METRES", help="Context around each footprint's bounding box, per side.")
 @click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Leave out buildings whose post crop holds less valid (not nodata) data.")
+              help="Leave out buildings whose post crop holds less valid (not nodata) data;"
+                   " a pre crop under it is not shown (graded from the post crop alone).")
 @click.option("--nodata", type=float, default=None,
               help="Treat this value as nodata, for scenes that fill without declaring it.")
 @click.option("--bands", callback=parse_bands, metavar="R[,G,B]",
@@ -91,10 +93,15 @@ def damage(
     outline, --margin metres of context on each side, and the model gives a probability for
     each of no-damage, minor-damage, major-damage and destroyed; below --min-confidence the
     damage is 'uncertain'. With --pre the same ground is cut from the pre-disaster scene,
-    read through its own grid. The layer (the footprints as polygons, field ``damage``) feeds
+    read through its own grid, and the model is shown both crops (pre first) in one prompt; a
+    building whose pre crop falls under --min-valid is graded from its post crop alone (field
+    ``images``). Every answer form of a grade counts, and the preset's damage calibration is
+    applied when it has one. The layer (the footprints as polygons, field ``damage``) feeds
     `geovlm refer SCENE --footprints OUT.gpkg`. A killed run resumes building by building.
     """
     from geovlm.backends.choice import ModelChoice
+    from geovlm.labels.grade_forms import DAMAGE_GRADES
+    from geovlm.models.presets import ModelFamily
     from geovlm.pipeline.run_scenes import building_scene
     from geovlm.scenes.scene import open_scene
     from geovlm.sources.building_crops import CropOptions, Footprints
@@ -113,21 +120,29 @@ def damage(
     scenes = building_scene(post, buildings, options)
     choice = ModelChoice.resolve(model, adapter=adapter, no_adapter=no_adapter,
                                  quantize=quantize, device=device, batch_size=batch_size)
+    if pre is not None and choice.preset.family is ModelFamily.LLAVA:
+        raise ParameterError(
+            f"{choice.preset.name} reads one image per prompt, so it cannot compare a pre and"
+            " a post crop: drop --pre, or choose a Qwen-VL model (e.g. xview2-qwen3vl)."
+        )
     server = remote_server(backend, endpoint, api_key, served_model=served_model,
                            method=remote_method, concurrency=concurrency)
-    model_run = (choice.local_run() if server is None
-                 else choice.remote_run(server, language, reconnect=chip_engine is not None))
+    model_run = (choice.local_run(DAMAGE_GRADES) if server is None
+                 else choice.remote_run(server, language, reconnect=chip_engine is not None,
+                                        labels=DAMAGE_GRADES))
+    settings = DamageSettings(Language(language), min_confidence,
+                              choice.preset.damage_answers, model_run.calibration)
     run = run_settings(output, progress, quiet, overwrite, batch_size=batch_size,
                        engine=chip_engine)
     with chip_engine or contextlib.nullcontext():
-        summary = damage_buildings(scenes, run, model_run,
-                                   DamageSettings(Language(language), min_confidence)).as_dict()
+        summary = damage_buildings(scenes, run, model_run, settings).as_dict()
     if quiet or ProgressMode(progress) is ProgressMode.JSON:
         return
     left_out = summary["footprints"].get("outside", 0)
+    post_only = f", {summary['post_only']} without a valid pre crop" if pre else ""
     click.echo(
         f"Wrote {summary['written']} buildings to {summary['output']}"
         f" ({summary['already_done']} already done, {summary['skipped_invalid']} under"
-        f" --min-valid, {left_out} outside the scene, {summary['seconds']:.1f} s).",
+        f" --min-valid, {left_out} outside the scene{post_only}, {summary['seconds']:.1f} s).",
         err=True,
     )

@@ -11,7 +11,7 @@ import click
 
 from geovlm.commands.options import model_options, run_options
 from geovlm.datasets.format import MANIFEST, TrainingSet, read_dataset
-from geovlm.datasets.samples import Split
+from geovlm.datasets.samples import Split, Task
 from geovlm.errors import DatasetError
 from geovlm.events.progress import ProgressMode
 from geovlm.labels.prompts import Language
@@ -33,9 +33,24 @@ _ALL = "all"
               default=_ALL, show_default=True, help="Score only the questions in this language.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Samples per model call.")
+@click.option("--task", type=click.Choice([Task.DISASTER.value, Task.BUILDING_DAMAGE.value]),
+              default=None, help="Which questions to score: disaster types per image or damage"
+                                 " grades per building. Default: building-damage for a set of"
+                                 " building-damage samples only, else disaster.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Building damage: below this top probability a building counts as"
+                   " uncertain (reported apart, as geovlm damage writes it).")
+@click.option("--xview2-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Building damage: write the xView2 challenge's prediction and target PNGs"
+                   " of the scored tiles here and put their pixel score in the report.")
+@click.option("--xbd", type=click.Path(exists=True, file_okay=False), default=None,
+              metavar="XBD_DIR", help="The xBD folder of --xview2-dir's targets. Default: the"
+                                      " one the dataset's manifest records.")
 @click.option("--fit-calibration", is_flag=True,
               help="Fit a temperature and label-prior correction and write it into the model"
-                   " folder's geovlm-preset.yaml (classify applies it).")
+                   " folder's geovlm-preset.yaml (calibration: for disaster types, which"
+                   " classify applies; damage_calibration: for building damage, which damage"
+                   " applies).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Report folder: report.json, report.html, plots, predictions.")
 @run_options("Replace an existing report folder.")
@@ -49,18 +64,25 @@ def evaluate(
     device: str | None,
     language: str,
     batch_size: int,
+    task: str | None,
+    min_confidence: float,
+    xview2_dir: str | None,
+    xbd: str | None,
     fit_calibration: bool,
     output: str,
     overwrite: bool,
     progress: str,
     quiet: bool,
 ) -> None:
-    """Score a labelled set's disaster questions and write accuracy, F1 and calibration.
+    """Score a labelled set's disaster or building-damage questions: accuracy, F1, calibration.
 
-    Every sample is scored as `classify` scores a chip (every answer form of the preset, in
-    the sample's language). The report holds per-class and per-language tables, a confusion
-    matrix, the expected calibration error (ECE) with a reliability diagram, and with
-    --fit-calibration the ECE before and after calibration on held-out tiles.
+    Every disaster sample is scored as `classify` scores a chip (every answer form of the
+    preset, in the sample's language); every building-damage sample as `damage` scores a
+    building (its pre and post crops, or post alone, as the sample lists them). The report
+    holds per-class and per-language tables, a confusion matrix, the expected calibration
+    error (ECE) with a reliability diagram, and with --fit-calibration the ECE before and after
+    calibration on held-out tiles. Building damage adds the xView2 damage F1 and the uncertain
+    share, and with --xview2-dir the challenge's pixel score of the written rasters.
     """
     from geovlm.backends.choice import ModelChoice
     from geovlm.evaluation.preset_calibration import calibration_folder
@@ -73,9 +95,11 @@ def evaluate(
     folder = (
         calibration_folder(model, None if no_adapter else adapter) if fit_calibration else None
     )
-    with _evaluation_set(data, choice.preset.answers, split) as (samples, chosen_split):
+    asked = None if task is None else Task(task)
+    with _evaluation_set(data, choice.preset.answers, split, asked) as (samples, chosen_split):
         chosen = select_samples(samples, chosen_split,
-                                None if language == _ALL else Language(language))
+                                None if language == _ALL else Language(language),
+                                asked or _default_task(samples))
         context = EvaluationContext(
             data=data, split=split if chosen_split else _ALL, language=language,
             model={"preset": choice.preset.name, **choice.run_parameters()},
@@ -84,10 +108,20 @@ def evaluate(
         summary = run_evaluation(
             chosen, output, choice=choice, context=context, calibration_folder=folder,
             progress=ProgressMode.NONE if quiet else ProgressMode(progress), overwrite=overwrite,
+            min_confidence=min_confidence, xview2_dir=xview2_dir, xbd=xbd,
         )
     if quiet or ProgressMode(progress) is ProgressMode.JSON:
         return
     report = summary.report
+    damage = (
+        f"; xView2 damage F1 {report.damage.xview2_f1:.3f}, {report.damage.uncertain} uncertain"
+        if report.damage else ""
+    )
+    xview2 = (
+        f"; xView2 pixel score {report.xview2.score:.3f} (damage F1"
+        f" {report.xview2.damage_f1:.3f}, localization F1 {report.xview2.localization_f1:.3f})"
+        if report.xview2 else ""
+    )
     lines = [
         f"{report.samples} samples from {report.tiles} tiles: accuracy"
         f" {report.classification.accuracy:.3f}, macro-F1 {report.classification.macro_f1:.3f},"
@@ -96,7 +130,7 @@ def evaluate(
            if report.fitted else "")
         + (f", {report.preset_calibration.calibration_metrics.ece:.3f} with the preset's"
            " calibration" if report.preset_calibration else "")
-        + f" ({summary.seconds:.1f} s).",
+        + f"{damage}{xview2} ({summary.seconds:.1f} s).",
         f"Report: {summary.html}",
     ]
     if summary.preset_file is not None:
@@ -104,15 +138,22 @@ def evaluate(
     click.echo("\n".join(lines), err=True)
 
 
+def _default_task(data: TrainingSet) -> Task:
+    """Building damage for a set of building-damage samples only, else disaster types."""
+    tasks = {sample.task for sample in data.samples()}
+    return Task.BUILDING_DAMAGE if tasks == {Task.BUILDING_DAMAGE} else Task.DISASTER
+
+
 @contextmanager
 def _evaluation_set(
-    path: str, verbalizer: Verbalizer, split: str
+    path: str, verbalizer: Verbalizer, split: str, task: Task | None
 ) -> Iterator[tuple[TrainingSet, Split | None]]:
     """Open ``--data`` and say which split to score: ``split``, or all of a converted source.
 
     A dataset folder is read as it is. An xBD folder (``images/``, ``labels/``) or a corrected
     classify output (``.gpkg``) is built into a temporary dataset by `geovlm dataset`'s builders,
-    every sample kept (``--split`` concerns dataset folders only), and removed afterwards.
+    every sample kept (``--split`` concerns dataset folders only), and removed afterwards; an
+    xBD folder gives ``task``'s samples (disaster types by default).
     """
     from geovlm.datasets.splits import SplitRule
 
@@ -127,7 +168,8 @@ def _evaluation_set(
 
         with TemporaryDirectory(prefix="geovlm-eval-") as folder:
             yield build_from_xbd(source, Path(folder) / "set", verbalizer=verbalizer,
-                                 split_rule=every_sample, progress=quiet), None
+                                 tasks=(task or Task.DISASTER,), split_rule=every_sample,
+                                 progress=quiet), None
     elif source.suffix.lower() == ".gpkg" and source.is_file():
         from geovlm.datasets.from_map import build_from_map
 

@@ -22,11 +22,11 @@ from geovlm.datasets.samples import Sample, Task
 from geovlm.enums import CheckedEnum
 from geovlm.labels.building_damage import GRADES, building_question, grade_answer
 from geovlm.labels.prompts import Language
-from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, crop_bounds
+from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, pixel_box
 from geovlm.sources.xbd import XbdTile
 from geovlm.sources.xbd_scale import pixel_metres
 
-__all__ = ["UNGRADED", "BuildingImages", "BuildingSamples", "pixel_box"]
+__all__ = ["UNGRADED", "BuildingImages", "BuildingSamples"]
 
 Bounds = tuple[float, float, float, float]
 
@@ -50,18 +50,6 @@ class BuildingImages(CheckedEnum):
     def with_pre(self) -> bool:
         """Whether the pre-disaster crop comes first in the prompt."""
         return self is BuildingImages.PRE_POST
-
-
-def pixel_box(bounds: Bounds, margin_px: float) -> Bounds:
-    """Return `crop_bounds` rounded to whole pixels, as PIL's ``crop`` takes it.
-
-    Examples
-    --------
-    >>> pixel_box((10, 10, 30, 20), 4.2)
-    (6, 1, 34, 29)
-    """
-    xmin, ymin, xmax, ymax = crop_bounds(bounds, margin_px)
-    return (round(xmin), round(ymin), round(xmax), round(ymax))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +100,7 @@ class BuildingSamples:
                 Sample(paths[0], building_question(language, with_pre=self.images.with_pre),
                        grade_answer(grade, language), grade.value,
                        language, Task.BUILDING_DAMAGE, post.name, post.disaster,
-                       more_images=tuple(paths[1:]))
+                       more_images=tuple(paths[1:]), building=building.uid)
                 for language in self.languages
             )
 

@@ -4,7 +4,7 @@ One folder, readable by geovlm and by LLaMA-Factory alike (``dataset_dir: DS``):
 
     DS/images/*.png            the pictures (relative paths in the records)
     DS/train.json, test.json   lists of {"messages": [user, assistant], "images": [path, ...],
-                               "geovlm": {label, language, task, tile, event}}
+                               "geovlm": {label, language, task, tile, event[, building]}}
     DS/dataset_info.json       registers ``geovlm_train`` and ``geovlm_test`` (sharegpt)
     DS/geovlm-dataset.json     the manifest: source, split rule and seed, counts; written last
 

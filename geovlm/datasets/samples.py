@@ -63,6 +63,9 @@ class Sample:
     more_images
         The pictures after the first, in prompt order (a building's post crop after its pre
         crop); empty for one-image questions.
+    building
+        The building asked about (xBD's ``uid``) in a building-damage sample, so that its
+        grade can be put back into the tile (the xView2 rasters); empty otherwise.
     """
 
     image: str
@@ -74,6 +77,7 @@ class Sample:
     tile: str
     event: str
     more_images: tuple[str, ...] = ()
+    building: str = ""
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -94,6 +98,7 @@ class Sample:
                 "task": self.task.value,
                 "tile": self.tile,
                 "event": self.event,
+                **({"building": self.building} if self.building else {}),
             },
         }
 
@@ -137,6 +142,7 @@ class Sample:
                 tile=str(meta["tile"]),
                 event=str(meta["event"]),
                 more_images=tuple(paths[1:]),
+                building=str(meta.get("building", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise broken(f"is not a geovlm sharegpt record ({type(exc).__name__}: {exc})") from None

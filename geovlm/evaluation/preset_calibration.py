@@ -2,7 +2,8 @@
 
 A trained output folder (``geovlm train``) or an adapter folder carries its own preset,
 ``geovlm-preset.yaml``, beside the weights. The fitted calibration goes under its
-``calibration:`` key; the rest of the file is kept as it is. A folder without the file gets a
+``calibration:`` key (disaster types) or ``damage_calibration:`` (building damage grades, which
+``geovlm damage`` applies); the rest of the file is kept as it is. A folder without the file gets a
 complete preset (the model, adapter, answer forms and calibration evaluated), so that
 ``geovlm classify --model FOLDER`` uses exactly what was measured.
 """
@@ -115,6 +116,8 @@ def _preset_mapping(choice: ModelChoice, folder: Path) -> dict[str, Any]:
         "supports_images": preset.supports_images,
         "quantize": preset.quantize.value,
         "answers": {language.value: preset.answers.table(language) for language in Language},
+        "damage_answers": {language.value: preset.damage_answers.table(language)
+                           for language in Language},
     }
 
 

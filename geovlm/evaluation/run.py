@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geovlm.backends.base import Backend
 from geovlm.backends.choice import ModelChoice
-from geovlm.errors import DatasetError, ModelCapabilityError
+from geovlm.datasets.samples import Task
+from geovlm.errors import DatasetError, ModelCapabilityError, ParameterError
+from geovlm.evaluation.building_scoring import score_buildings, xbd_source, xview2_score
 from geovlm.evaluation.preset_calibration import write_calibration
 from geovlm.evaluation.report import EvaluationContext, EvaluationReport
 from geovlm.evaluation.report_folder import check_report_folder, write_report
 from geovlm.evaluation.scoring import EvaluationSet, evaluate_scores, score_samples
 from geovlm.events.progress import ProgressMode
+from geovlm.labels.grade_forms import DAMAGE_GRADES
+from geovlm.labels.label_set import DISASTER_TYPES
 
 __all__ = ["EvaluationSummary", "run_evaluation"]
 
@@ -45,6 +49,9 @@ def run_evaluation(
     backend_factory: Callable[[], Backend] | None = None,
     progress: ProgressMode = ProgressMode.AUTO,
     overwrite: bool = False,
+    min_confidence: float = 0.0,
+    xview2_dir: str | Path | None = None,
+    xbd: str | None = None,
 ) -> EvaluationSummary:
     """Evaluate a model on the chosen samples and write the report folder.
 
@@ -67,6 +74,13 @@ def run_evaluation(
         How progress is shown.
     overwrite
         Replace an existing report folder.
+    min_confidence
+        Building damage: below this top probability a building counts as ``uncertain``.
+    xview2_dir
+        Building damage: write the xView2 rasters of the scored tiles here and put their
+        pixel score in the report; None: none.
+    xbd
+        The xBD folder of those rasters; None: the one the dataset's manifest records.
 
     Returns
     -------
@@ -79,7 +93,10 @@ def run_evaluation(
     OutputError
         If the report folder is refused.
     DatasetError
-        If a fit is asked with samples of a single tile, or an image is unreadable.
+        If a fit is asked with samples of a single tile, an image is unreadable, or the
+        xView2 rasters have no xBD folder.
+    ParameterError
+        If xView2 rasters are asked of disaster-type samples.
     """
     start = time.perf_counter()
     if not choice.preset.supports_images:
@@ -94,17 +111,27 @@ def run_evaluation(
             f" held-out ones, and {chosen.data.root} gives {chosen.tiles}: evaluate a larger"
             " set or --split all."
         )
+    damage = chosen.samples[0].task is Task.BUILDING_DAMAGE
+    if xview2_dir is not None and not damage:
+        raise ParameterError("--xview2-dir writes building-damage rasters: evaluate a"
+                             " building-damage set (--task building-damage).")
+    source = xbd_source(chosen.data.manifest, xbd) if xview2_dir is not None else None
+    labels = DAMAGE_GRADES if damage else DISASTER_TYPES
     backend = (backend_factory or choice.load_backend)()
-    scored = score_samples(backend, chosen, choice.preset.answers,
-                           batch_size=choice.batch_size, progress=progress)
+    score = score_buildings if damage else score_samples
+    scored = score(backend, chosen, choice.preset.answers_for(labels),
+                   batch_size=choice.batch_size, progress=progress)
     report = evaluate_scores(
         scored,
         context=context,
-        preset_calibration=choice.calibration,
+        preset_calibration=choice.calibration_for(labels),
+        min_confidence=min_confidence,
         fit=calibration_folder is not None,
         fitted_on=f"{context.data} (split {context.split}, language {context.language},"
                   f" {len(scored.samples)} samples)",
     )
+    if xview2_dir is not None and source is not None:
+        report = replace(report, xview2=xview2_score(scored, source, xview2_dir))
     html = write_report(output, report, scored.records(), overwrite=overwrite)
     preset_file = None
     if calibration_folder is not None and report.fitted is not None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,8 @@ from geovlm.evaluation.report import (
 )
 from geovlm.events.progress import ProgressMode, ProgressReporter
 from geovlm.labels.calibration import Calibration, cross_fitted_probabilities, fit_calibration
+from geovlm.labels.grade_forms import DAMAGE_GRADES
+from geovlm.labels.label_set import DISASTER_TYPES
 from geovlm.labels.prompts import DisasterLabel, Language
 from geovlm.labels.verbalizer import Verbalizer, label_probabilities
 
@@ -46,14 +50,18 @@ __all__ = [
     "EvaluationSet",
     "ScoredSamples",
     "evaluate_scores",
+    "read_image",
     "score_samples",
     "select_samples",
+    "truth_indices",
 ]
 
 log = logging.getLogger(__name__)
 
 #: The class names, in `DisasterLabel` order: the columns of every probability array.
 LABELS = tuple(label.value for label in DisasterLabel)
+#: The column names of each task's probabilities.
+_TASK_LABELS = {Task.DISASTER: LABELS, Task.BUILDING_DAMAGE: GRADE_LABELS}
 #: Most folds of the held-out calibration measurement.
 _FOLDS = 5
 
@@ -113,6 +121,7 @@ class ScoredSamples:
                 "image": sample.image,
                 "tile": sample.tile,
                 "event": sample.event,
+                **({"building": sample.building} if sample.building else {}),
                 "language": sample.language.value,
                 "label": self.labels[int(truth)],  # canonical, whatever the dataset's spelling
                 "predicted": self.labels[best],
@@ -123,11 +132,12 @@ class ScoredSamples:
 
 
 def select_samples(
-    data: TrainingSet, split: Split | None = None, language: Language | None = None
+    data: TrainingSet, split: Split | None = None, language: Language | None = None,
+    task: Task = Task.DISASTER,
 ) -> EvaluationSet:
-    """Pick the disaster-task samples of a split and language, checking their labels.
+    """Pick the samples of one task, split and language, checking their labels.
 
-    Damage-task samples are counted and skipped (their answers are no disaster types).
+    Samples of other tasks are counted and skipped (their answers are another vocabulary).
 
     Parameters
     ----------
@@ -137,6 +147,8 @@ def select_samples(
         ``train`` or ``test``; None for both.
     language
         One language, or None for all.
+    task
+        `Task.DISASTER` (disaster types) or `Task.BUILDING_DAMAGE` (damage grades).
 
     Returns
     -------
@@ -145,35 +157,61 @@ def select_samples(
     Raises
     ------
     DatasetError
-        If a disaster sample's label is no disaster type, or nothing is left to evaluate.
+        If a sample's label is not of its task, or nothing is left to evaluate.
     """
+    names = _TASK_LABELS[Task(task)]
     chosen: list[Sample] = []
     skipped: Counter[str] = Counter()
     for sample in data.samples(split):
         if language is not None and sample.language is not language:
             continue
-        if sample.task is not Task.DISASTER:
+        if sample.task is not task:
             skipped[sample.task.value] += 1
             continue
-        try:
-            DisasterLabel(sample.label)  # xBD's spellings (``flooding``) included
-        except ValueError:
+        if _label_index(sample) is None:
             raise DatasetError(
-                f"{data.root}: sample {sample.image} has label {sample.label!r}, no disaster"
-                f" type ({', '.join(LABELS)}): rebuild the dataset with `geovlm dataset`."
-            ) from None
+                f"{data.root}: sample {sample.image} has label {sample.label!r}, none of"
+                f" {', '.join(names)}: rebuild the dataset with `geovlm dataset`."
+            )
         chosen.append(sample)
-    for task, count in sorted(skipped.items()):
-        log.warning("skipped %d %s-task samples: geovlm eval scores disaster types only",
-                    count, task)
+    for other, count in sorted(skipped.items()):
+        log.warning("skipped %d %s-task samples: geovlm eval scores one task (--task %s)",
+                    count, other, task.value)
     if not chosen:
         where = f"split {split.value}" if split is not None else "the dataset"
         lang = f" in language {language.value}" if language is not None else ""
         raise DatasetError(
-            f"{data.root} has no disaster samples in {where}{lang}: choose another --split"
-            " or --language."
+            f"{data.root} has no {task.value} samples in {where}{lang}: choose another --split,"
+            " --language or --task."
         )
     return EvaluationSet(data, tuple(chosen), dict(sorted(skipped.items())))
+
+
+def truth_indices(samples: Sequence[Sample]) -> np.ndarray:
+    """The true labels' column indices of samples of one task (`select_samples`' checks).
+
+    Examples
+    --------
+    >>> from geovlm.labels.prompts import Language
+    >>> sample = Sample("a.png", "?", "Destroyed.", "destroyed", Language.EN,
+    ...                 Task.BUILDING_DAMAGE, "t", "e")
+    >>> truth_indices([sample]).tolist()
+    [3]
+    """
+    indices = [_label_index(sample) for sample in samples]
+    if None in indices:
+        raise ValueError("a sample's label is not of its task: check it with select_samples")
+    return np.array(indices, dtype=np.int64)
+
+
+def _label_index(sample: Sample) -> int | None:
+    """The label's column, xBD's spellings (``flooding``) included; None if not of the task."""
+    try:
+        if sample.task is Task.BUILDING_DAMAGE:
+            return GRADE_LABELS.index(sample.label)
+        return LABELS.index(DisasterLabel(sample.label).value)
+    except ValueError:
+        return None
 
 
 def score_samples(
@@ -219,14 +257,12 @@ def score_samples(
             texts = [form.text for form in forms]
             for start in range(0, len(indices), batch_size):
                 batch = indices[start:start + batch_size]
-                images = [_image(chosen.data, samples[i]) for i in batch]
+                images = [read_image(chosen.data.image_path(samples[i])) for i in batch]
                 form_probs = backend.score(images, prompt, texts)
                 probs[batch] = label_probabilities(form_probs, forms)
                 reporter.advance(len(batch))
         reporter.finish(samples=len(samples))
-    truth = np.array([LABELS.index(DisasterLabel(s.label).value) for s in samples],
-                     dtype=np.int64)
-    return ScoredSamples(samples, truth, probs)
+    return ScoredSamples(samples, truth_indices(samples), probs)
 
 
 def evaluate_scores(
@@ -249,7 +285,8 @@ def evaluate_scores(
     context
         What was evaluated with what, recorded in the report.
     preset_calibration
-        The calibration the model's preset carries; measured on these samples when given.
+        The calibration the model's preset carries for these labels (``damage_calibration:``
+        for grades); measured on these samples when given.
     fit
         Fit a calibration on all samples (`fit_calibration`) and measure one on held-out
         tiles: each fold's samples calibrated by a fit on the other folds.
@@ -274,14 +311,16 @@ def evaluate_scores(
         If ``fit`` is asked with samples of a single tile (see `EvaluationSet.tiles`).
     """
     truth, probs, labels = scored.truth, scored.probs, scored.labels
+    label_set = DAMAGE_GRADES if labels == GRADE_LABELS else DISASTER_TYPES
     tiles = [s.tile for s in scored.samples]
     fitted = None
     held_out = None
     if fit:
-        held_out = cross_fitted_probabilities(probs, truth, tiles, folds=folds)
+        held_out = cross_fitted_probabilities(probs, truth, tiles, folds=folds,
+                                              labels=label_set)
         ece_before = expected_calibration_error(truth, probs, bins)
         ece_after = expected_calibration_error(truth, held_out, bins)
-        whole = fit_calibration(probs, truth, fitted_on=fitted_on)
+        whole = fit_calibration(probs, truth, fitted_on=fitted_on, labels=label_set)
         fitted = FittedCalibration(
             calibration=replace(whole, ece_before=round(ece_before, 6),
                                 ece_after=round(ece_after, 6)),
@@ -337,8 +376,14 @@ def _per_language(
     return tuple(rows)
 
 
-def _image(data: TrainingSet, sample: Sample) -> Image.Image:
-    path = data.image_path(sample)
+def read_image(path: Path) -> Image.Image:
+    """A dataset's picture as RGB, or the one-sentence error of an unreadable one.
+
+    Raises
+    ------
+    DatasetError
+        If the file cannot be read as an image.
+    """
     try:
         with Image.open(path) as image:
             return image.convert("RGB")

@@ -27,7 +27,7 @@ A polygon covers the pixels whose centres it contains (GDAL's rule, pixel coordi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +156,8 @@ class Xview2Folder:
 
 
 def write_xview2(
-    xbd: str | Path, folder: str | Path, grades: Mapping[str, Damage | str]
+    xbd: str | Path, folder: str | Path, grades: Mapping[str, Damage | str],
+    tiles: Collection[str] | None = None,
 ) -> Xview2Folder:
     """Write the predictions and targets of every post-disaster tile of an xBD folder.
 
@@ -169,6 +170,8 @@ def write_xview2(
         replaced).
     grades
         Building uid -> predicted grade, over all tiles.
+    tiles
+        Write only these tiles (xBD names, e.g. an evaluation split's); None: every tile.
 
     Returns
     -------
@@ -179,14 +182,15 @@ def write_xview2(
     XbdError
         If the xBD folder cannot be read (`geovlm.sources.xbd.read_xbd`).
     """
-    tiles = read_xbd(xbd)
-    pre = {t.name: t for t in tiles if t.phase is Phase.PRE}
+    every = read_xbd(xbd)
+    pre = {t.name: t for t in every if t.phase is Phase.PRE}
     folder = Path(folder)
     predictions, targets = folder / PREDICTIONS_FOLDER, folder / TARGETS_FOLDER
     predictions.mkdir(parents=True, exist_ok=True)
     targets.mkdir(parents=True, exist_ok=True)
     ids = {}
-    for post in (t for t in tiles if t.phase is Phase.POST):
+    for post in (t for t in every if t.phase is Phase.POST
+                 and (tiles is None or t.name in tiles)):
         name = tile_id(post.name)
         ids[name] = post.name
         for kind, raster in zip(("localization", "damage"),

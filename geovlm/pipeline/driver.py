@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from geovlm.errors import ParameterError
@@ -196,7 +197,7 @@ def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSum
                 skipped_invalid=skipped,
                 seconds=time.perf_counter() - start,
                 counts={**(steps.counts(done_chips) if steps and steps.counts else {}),
-                        **event_counts},
+                        **(task.counts(Path(output)) if task.counts else {}), **event_counts},
             )
             reporter.finish(**summary.as_dict())
     return summary

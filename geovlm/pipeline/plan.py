@@ -76,6 +76,10 @@ class ChipTask:
         Versions of the libraries the steps rely on, recorded with the run.
     batch_size
         Chips per call of the steps when `RunOptions.batch_size` does not say.
+    counts
+        The task's counts for the summary, known without its steps (which Ray's actors hold):
+        called once every record is written, with the output's path (e.g. to count rows of
+        the whole layer, earlier runs' included).
     """
 
     command: str
@@ -89,3 +93,4 @@ class ChipTask:
     check: Callable[[ItemSource], None] | None = None
     extra_versions: Mapping[str, str] = field(default_factory=dict)
     batch_size: int = 8
+    counts: Callable[[Path], Mapping[str, Any]] | None = None

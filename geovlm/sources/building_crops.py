@@ -4,7 +4,11 @@
 (``geovlm damage``): one item per footprint, its id the object id, its crop the square of
 `geovlm.sources.crops.crop_bounds` (the footprint's bounding box widened by a margin given in
 metres, converted to the scene CRS's units by the scene's measured ground resolution) resampled
-to `CROP_PIXELS` a side. The post crop is read through the scene's own grid; with a pre scene,
+to `CROP_PIXELS` a side. An xBD tile as ``geovlm xbd georef`` writes it (longitude/latitude, its
+label's pixel grid) is cut as the building-damage training set cuts its PNG: the whole-pixel box
+of `geovlm.sources.crops.pixel_box` around the label's pixel outline, the margin divided by the
+tile's measured pixel size (`geovlm.sources.xbd_scale.pixel_metres`), black beyond the tile,
+resized bilinearly. The post crop is read through the scene's own grid; with a pre scene,
 the same ground square is read through the pre scene's grid (its own CRS and resolution: the
 square's outline is carried into it, read with a margin and warped with
 ``rasterio.warp.reproject`` onto the post crop's grid), so the two need not align pixel for
@@ -16,37 +20,34 @@ blocks and no crop opens a file. `Footprints` carry the outlines as WKB, so the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import threading
 from collections.abc import Container, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
 from PIL import Image
 from pyproj import Transformer
-from rasterio.enums import Resampling
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from shapely.geometry import Polygon
 
 from geovlm.errors import InputError, ParameterError
-from geovlm.scenes.scene import SceneInfo, open_scene, pixel_stretch
-from geovlm.sources.block_reads import BlockCache
-from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, Bounds, crop_bounds
+from geovlm.scenes.scene import SceneInfo, open_scene
+from geovlm.sources.crop_reads import CropRaster, PixelBox, north_up
+from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, Bounds, crop_bounds, pixel_box
 from geovlm.sources.outlines import SourcePolygons, polygon_parts, vector_polygons, xbd_polygons
+from geovlm.sources.xbd import XbdTile
+from geovlm.sources.xbd_scale import pixel_metres
 
 __all__ = ["BuildingCrop", "BuildingCrops", "CropOptions", "Footprints"]
 
 #: Below this many source pixels across a median crop, buildings are a few pixels wide.
 _FEW_PIXELS = 16
-#: Largest miss, in source pixels, of a crop's corner or edge midpoints by the affine map of
-#: its other corners, before a crop is warped by GDAL instead.
-_MAX_AFFINE_ERROR_PX = 0.1
-#: Source pixels read around a pre crop's outline, for the resampling kernel.
-_PRE_MARGIN_PX = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,8 @@ class CropOptions:
     pixels
         Side of the crops the model sees.
     min_valid
-        Buildings whose post crop holds less valid data than this share are left out.
+        Buildings whose post crop holds less valid data than this share are left out; a pre
+        crop under it is not shown (the building is graded from its post crop).
     nodata
         A fill value to treat as invalid in both scenes, for scenes that do not declare one.
     bands
@@ -94,12 +96,16 @@ class Footprints:
     """Buildings over one scene: ids and outlines in its CRS, as WKB so that they pickle.
 
     Build with `from_vector` or `from_xbd`; `counts` says what was read, repaired and left out.
+    From an xBD label, `pixel_bounds` are each building's bounds in its tile's pixels and
+    `pixel_m` the tile's measured pixel size (both None for other footprints).
     """
 
     ids: tuple[str, ...]
     wkb: tuple[bytes, ...]
     source: str
     counts: Mapping[str, int] = field(default_factory=dict)
+    pixel_bounds: tuple[Bounds, ...] | None = None
+    pixel_m: float | None = None
 
     @classmethod
     def from_vector(cls, path: str | os.PathLike[str], scene: SceneInfo,
@@ -124,7 +130,12 @@ class Footprints:
         XbdError
             The label is malformed.
         """
-        return cls._on_scene(xbd_polygons(label, scene.path, scene.crs), scene)
+        found = cls._on_scene(xbd_polygons(label, scene.path, scene.crs), scene)
+        tile = XbdTile.from_label(Path(label), scene.path)
+        # xBD's outlines are single polygons: a footprint's id is its building's uid.
+        pixels = {building.uid: building.pixels.bounds for building in tile.buildings}
+        return dataclasses.replace(found, pixel_m=pixel_metres(tile),
+                                   pixel_bounds=tuple(pixels[i] for i in found.ids))
 
     @classmethod
     def _on_scene(cls, found: SourcePolygons, scene: SceneInfo) -> Footprints:
@@ -168,7 +179,9 @@ class BuildingCrop:
     valid_fraction
         Share of the post crop's pixels that hold data.
     pre, pre_valid_fraction
-        The pre crop on the same grid and its valid share, or None without a pre scene.
+        The pre crop on the same grid and its valid share, or None without a pre scene; a pre
+        crop holding less valid data than ``min_valid`` (e.g. off the pre scene) is None, its
+        share kept, and the building is graded from its post crop alone.
     """
 
     item_id: str
@@ -185,114 +198,14 @@ def _scene_outline(info: SceneInfo) -> Polygon:
     return Polygon([info.transform @ corner for corner in corners])
 
 
-def _north_up(transform: Affine) -> bool:
-    return transform.b == 0 and transform.d == 0 and transform.a > 0 and transform.e < 0
-
-
-class _Raster:
-    """One scene's handle, block cache and stretch, read in the crops' grid."""
-
-    def __init__(self, info: SceneInfo, nodata: float | None) -> None:
-        self.info = info
-        self.dataset = rasterio.open(info.path)
-        self.cache = BlockCache(self.dataset, info.bands, nodata)
-        self.stretch = pixel_stretch(info, nodata)
-
-    def rgb(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The window's pixels as ``(rows, cols, 3)`` uint8 and its validity."""
-        region = self.cache.region(row, col, height, width)
-        return self.stretch.to_rgb(region.data, region.valid), region.valid
-
-    def resized(self, bounds: Bounds, pixels: int) -> tuple[Image.Image, float]:
-        """A square of a north-up scene resampled straight from its pixels (no warp)."""
-        xmin, ymin, xmax, ymax = bounds
-        inverse = ~self.info.transform
-        c0, r0 = inverse @ (xmin, ymax)
-        c1, r1 = inverse @ (xmax, ymin)
-        col, row = math.floor(c0), math.floor(r0)
-        rgb, valid = self.rgb(row, col, math.ceil(r1) - row, math.ceil(c1) - col)
-        box = (c0 - col, r0 - row, c1 - col, r1 - row)
-        kernel = Image.Resampling.BOX if c1 - c0 > pixels else Image.Resampling.BILINEAR
-        image = Image.fromarray(rgb).resize((pixels, pixels), kernel, box=box)
-        mask = Image.fromarray(valid.view(np.uint8)).resize(
-            (pixels, pixels), Image.Resampling.NEAREST, box=box)
-        return image, float(np.count_nonzero(np.asarray(mask))) / pixels**2
-
-    def warped(self, bounds: Bounds, pixels: int, crs: rasterio.crs.CRS,
-               to_here: Transformer) -> tuple[Image.Image, float]:
-        """A square given in another CRS, read with a margin and warped onto its grid.
-
-        The square's corners and edge midpoints are carried exactly into this scene's pixels.
-        Over a building's crop (tens of metres) the map between two grids is affine to far
-        under a pixel: the read pixels are upsampled by PIL's bilinear resize to about the
-        crop's scale, then mapped onto the crop's grid by that affine map (nearest, so off by
-        at most half a crop pixel, a fraction of a source pixel). Where the map is not affine
-        (a corner or midpoint off by more than `_MAX_AFFINE_ERROR_PX`), or where the crop
-        shrinks the source (which wants averaging), ``rasterio.warp.reproject`` warps it.
-        """
-        xmin, ymin, xmax, ymax = bounds
-        xm, ym = (xmin + xmax) / 2, (ymin + ymax) / 2
-        # Upper-left, upper-right, lower-left, then the lower-right corner and the midpoints.
-        xs = np.array([xmin, xmax, xmin, xmax, xm, xmin, xm, xmax])
-        ys = np.array([ymax, ymax, ymin, ymin, ymax, ym, ymin, ym])
-        cols, rows = ~self.info.transform @ to_here.transform(xs, ys)
-        if not (np.isfinite(cols).all() and np.isfinite(rows).all()):
-            return Image.new("RGB", (pixels, pixels)), 0.0
-        col = math.floor(float(np.min(cols))) - _PRE_MARGIN_PX
-        row = math.floor(float(np.min(rows))) - _PRE_MARGIN_PX
-        width = math.ceil(float(np.max(cols))) + _PRE_MARGIN_PX - col
-        height = math.ceil(float(np.max(rows))) + _PRE_MARGIN_PX - row
-        rgb, valid = self.rgb(row, col, height, width)
-        points = np.column_stack([cols - col, rows - row])
-        origin, along_u, along_v = points[0], (points[1] - points[0]), (points[2] - points[0])
-        # Where the affine map of the first three corners puts the others (u, v in 0..1).
-        uv = np.array([(1, 1), (0.5, 0), (0, 0.5), (0.5, 1), (1, 0.5)])
-        predicted = origin + uv[:, :1] * along_u + uv[:, 1:] * along_v
-        error = float(np.hypot(*(predicted - points[3:]).T).max())
-        scale = pixels / max(float(np.hypot(*along_u)), float(np.hypot(*along_v)))
-        if error > _MAX_AFFINE_ERROR_PX or scale < 1:
-            return self._reprojected(rgb, valid, (row, col), bounds, pixels, crs)
-        step_u, step_v = along_u / pixels, along_v / pixels
-        up_w, up_h = math.ceil(width * scale), math.ceil(height * scale)
-        fx, fy = up_w / width, up_h / height
-        upsampled = Image.fromarray(rgb).resize((up_w, up_h), Image.Resampling.BILINEAR)
-        image = upsampled.transform(
-            (pixels, pixels), Image.Transform.AFFINE,
-            (fx * step_u[0], fx * step_v[0], fx * origin[0],
-             fy * step_u[1], fy * step_v[1], fy * origin[1]), Image.Resampling.NEAREST)
-        mask = Image.fromarray(valid.view(np.uint8)).transform(
-            (pixels, pixels), Image.Transform.AFFINE,
-            (step_u[0], step_v[0], origin[0], step_u[1], step_v[1], origin[1]),
-            Image.Resampling.NEAREST)
-        return image, float(np.count_nonzero(np.asarray(mask))) / pixels**2
-
-    def _reprojected(self, rgb: np.ndarray, valid: np.ndarray, offset: tuple[int, int],
-                     bounds: Bounds, pixels: int,
-                     crs: rasterio.crs.CRS) -> tuple[Image.Image, float]:
-        """Pixels read at `offset` warped onto the square's grid by GDAL (averaging)."""
-        row, col = offset
-        xmin, _, xmax, ymax = bounds
-        source = np.concatenate([np.moveaxis(rgb, -1, 0), valid[None].view(np.uint8) * 255])
-        target = np.zeros((4, pixels, pixels), dtype=np.uint8)
-        side = (xmax - xmin) / pixels
-        reproject(source, target,
-                  src_transform=self.info.transform @ Affine.translation(col, row),
-                  src_crs=self.info.crs, dst_transform=Affine(side, 0, xmin, 0, -side, ymax),
-                  dst_crs=crs, resampling=Resampling.average)
-        image = Image.fromarray(np.ascontiguousarray(np.moveaxis(target[:3], 0, -1)))
-        return image, float(np.count_nonzero(target[3] > 127)) / pixels**2
-
-    def close(self) -> None:
-        self.dataset.close()
-
-
 class BuildingCrops:
     """The buildings of a scene as work items (see the module's description).
 
     Parameters
     ----------
     scene
-        The post-disaster scene, any raster rasterio opens, in a projected CRS.
+        The post-disaster scene, any raster rasterio opens, in a projected CRS (or an xBD
+        tile georeferenced in longitude/latitude, with `Footprints.from_xbd`).
     footprints
         The buildings over it (`Footprints.from_vector` or `from_xbd`).
     options
@@ -302,7 +215,7 @@ class BuildingCrops:
     ------
     InputError
         A scene is missing, unreadable or not georeferenced, the post scene's CRS is
-        geographic, or the pre scene does not overlap it.
+        geographic (other than an xBD tile's), or the pre scene does not overlap it.
     """
 
     def __init__(self, scene: str | Path, footprints: Footprints,
@@ -310,7 +223,9 @@ class BuildingCrops:
         self.options = options or CropOptions()
         self.footprints = footprints
         self.info: SceneInfo = open_scene(scene, self.options.bands)
-        if self.info.crs.is_geographic:
+        # An xBD tile in longitude/latitude is cut in its own pixels, as the training set is.
+        tile_pixels = self.info.crs.is_geographic and footprints.pixel_m is not None
+        if self.info.crs.is_geographic and not tile_pixels:
             raise InputError(
                 f"{self.info.path} is in a geographic CRS ({self.info.crs}), whose degrees"
                 " cannot hold a square crop in metres; warp it to a projected CRS first, e.g."
@@ -324,9 +239,15 @@ class BuildingCrops:
         units_y = math.hypot(transform.b, transform.e) / self.info.resolution_m[1]
         margin = self.options.margin_m * (units_x + units_y) / 2
         polygons = footprints.polygons()
-        boxes = [crop_bounds(tuple(b), margin) for b in shapely.bounds(polygons)]
-        self._post = _Raster(self.info, self.options.nodata)
-        self._pre = _Raster(pre, self.options.nodata) if pre is not None else None
+        #: Whole-pixel boxes of an xBD tile, by building id (empty for other scenes).
+        self._pixel_boxes: dict[str, PixelBox] = {}
+        if tile_pixels:
+            self._pixel_boxes = self._tile_boxes()
+            boxes = [_box_bounds(self._pixel_boxes[i], transform) for i in footprints.ids]
+        else:
+            boxes = [crop_bounds(tuple(b), margin) for b in shapely.bounds(polygons)]
+        self._post = CropRaster(self.info, self.options.nodata)
+        self._pre = CropRaster(pre, self.options.nodata) if pre is not None else None
         self._to_pre = (Transformer.from_crs(self.info.crs, pre.crs, always_xy=True)
                         if pre is not None else None)
         self._to_post = Transformer.from_crs(self.info.crs, self.info.crs, always_xy=True)
@@ -338,6 +259,9 @@ class BuildingCrops:
         sides = np.array([box[2] - box[0] for box in boxes]) / math.hypot(transform.a,
                                                                             transform.d)
         self._median_side_px = float(np.median(sides))
+        # GDAL handles and the block caches must not be used by two threads at once (Ray's
+        # actors read two rows of one scene together): one crop at a time.
+        self._reading = threading.Lock()
         #: Buildings left out so far because their post crop held too little data.
         self.skipped_invalid = 0
 
@@ -372,16 +296,49 @@ class BuildingCrops:
                 yield crop
 
     def crop(self, object_id: str, polygon: Polygon, bounds: Bounds) -> BuildingCrop:
-        """Read one building's crops (post, and pre when given)."""
+        """Read one building's crops (post, and pre when given); safe from several threads."""
+        with self._reading:
+            return self._crop(object_id, polygon, bounds)
+
+    def _tile_boxes(self) -> dict[str, PixelBox]:
+        """Each building's box in the tile's pixels: `pixel_box` of its label's outline."""
+        pixel_m, bounds = self.footprints.pixel_m, self.footprints.pixel_bounds
+        assert pixel_m is not None and bounds is not None
+        margin_px = self.options.margin_m / pixel_m
+        return {object_id: pixel_box(b, margin_px)
+                for object_id, b in zip(self.footprints.ids, bounds, strict=True)}
+
+    def _crop(self, object_id: str, polygon: Polygon, bounds: Bounds) -> BuildingCrop:
         pixels = self.options.pixels
-        if _north_up(self.info.transform):
+        box = self._pixel_boxes.get(object_id)
+        if box is not None:
+            return self._tile_crop(object_id, polygon, bounds, box)
+        if north_up(self.info.transform):
             post, valid = self._post.resized(bounds, pixels)
         else:
             post, valid = self._post.warped(bounds, pixels, self.info.crs, self._to_post)
         if self._pre is None or self._to_pre is None:
             return BuildingCrop(object_id, polygon, bounds, post, valid)
         pre, pre_valid = self._pre.warped(bounds, pixels, self.info.crs, self._to_pre)
-        return BuildingCrop(object_id, polygon, bounds, post, valid, pre, pre_valid)
+        shown = pre if pre_valid >= self.options.min_valid else None
+        return BuildingCrop(object_id, polygon, bounds, post, valid, shown, pre_valid)
+
+    def _tile_crop(self, object_id: str, polygon: Polygon, bounds: Bounds,
+                   box: PixelBox) -> BuildingCrop:
+        """An xBD tile's crops: the box in its grid, and in the pre tile's where it lands."""
+        pixels = self.options.pixels
+        post, valid = self._post.pixel_box(box, pixels)
+        if self._pre is None or self._to_pre is None:
+            return BuildingCrop(object_id, polygon, bounds, post, valid)
+        # The box's corners carried into the pre tile's own grid (xBD's pre and post tiles
+        # share one, up to their labels' fits).
+        xs, ys = _corners(box, self.info.transform)
+        cols, rows = ~self._pre.info.transform @ self._to_pre.transform(xs, ys)
+        pre_box = (round(float(np.mean(cols[[0, 2]]))), round(float(np.mean(rows[[0, 1]]))),
+                   round(float(np.mean(cols[[1, 3]]))), round(float(np.mean(rows[[2, 3]]))))
+        pre, pre_valid = self._pre.pixel_box(pre_box, pixels)
+        shown = pre if pre_valid >= self.options.min_valid else None
+        return BuildingCrop(object_id, polygon, bounds, post, valid, shown, pre_valid)
 
     def signature(self) -> dict[str, object]:
         """What the crops add to a run's signature: the options and the footprints' source."""
@@ -394,6 +351,19 @@ class BuildingCrops:
         return (f"a median building crop spans {self._median_side_px:.0f} pixels of"
                 f" {self.info.path} ({self.info.resolution_m[0]:.1f} m pixels), so the model"
                 " sees buildings a few pixels wide; use finer imagery or a larger --margin")
+
+
+def _box_bounds(box: PixelBox, transform: Affine) -> Bounds:
+    """A pixel box's extent in the scene's CRS."""
+    xs, ys = _corners(box, transform)
+    return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
+
+
+def _corners(box: PixelBox, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+    """A box's upper-left, upper-right, lower-left and lower-right corners in the CRS."""
+    x0, y0, x1, y1 = box
+    points = [transform @ corner for corner in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))]
+    return np.array([x for x, _ in points]), np.array([y for _, y in points])
 
 
 def _check_overlap(post: SceneInfo, pre: SceneInfo) -> None:

@@ -1,9 +1,13 @@
 """The ``damage`` task: a damage grade per building footprint, with a probability per grade.
 
 Each building is a work item of `geovlm.sources.building_crops.BuildingCrops`: its crop after
-the disaster and, with a pre-disaster scene, the same ground before it. Score mode asks the
-model the building question once per building (`geovlm.labels.building_damage`) and reads the
-likelihood of each grade's answer; a building whose best grade is less likely than
+the disaster and, with a pre-disaster scene, the same ground before it. Each building is one
+prompt of `geovlm.backends.grade_scoring.GradeScorer`: the two-image question with its
+``(pre, post)`` crops, pre first, or the post question with the post crop alone (no pre scene,
+or a pre crop under ``--min-valid``, e.g. off the pre scene: such buildings are graded from
+the post crop, say so in field ``images`` and are counted as ``post_only``). Every answer form
+of the four grades is scored and summed per grade, then calibrated by the preset's damage
+calibration when it has one; a building whose best grade is less likely than
 ``min_confidence`` is ``uncertain``. Records go to layer ``buildings`` (the footprint as its
 geometry, id ``object_id``) in the driver every per-item command shares, so a re-run resumes
 building by building.
@@ -11,18 +15,25 @@ building by building.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyogrio
 
-from geovlm.backends.base import Backend, ModelRun
+from geovlm.backends.base import Backend, ModelRun, PromptImages
+from geovlm.backends.grade_scoring import GradeScorer
 from geovlm.errors import ModelCapabilityError, ParameterError
-from geovlm.labels.building_damage import GRADES, building_question, grade_answer
+from geovlm.labels.building_damage import GRADES, grade_answer
+from geovlm.labels.calibration import Calibration
+from geovlm.labels.grade_forms import DAMAGE_GRADES
 from geovlm.labels.prompts import Language
+from geovlm.labels.verbalizer import Verbalizer
 from geovlm.output.fields import FieldType
 from geovlm.output.styles import DAMAGE_COLOURS, LABEL_COLOURS, categorized_style
 from geovlm.output.versions import ML_PACKAGES, library_versions
@@ -33,8 +44,8 @@ from geovlm.pipeline.work_items import ChipRecords, ChipSteps
 from geovlm.sources.building_crops import BuildingCrop, BuildingCrops
 
 __all__ = [
-    "BUILDINGS_LAYER", "DAMAGE_FIELDS", "UNCERTAIN", "DamageSettings", "damage_buildings",
-    "damage_records", "damage_task", "grade_probabilities",
+    "BUILDINGS_LAYER", "DAMAGE_FIELDS", "POST_ONLY", "PRE_POST", "UNCERTAIN", "DamageSettings",
+    "building_images", "damage_buildings", "damage_records", "damage_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +54,8 @@ logger = logging.getLogger(__name__)
 BUILDINGS_LAYER = "buildings"
 #: The grade written when the best grade's probability is under ``min_confidence``.
 UNCERTAIN = "uncertain"
+#: Field ``images`` of a building shown with its pre and post crops, and of one shown post alone.
+PRE_POST, POST_ONLY = "pre+post", "post"
 
 #: Fields of layer ``buildings``.
 DAMAGE_FIELDS: dict[str, FieldType] = {
@@ -57,6 +70,7 @@ DAMAGE_FIELDS: dict[str, FieldType] = {
     "scene": FieldType.STRING,
     "valid_fraction": FieldType.REAL,
     "pre_valid_fraction": FieldType.REAL,
+    "images": FieldType.STRING,
     "run_id": FieldType.STRING,
 }
 
@@ -75,10 +89,19 @@ class DamageSettings:
         Language of the question and of the grades' answers.
     min_confidence
         Below this probability of the best grade, the building is ``uncertain``.
+    verbalizer
+        The grades' answer forms scored (the preset's ``damage_answers``).
+    calibration
+        Applied to the grade probabilities (the preset's ``damage_calibration``), or None.
+    pre
+        The pre-disaster scene, recorded with the run (None: post crops alone).
     """
 
     language: Language = Language.EN
     min_confidence: float = 0.5
+    verbalizer: Verbalizer = field(default_factory=lambda: Verbalizer.default(DAMAGE_GRADES))
+    calibration: Calibration | None = None
+    pre: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -87,35 +110,30 @@ class DamageSettings:
             )
 
     @property
-    def prompt(self) -> str:
-        """The question asked about every building (its post crop alone)."""
-        return building_question(self.language, with_pre=False)
-
-    @property
-    def answers(self) -> list[str]:
-        """Each grade's answer, in `GRADES` order."""
-        return [grade_answer(grade, self.language) for grade in GRADES]
+    def scorer(self) -> GradeScorer:
+        """What every building is asked and how its answers become grade probabilities."""
+        return GradeScorer(self.language, self.verbalizer, self.calibration)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as recorded with the run."""
-        return {"prompt": self.prompt, "language": self.language.value,
-                "min_confidence": self.min_confidence, "answers": self.answers,
-                "images": ["post"]}
+        """The settings as recorded with the run (``geovlm report`` reads ``pre``).
+
+        Examples
+        --------
+        >>> facts = DamageSettings(pre="pre.tif").as_dict()
+        >>> facts["images"], facts["pre"], facts["calibration"], facts["answers"]["destroyed"]
+        ('pre+post', 'pre.tif', None, ['Destroyed.', 'Destroyed'])
+        """
+        scorer = self.scorer
+        return {"prompt": scorer.prompt(with_pre=self.pre is not None),
+                "language": self.language.value, "min_confidence": self.min_confidence,
+                "answers": self.verbalizer.table(self.language),
+                "images": PRE_POST if self.pre is not None else POST_ONLY, "pre": self.pre,
+                "calibration": self.calibration.to_mapping() if self.calibration else None}
 
 
-def encode_crops(backend: Backend, crops: Sequence[BuildingCrop],
-                 settings: DamageSettings) -> Any:
-    """The model inputs of a batch of buildings (the CPU side, run a batch ahead)."""
-    return backend.encode([crop.post for crop in crops], [settings.prompt] * len(crops))
-
-
-def grade_probabilities(backend: Backend, inputs: Any, settings: DamageSettings) -> np.ndarray:
-    """``(n, 4)`` probabilities of `GRADES` for a batch encoded by `encode_crops`.
-
-    The one place the model is asked: each row is the softmax of the grades' answer
-    likelihoods, so it sums to 1.
-    """
-    return np.asarray(backend.score_encoded(inputs, settings.answers), dtype=np.float64)
+def building_images(crop: BuildingCrop) -> PromptImages:
+    """What the model is shown of a building: ``(pre, post)``, or its post crop alone."""
+    return crop.post if crop.pre is None else (crop.pre, crop.post)
 
 
 def damage_records(crops: Sequence[BuildingCrop], probs: np.ndarray, settings: DamageSettings,
@@ -127,7 +145,7 @@ def damage_records(crops: Sequence[BuildingCrop], probs: np.ndarray, settings: D
     crops
         The batch.
     probs
-        ``(n, 4)``, `grade_probabilities`' rows, in `GRADES` order.
+        ``(n, 4)``, `GradeScorer.probabilities`' rows, in `GRADES` order.
     settings
         The language and the confidence threshold.
     scene
@@ -166,6 +184,7 @@ def damage_records(crops: Sequence[BuildingCrop], probs: np.ndarray, settings: D
             "valid_fraction": round(crop.valid_fraction, 6),
             "pre_valid_fraction": (round(crop.pre_valid_fraction, 6)
                                    if crop.pre_valid_fraction is not None else None),
+            "images": POST_ONLY if crop.pre is None else PRE_POST,
         })
     return records
 
@@ -185,20 +204,27 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
             " vision-language model with --model (e.g. xview2-qwen3vl)."
         )
 
+    scorer = settings.scorer
+
     def setup() -> ChipSteps:
         backend = model.load()
 
         def encode(batch: list[BuildingCrop]) -> Any:
-            return encode_crops(backend, batch, settings)
+            return scorer.encode(backend, [building_images(crop) for crop in batch])
 
         def grade(batch: list[BuildingCrop], inputs: Any) -> ChipRecords:
-            probs = grade_probabilities(backend, inputs, settings)
+            probs = scorer.probabilities(backend, inputs)
             return ChipRecords(damage_records(batch, probs, settings, scene))
 
-        def summary_counts(done: Set[str]) -> dict[str, Any]:
-            return {"footprints": dict(counts or {})}
+        return ChipSteps(prepare=encode, process=grade)
 
-        return ChipSteps(prepare=encode, process=grade, counts=summary_counts)
+    def summary_counts(output: Path) -> dict[str, Any]:
+        # Read from the layer, not counted in the steps: Ray's actors run those, and a
+        # resumed run's earlier buildings count too.
+        post_only = len(pyogrio.read_dataframe(
+            output, layer=BUILDINGS_LAYER, columns=["images"], read_geometry=False,
+            where=f"images = '{POST_ONLY}'")) if settings.pre is not None else 0
+        return {"footprints": dict(counts or {}), "post_only": post_only}
 
     return ChipTask(
         command="damage",
@@ -210,6 +236,7 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
         id_field="object_id",
         extra_versions=library_versions(ML_PACKAGES),
         batch_size=16,
+        counts=summary_counts,
     )
 
 
@@ -229,12 +256,14 @@ def damage_buildings(scenes: RunScenes, run: RunOptions, model: ModelRun[Backend
     model
         Loads the model once the checks passed; its record is kept with the run.
     settings
-        Language and confidence threshold, recorded with the run.
+        Language, confidence threshold, answer forms and calibration, recorded with the run
+        (with the crops' pre scene).
 
     Returns
     -------
     RunSummary
-        Counts and timing; ``footprints`` says what was read, repaired and left out.
+        Counts and timing; ``footprints`` says what was read, repaired and left out;
+        ``post_only`` how many buildings of the layer were graded without their pre crop.
 
     Raises
     ------
@@ -242,5 +271,8 @@ def damage_buildings(scenes: RunScenes, run: RunOptions, model: ModelRun[Backend
         The model reads text only.
     """
     (entry, source), = scenes.opened
-    counts = source.footprints.counts if isinstance(source, BuildingCrops) else None
+    counts: Mapping[str, int] = {}
+    if isinstance(source, BuildingCrops):
+        counts = source.footprints.counts
+        settings = dataclasses.replace(settings, pre=source.options.pre)
     return run_over_chips(scenes, damage_task(model, settings, entry.key, counts), run)
