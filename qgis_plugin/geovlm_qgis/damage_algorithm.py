@@ -97,9 +97,13 @@ class DamageAlgorithm(RasterAlgorithm):
             event.get("total"), event.get("output"), event.get("run_id"))
 
     def done_message(self, event: dict[str, Any]) -> str:
-        """The counts of the ``done`` event: graded, resumed, left out."""
+        """The counts of the ``done`` event: graded, resumed, left out, graded without pre."""
         footprints = event.get("footprints") or {}
-        return tr("Graded {} buildings ({} already done, {} under the minimum valid share, {}"
-                  " outside the raster) in {} s.").format(
+        message = tr("Graded {} buildings ({} already done, {} under the minimum valid share, {}"
+                     " outside the raster) in {} s.").format(
             event.get("written"), event.get("already_done"), event.get("skipped_invalid"),
             footprints.get("outside", 0), event.get("seconds"))
+        if event.get("post_only"):
+            message += " " + tr("{} of them from the post raster alone (no valid pre"
+                                " crop).").format(event["post_only"])
+        return message
