@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from qgis.core import (
+    QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterEnum,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -29,7 +31,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from .engine import EngineError, run_engine, shown_command
 from .settings import engine_path
 
-__all__ = ["EngineAlgorithm", "enum_choice", "layer_file", "tr"]
+__all__ = ["EngineAlgorithm", "StoredStyle", "enum_choice", "layer_file", "tr"]
 
 
 def tr(text: str) -> str:
@@ -92,6 +94,33 @@ def _wrong_choice(definition: QgsProcessingParameterEnum, value: Any) -> str:
     options = definition.options()
     return tr("{} must be one of {} (or its index, 0 to {}), not {!r}.").format(
         definition.name(), ", ".join(options), len(options) - 1, value)
+
+
+class StoredStyle(QgsProcessingLayerPostProcessorInterface):
+    """Gives a layer Processing loads into the project the style its GeoPackage stores.
+
+    Processing loads an output without its default style (the ``layer_styles`` row the engine
+    writes), so it would show in a single colour.
+    """
+
+    #: The post-processor of each output loaded last: Processing takes ownership of a Python
+    #: object, so a reference is kept until the next run into the same output.
+    _kept: dict[str, StoredStyle] = {}
+
+    @classmethod
+    def attach(cls, context: QgsProcessingContext, output: str) -> None:
+        """Style `output` (a path given to ``parameterAsOutputLayer``) when it is loaded."""
+        if context.willLoadLayerOnCompletion(output):
+            processor = cls._kept[output] = cls()
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
+
+    def postProcessLayer(  # noqa: N802
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        """Apply the stored style, or say why not."""
+        message, loaded = layer.loadDefaultStyle()
+        if not loaded:
+            feedback.pushWarning(tr("No stored style for {}: {}").format(layer.name(), message))
 
 
 class EngineAlgorithm(QgsProcessingAlgorithm):

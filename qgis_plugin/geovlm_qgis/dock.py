@@ -26,9 +26,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .algorithms import DEFAULT_MODEL, LANGUAGES, raster_problem
 from .base import tr
 from .engine import EngineError, engine_json, run_engine, shown_command
+from .raster_algorithm import DEFAULT_MODEL, LANGUAGES, raster_problem
 from .settings import engine_path, server_arguments
 from .tasks import BackgroundTask
 

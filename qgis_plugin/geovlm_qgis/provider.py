@@ -5,6 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 
 from .algorithms import ClassifyAlgorithm, ReferAlgorithm, TileAlgorithm
+from .damage_algorithm import DamageAlgorithm
 from .report_algorithm import ReportAlgorithm
 from .training_algorithms import EvaluateAlgorithm, TrainAlgorithm
 
@@ -12,7 +13,7 @@ __all__ = ["GeovlmProvider"]
 
 
 class GeovlmProvider(QgsProcessingProvider):
-    """Provider id ``geovlm``: tile, classify, refer, train, evaluate, report; GeoPackage layers."""
+    """Provider ``geovlm``: tile, classify, refer, damage, train, evaluate, report."""
 
     def id(self) -> str:
         return "geovlm"
@@ -24,8 +25,8 @@ class GeovlmProvider(QgsProcessingProvider):
         return self.tr("geovlm: vision-language models over rasters")
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (TileAlgorithm(), ClassifyAlgorithm(), ReferAlgorithm(), TrainAlgorithm(),
-                          EvaluateAlgorithm(), ReportAlgorithm()):
+        for algorithm in (TileAlgorithm(), ClassifyAlgorithm(), ReferAlgorithm(), DamageAlgorithm(),
+                          TrainAlgorithm(), EvaluateAlgorithm(), ReportAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802

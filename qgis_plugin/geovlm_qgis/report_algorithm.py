@@ -23,7 +23,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .base import EngineAlgorithm, layer_file, tr
+from .base import EngineAlgorithm, StoredStyle, layer_file, tr
 
 __all__ = ["ReportAlgorithm", "layer_of"]
 
@@ -124,6 +124,7 @@ class ReportAlgorithm(EngineAlgorithm):
         if self.parameterAsBool(parameters, self.OVERWRITE, context):
             args.append("--overwrite")
         done = self.run_step(args, feedback)
+        StoredStyle.attach(context, output)
         return {self.OUTPUT: f"{output}|layername=damage_by_area", self.REPORT: report,
                 self.BUILDINGS: done.get("buildings", 0),
                 self.UNCERTAIN: done.get("uncertain", 0)}

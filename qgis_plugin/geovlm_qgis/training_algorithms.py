@@ -30,8 +30,8 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .algorithms import DEFAULT_MODEL, raster_problem
 from .base import EngineAlgorithm, layer_file, tr
+from .raster_algorithm import DEFAULT_MODEL, raster_problem
 
 __all__ = ["EvaluateAlgorithm", "TrainAlgorithm", "corrected_map"]
 

@@ -7,6 +7,8 @@ the checkout's geovlm in the toolkit's venv) and $GEOVLM_TEST_MODEL a tiny offli
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,8 +29,8 @@ from processing.core.Processing import Processing  # noqa: E402
 Processing.initialize()
 
 #: The provider's algorithms, sorted.
-ALGORITHMS = ["geovlm:classify", "geovlm:evaluate", "geovlm:refer", "geovlm:report", "geovlm:tile",
-              "geovlm:train"]
+ALGORITHMS = ["geovlm:classify", "geovlm:damage", "geovlm:evaluate", "geovlm:refer",
+              "geovlm:report", "geovlm:tile", "geovlm:train"]
 #: Modules the plugin's process must never import.
 HEAVY = ("torch", "transformers", "rasterio", "geovlm")
 
@@ -98,6 +100,40 @@ def big_scene(tmp_path_factory) -> Path:
         dataset.GetRasterBand(band).WriteArray(data)
     dataset = None
     return path
+
+
+@pytest.fixture()
+def recorded(tmp_path, monkeypatch):
+    """A stub engine that records its arguments and ends at once.
+
+    The fixture is a function: the arguments of the stub's last run, None when it did not run.
+    """
+    argv = tmp_path / "argv.txt"
+    stub = tmp_path / "geovlm"
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{argv}"\n'
+                    'echo \'{"event": "done", "status": "interrupted"}\'\n')
+    stub.chmod(0o755)
+    monkeypatch.setenv("GEOVLM_ENGINE", str(stub))
+
+    def arguments() -> list[str] | None:
+        if not argv.exists():
+            return None
+        found = argv.read_text().splitlines()
+        argv.unlink()
+        return found
+    return arguments
+
+
+@pytest.fixture(scope="module")
+def shell(tmp_path_factory):
+    """qgis_process with the plugin enabled in a fresh profile: the command and environment."""
+    env = {**os.environ, "QGIS_PLUGINPATH": str(PLUGIN_ROOT),
+           "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path_factory.mktemp("profile"))}
+    # Debian's /usr/bin/qgis_process wrapper adds --noversioncheck, which qgis_process rejects.
+    qgis_process = shutil.which("qgis_process.bin") or "qgis_process"
+    subprocess.run([qgis_process, "plugins", "enable", "geovlm_qgis"], env=env, check=True,
+                   capture_output=True)
+    return qgis_process, env
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ is what they compare. Two run the real engine from the shell through qgis_proces
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 from contextlib import closing
@@ -26,6 +24,8 @@ from qgis.core import (
 
 from .conftest import PLUGIN_ROOT
 
+FOOTPRINTS = PLUGIN_ROOT.parents[1] / "shared/data/vector/solaris/geotiff_labels.geojson"
+
 #: Every choice of the provider and its default, as before static strings (index 0 each).
 CHOICES = {
     ("geovlm:classify", "LANGUAGE"): ("en", "ja", "zh"),
@@ -34,31 +34,11 @@ CHOICES = {
     ("geovlm:refer", "CONTEXT"): ("chip", "scene"),
     ("geovlm:refer", "LANGUAGE"): ("en", "ja", "zh"),
     ("geovlm:refer", "QUANTIZE"): ("preset", "auto", "4bit", "8bit", "none"),
+    ("geovlm:damage", "LANGUAGE"): ("en", "ja", "zh"),
+    ("geovlm:damage", "QUANTIZE"): ("preset", "auto", "4bit", "8bit", "none"),
     ("geovlm:evaluate", "SPLIT"): ("test", "train", "all"),
     ("geovlm:evaluate", "LANGUAGE"): ("all", "en", "ja", "zh"),
 }
-
-
-@pytest.fixture()
-def recorded(tmp_path, monkeypatch):
-    """A stub engine that records its arguments and ends at once.
-
-    The fixture is a function: the arguments of the stub's last run, None when it did not run.
-    """
-    argv = tmp_path / "argv.txt"
-    stub = tmp_path / "geovlm"
-    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{argv}"\n'
-                    'echo \'{"event": "done", "status": "interrupted"}\'\n')
-    stub.chmod(0o755)
-    monkeypatch.setenv("GEOVLM_ENGINE", str(stub))
-
-    def arguments() -> list[str] | None:
-        if not argv.exists():
-            return None
-        found = argv.read_text().splitlines()
-        argv.unlink()
-        return found
-    return arguments
 
 
 def _inputs(algorithm, scene, tmp_path):
@@ -66,6 +46,8 @@ def _inputs(algorithm, scene, tmp_path):
     if algorithm == "geovlm:evaluate":
         return {"DATA": str(tmp_path), "OUTPUT": str(tmp_path / "report")}
     base = {"INPUT": str(scene), "OUTPUT": str(tmp_path / "out.gpkg")}
+    if algorithm == "geovlm:damage":
+        return {**base, "FOOTPRINTS": str(FOOTPRINTS)}
     return {**base, "DETECT": True} if algorithm == "geovlm:refer" else base
 
 
@@ -91,6 +73,8 @@ def test_every_choice_uses_its_names_with_the_same_default(plugin):
      {"--language": "ja", "--mode": "generate", "--quantize": "4bit"}),
     ("geovlm:refer", {"LANGUAGE": "zh", "QUANTIZE": "none"}, {"LANGUAGE": 2, "QUANTIZE": 4},
      {"--language": "zh", "--quantize": "none"}),
+    ("geovlm:damage", {"LANGUAGE": "ja", "QUANTIZE": "8bit"}, {"LANGUAGE": 1, "QUANTIZE": 3},
+     {"--language": "ja", "--quantize": "8bit"}),
     ("geovlm:evaluate", {"SPLIT": "all", "LANGUAGE": "ja"}, {"SPLIT": 2, "LANGUAGE": 2},
      {"--split": "all", "--language": "ja"}),
 ])
@@ -111,6 +95,7 @@ def test_a_name_and_its_index_give_the_same_command_line(plugin, recorded, scene
 @pytest.mark.parametrize(("algorithm", "expected"), [
     ("geovlm:classify", {"--language": "en", "--mode": "score", "--quantize": None}),
     ("geovlm:refer", {"--language": "en", "--quantize": None}),
+    ("geovlm:damage", {"--language": "en", "--quantize": None}),
     ("geovlm:evaluate", {"--split": "test", "--language": "all"}),
 ])
 def test_a_choice_left_out_is_its_old_default(plugin, recorded, scene, tmp_path, algorithm,
@@ -149,18 +134,6 @@ def test_a_wrong_choice_is_a_processing_error_naming_the_options(plugin, recorde
                                            **choices})
     assert str(error.value).splitlines()[-1] == sentence
     assert recorded() is None  # refused before the engine starts
-
-
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory):
-    """qgis_process with the plugin enabled in a fresh profile: the command and environment."""
-    env = {**os.environ, "QGIS_PLUGINPATH": str(PLUGIN_ROOT),
-           "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path_factory.mktemp("profile"))}
-    # Debian's /usr/bin/qgis_process wrapper adds --noversioncheck, which qgis_process rejects.
-    qgis_process = shutil.which("qgis_process.bin") or "qgis_process"
-    subprocess.run([qgis_process, "plugins", "enable", "geovlm_qgis"], env=env, check=True,
-                   capture_output=True)
-    return qgis_process, env
 
 
 def _layer(gpkg):

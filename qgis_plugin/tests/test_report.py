@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import processing
 import pytest
-from qgis.core import QgsProcessingException, QgsVectorLayer
+from qgis.core import QgsProcessingException, QgsProject, QgsVectorLayer
 
 from .conftest import PLUGIN_ROOT
 
@@ -12,13 +12,15 @@ from .conftest import PLUGIN_ROOT
 def test_report_writes_the_page_and_a_styled_layer_of_areas(plugin, engine, buildings,
                                                             tmp_path):
     layer = QgsVectorLayer(f"{buildings}|layername=buildings", "buildings", "ogr")
-    result = processing.run("geovlm:report", {
+    result = processing.runAndLoadResults("geovlm:report", {
         "INPUT": layer, "CELL": 100, "REPORT": str(tmp_path / "report.html"),
         "OUTPUT": str(tmp_path / "areas.gpkg")})
     assert result["BUILDINGS"] == 43 and result["UNCERTAIN"] > 0
     assert "Verify before acting" in (tmp_path / "report.html").read_text(encoding="utf-8")
     assert (tmp_path / "report-areas.csv").is_file()
-    areas = QgsVectorLayer(result["OUTPUT"], "areas", "ogr")
+    # Loaded into the project with the style the GeoPackage stores.
+    [areas] = [loaded for loaded in QgsProject.instance().mapLayers().values()
+               if loaded.source().startswith(str(tmp_path / "areas.gpkg"))]
     assert areas.isValid() and areas.featureCount() > 1
     assert areas.renderer().type() == "categorizedSymbol"
     assert areas.renderer().classAttribute() == "worst"
