@@ -12,6 +12,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import yaml
 from click.testing import CliRunner
 
 from geovlm.backends.grade_scoring import GradeScorer
@@ -196,3 +197,33 @@ def test_damage_grades_an_xbd_tile_with_its_pre(real_xbd, xbd_crops, qwen3_vl_di
     frame = pyogrio.read_dataframe(out, layer="buildings")
     assert len(frame) > 0 and (frame["images"] == "pre+post").all()
     assert frame.crs.to_epsg() == 4326
+
+
+def test_the_presets_damage_calibration_applies_unless_refused(inputs, qwen3_vl_dir, tmp_path):
+    from geovlm.labels.calibration import Calibration
+    from geovlm.labels.grade_forms import DAMAGE_GRADES
+    from geovlm.models.presets import FOLDER_PRESET
+
+    post, _, _ = inputs
+    vector = footprint_grid(post, tmp_path / "few.gpkg", 2)
+    calibration = Calibration(2.0, (0.0, 0.0, 0.0, 3.0), labels=DAMAGE_GRADES)
+    folder = tmp_path / "calibrated"
+    folder.mkdir()
+    (folder / FOLDER_PRESET).write_text(yaml.safe_dump({
+        "name": "calibrated", "model_id": str(qwen3_vl_dir), "family": "qwen3_vl",
+        "chip_size": 64, "supports_images": True, "template": "qwen3_vl_nothink",
+        "damage_calibration": {"temperature": 2.0,
+                               "log_prior": {"destroyed": 3.0}}}), encoding="utf-8")
+    runs = {}
+    for name, extra in (("raw", ("--no-calibration",)), ("calibrated", ())):
+        out = tmp_path / f"{name}.gpkg"
+        result = _damage(post, out, folder, "--footprints", vector, *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = (_parameters(out)["calibration"], _probs(out))
+    assert runs["raw"][0] is None
+    assert runs["calibrated"][0] == calibration.to_mapping()
+    raw, calibrated = runs["raw"][1], runs["calibrated"][1]
+    assert set(raw) == set(calibrated) and len(raw) == 4
+    for object_id, probs in raw.items():
+        # probs are stored to six decimals
+        np.testing.assert_allclose(calibrated[object_id], calibration.apply(probs), atol=2e-5)

@@ -53,6 +53,8 @@ __all__ = ["damage"]
               help="Buildings per model call.")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Below this probability of the best grade the damage is 'uncertain'.")
+@click.option("--no-calibration", is_flag=True,
+              help="Ignore the preset's damage calibration (score mode's raw probabilities).")
 @engine_options
 def damage(
     post: str,
@@ -82,6 +84,7 @@ def damage(
     language: str,
     batch_size: int,
     min_confidence: float,
+    no_calibration: bool,
     engine: str,
     ray_address: str | None,
     ray_actors: int | None,
@@ -96,8 +99,9 @@ def damage(
     read through its own grid, and the model is shown both crops (pre first) in one prompt; a
     building whose pre crop falls under --min-valid is graded from its post crop alone (field
     ``images``). Every answer form of a grade counts, and the preset's damage calibration is
-    applied when it has one. The layer (the footprints as polygons, field ``damage``) feeds
-    `geovlm refer SCENE --footprints OUT.gpkg`. A killed run resumes building by building.
+    applied when it has one (unless --no-calibration). The layer (the footprints as polygons,
+    field ``damage``) feeds `geovlm refer SCENE --footprints OUT.gpkg`. A killed run resumes
+    building by building.
     """
     from geovlm.backends.choice import ModelChoice
     from geovlm.labels.grade_forms import DAMAGE_GRADES
@@ -119,7 +123,8 @@ def damage(
                  if footprints is not None else Footprints.from_xbd(str(xbd_labels), info))
     scenes = building_scene(post, buildings, options)
     choice = ModelChoice.resolve(model, adapter=adapter, no_adapter=no_adapter,
-                                 quantize=quantize, device=device, batch_size=batch_size)
+                                 quantize=quantize, device=device, batch_size=batch_size,
+                                 use_calibration=not no_calibration)
     if pre is not None and choice.preset.family is ModelFamily.LLAVA:
         raise ParameterError(
             f"{choice.preset.name} reads one image per prompt, so it cannot compare a pre and"
