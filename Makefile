@@ -46,8 +46,9 @@ $(QGIS_VENV)/bin/pytest: | qgis
 qgis-venv: $(QGIS_VENV)/bin/pytest
 
 # docs/img/qgis-dock.png and qgis-desktop.png: the plugin's tests, saving their pictures there.
-screenshots: $(STAMP) qgis-venv
-	GEOVLM_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q tests/test_qgis_plugin.py
+screenshots: $(STAMP) qgis-venv chromium
+	GEOVLM_SCREENSHOTS=$(CURDIR)/docs/img $(BIN)/python -m pytest -q -n 0 tests/test_qgis_plugin.py \
+	  tests/test_report.py::test_the_page_renders_in_headless_chromium
 
 # A zip that QGIS's Plugins > Install from ZIP accepts: one top folder, the plugin package.
 PLUGIN_DIST ?= dist

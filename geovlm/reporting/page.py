@@ -22,7 +22,8 @@ __all__ = ["MAX_ROWS", "ReportContent", "render_page"]
 MAX_ROWS = 40
 
 _STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto; color: #222; }
+body { font-family: sans-serif; max-width: 1100px; margin: 1.5em auto;
+       padding: 0 1.5em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { margin: 1.2em 0 0.4em; }
 table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.92em; }
 th, td { border: 1px solid #bbb; padding: 0.2em 0.55em; text-align: right; }
