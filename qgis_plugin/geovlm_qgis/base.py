@@ -215,6 +215,16 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(_wrong_choice(definition, value))
         return choice
 
+    def geopackage_output(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+    ) -> str:
+        """The path of an output layer parameter, refused unless a GeoPackage (the engine's)."""
+        output = self.parameterAsOutputLayer(parameters, name, context)
+        if not output.lower().endswith(".gpkg"):
+            raise QgsProcessingException(
+                tr("The output must be a GeoPackage (.gpkg), not {}.").format(output))
+        return output
+
     def run_step(
         self,
         args: Sequence[str],

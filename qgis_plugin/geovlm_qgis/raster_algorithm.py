@@ -152,10 +152,7 @@ class RasterAlgorithm(EngineAlgorithm):
         problem = raster_problem(layer)
         if problem:
             raise QgsProcessingException(problem)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if not output.lower().endswith(".gpkg"):
-            raise QgsProcessingException(
-                tr("The output must be a GeoPackage (.gpkg), not {}.").format(output))
+        output = self.geopackage_output(parameters, self.OUTPUT, context)
         args = [*self.task_arguments(parameters, context), layer.source(), "-o", output,
                 *self.tiling_arguments(parameters, context)]
         if self.parameterAsBool(parameters, self.OVERWRITE, context):

@@ -103,10 +103,7 @@ class ReportAlgorithm(EngineAlgorithm):
         damage = layer_of(self.parameterAsVectorLayer(parameters, self.INPUT, context),
                           "buildings", "geovlm:damage")
         report = self.parameterAsFileOutput(parameters, self.REPORT, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if not output.lower().endswith(".gpkg"):
-            raise QgsProcessingException(
-                tr("The output must be a GeoPackage (.gpkg), not {}.").format(output))
+        output = self.geopackage_output(parameters, self.OUTPUT, context)
         args = ["report", damage, "-o", report, "--gpkg", output]
         areas = self.parameterAsVectorLayer(parameters, self.AREAS, context)
         cell = self.parameterAsDouble(parameters, self.CELL, context)
