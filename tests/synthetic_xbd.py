@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from geovlm.labels.damage import Damage
 from geovlm.labels.prompts import DisasterLabel
 
-__all__ = ["COLOUR_STEPS", "DEFAULT_EVENTS", "write_change_xbd", "write_synthetic_xbd"]
+__all__ = ["COLOUR_FLIPS", "DEFAULT_EVENTS", "write_change_xbd", "write_synthetic_xbd"]
 
 #: Two events per xBD disaster type (event name -> xBD ``disaster_type``), so a split by event
 #: can hold a whole event of every type out.
@@ -211,13 +211,14 @@ def write_synthetic_xbd(
     return folder
 
 
-#: Steps round `_PALETTE` from a building's pre colour to its post colour, per grade: the grade
-#: shows only as change (`write_change_xbd`), none for no damage.
-COLOUR_STEPS = {
+#: The components of a building's colour that its grade flips from pre to post (bit 1: red
+#: low/high, bit 2: blue low/high): the grade shows only as change (`write_change_xbd`).
+COLOUR_FLIPS = {
     Damage.NO_DAMAGE: 0, Damage.MINOR_DAMAGE: 1, Damage.MAJOR_DAMAGE: 2, Damage.DESTROYED: 3,
 }
-#: The colours a building's cell is painted in, far apart.
-_PALETTE = np.array([(220, 40, 40), (220, 220, 40), (40, 200, 60), (40, 60, 220)], dtype=float)
+#: The four colours of a building cell, indexed by their two components (red, blue), each low
+#: or high, far apart; green stays mid.
+_PALETTE = np.array([(40, 120, 40), (220, 120, 40), (40, 120, 220), (220, 120, 220)], dtype=float)
 #: Pixels of one building cell: a 24-pixel square, plus the 10 m (20-pixel) crop margin each side.
 _CELL = 64
 
@@ -227,10 +228,12 @@ def write_change_xbd(folder: str | Path, tiles: int, grid: int = 3, seed: int = 
 
     Each tile holds ``grid`` x ``grid`` square buildings, one per 64-pixel cell, so that each
     building's crop (its box plus the default 10 m margin at 0.5 m pixels) is its cell exactly.
-    A pre cell is one colour of a four-colour palette, drawn at random, under mild noise; the
-    post cell is the colour `COLOUR_STEPS` of its grade further round the palette. The post
-    colour is thus uniform over the palette whatever the grade: a post crop alone tells nothing,
-    the pair tells the grade. Grades cycle through the four, shuffled per tile.
+    A pre cell is one colour of a four-colour palette, drawn at random, under mild noise: red
+    low or high, blue low or high. The post cell is the pre colour with the components
+    `COLOUR_FLIPS` of its grade flipped (none, red, blue, both). The post colour is thus uniform
+    over the palette whatever the grade: a post crop alone tells nothing, the pair tells the
+    grade, and which component changed is the same read whichever crop comes first. Grades
+    cycle through the four, shuffled per tile.
 
     Parameters
     ----------
@@ -254,7 +257,7 @@ def write_change_xbd(folder: str | Path, tiles: int, grid: int = 3, seed: int = 
     size, event = grid * _CELL, "synthchange"
     step_lat = _PIXEL_M / _METRES_PER_DEGREE
     step_lon = step_lat / math.cos(math.radians(35.0))
-    grades = list(COLOUR_STEPS)
+    grades = list(COLOUR_FLIPS)
     for number in range(tiles):
         rng = np.random.default_rng([seed, number])
         transform = np.array([[step_lon, 0.0, 10.0 + number * size * step_lon],
@@ -265,7 +268,7 @@ def write_change_xbd(folder: str | Path, tiles: int, grid: int = 3, seed: int = 
         for index, damage in enumerate(cycle):
             row, col = divmod(index, grid)
             before = int(rng.integers(0, len(_PALETTE)))
-            after = (before + COLOUR_STEPS[damage]) % len(_PALETTE)
+            after = before ^ COLOUR_FLIPS[damage]
             window = np.s_[row * _CELL:(row + 1) * _CELL, col * _CELL:(col + 1) * _CELL]
             for phase, colour in (("pre", before), ("post", after)):
                 pixels[phase][window] = _PALETTE[colour] + rng.normal(0, 4, (_CELL, _CELL, 3))

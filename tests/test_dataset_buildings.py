@@ -21,7 +21,7 @@ from geovlm.datasets import Task, read_dataset
 from geovlm.errors import DatasetError
 from geovlm.labels.building_damage import building_question, grade_answer
 from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M
-from tests.synthetic_xbd import COLOUR_STEPS, write_change_xbd
+from tests.synthetic_xbd import COLOUR_FLIPS, write_change_xbd
 
 _GRADES = {"no-damage", "minor-damage", "major-damage", "destroyed"}
 
@@ -125,7 +125,7 @@ def test_post_only_and_the_change_set(tmp_path):
         steps.append((sample.label, bool(np.abs(pre.mean((0, 1)) - post.mean((0, 1))).max() > 50)))
     assert {changed for label, changed in steps if label == "no-damage"} == {False}
     assert {changed for label, changed in steps if label != "no-damage"} == {True}
-    assert {label for label, _ in steps} == {g.value for g in COLOUR_STEPS}
+    assert {label for label, _ in steps} == {g.value for g in COLOUR_FLIPS}
 
 
 def test_records_must_hold_one_image_token_per_image(real_buildings, tmp_path):
