@@ -17,11 +17,18 @@ CLI runs it (`building_scene` then `damage_buildings`, a fresh GeoPackage each t
 
 Best of ``--repeat``; CPU ms/building (all threads) beside the wall rate. Other workers share
 this machine, so the load average is printed before and after.
+
+**Real size** (``--shape 8b``, a CUDA GPU): the whole command with a randomly initialised model
+of Qwen3-VL-8B's published dimensions (``bench/qwen3vl_8b.py``) in bf16 and/or NF4 4-bit
+(``--quantize none 4bit``), beside the crops and the host ceiling, e.g.::
+
+    python bench/damage.py --shape 8b --per-side 16 --batch-size 16 --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import sys
@@ -60,9 +67,19 @@ def main() -> None:
     parser.add_argument("--per-side", type=int, default=45)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--shape", choices=("tiny", "8b"), default="tiny",
+                        help="the model: the tiny Qwen3-VL on the CPU, or the 8B shape on CUDA")
+    parser.add_argument("--quantize", nargs="+", choices=("none", "4bit"),
+                        default=["none", "4bit"], help="--shape 8b: bf16 and/or NF4 runs")
+    parser.add_argument("--batch-size", type=int, default=16, help="buildings per model call")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
+    if args.shape == "8b" and not torch.cuda.is_available():
+        print("--shape 8b needs a CUDA GPU (an 8B model in float32 on this CPU would take hours"
+              " per run).", file=sys.stderr)
+        sys.exit(2)
 
     from bench.host_ceiling import InstantModel
     from geovlm.backends.base import ModelRun
@@ -86,7 +103,9 @@ def main() -> None:
     model_dir = tiny_models.build_qwen3_vl(out / "tiny_qwen3_vl")
     tiny = HFBackend.load(str(model_dir), quantize="none", device="cpu",
                           template="qwen3_vl_nothink")
-    models = {"host ceiling": InstantModel(tiny), "tiny model": tiny}
+    models = {"host ceiling": InstantModel(tiny),
+              **(_models_8b(model_dir, args.quantize, args.batch_size) if args.shape == "8b"
+                 else {"tiny model": tiny})}
     print(f"load average before: {os.getloadavg()[0]:.2f}; {len(footprints.ids)} buildings;"
           f" {os.cpu_count()} cores")
     print(f"{'case':<14} {'images':<9} {'buildings':>9} {'s':>7} {'buildings/s':>12}"
@@ -106,7 +125,8 @@ def main() -> None:
                 runs += 1
                 summary = damage_buildings(
                     building_scene(post, footprints, options),
-                    RunOptions(out / f"run{runs}.gpkg", progress=ProgressMode.NONE),
+                    RunOptions(out / f"run{runs}.gpkg", progress=ProgressMode.NONE,
+                               batch_size=args.batch_size),
                     ModelRun(lambda: backend, {"model": "bench"}), DamageSettings())
                 return summary.written
 
@@ -118,6 +138,22 @@ def main() -> None:
             print(f"{name:<14} {images:<9} {count:>9} {seconds:>7.2f} {rate:>12.1f}"
                   f" {1000 * cpu / count:>9.2f}{mark}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def _models_8b(tiny_folder: Path, quantize: list[str], batch_size: int) -> dict[str, object]:
+    """The 8B shape on CUDA per ``--quantize`` (bf16 17.5 GiB and NF4 together fit an H100)."""
+    from transformers import AutoProcessor
+
+    from bench import qwen3vl_8b
+
+    processor = AutoProcessor.from_pretrained(tiny_folder)
+    config = qwen3vl_8b.config_8b(qwen3vl_8b.token_ids(processor))
+    if "4bit" in quantize and importlib.util.find_spec("bitsandbytes") is None:
+        print("4bit skipped: bitsandbytes is not installed (pip install bitsandbytes)")
+        quantize = [q for q in quantize if q != "4bit"]
+    return {f"8B {'bf16' if q == 'none' else 'NF4'}":
+            qwen3vl_8b.backend(processor, config, "cuda", q, batch_size)
+            for q in quantize}
 
 
 if __name__ == "__main__":
