@@ -7,13 +7,17 @@ import signal
 import sqlite3
 from contextlib import closing
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
 from geovlm.labels.building_damage import GRADES
+from geovlm.scenes.scene import open_scene
+from geovlm.sources.building_crops import Footprints
 from tests.damage_fixtures import POST, footprint_grid, warp_scene
 from tests.helpers import SignalledRun, assert_valid_geopackage, count_rows
 
@@ -137,11 +141,15 @@ def test_killed_run_resumes_building_by_building(inputs, qwen3_vl_dir, tmp_path)
 def test_bad_inputs_are_refused_in_one_line(inputs, geotiff_dir, tmp_path):
     post, _, vector = inputs
     far = footprint_grid(geotiff_dir / "opengeos/dsm.tif", tmp_path / "far.gpkg", 2)
+    pins = tmp_path / "pins.gpkg"  # the footprints' centres: points on the scene
+    outlines = gpd.read_file(vector)
+    outlines.set_geometry(outlines.geometry.representative_point()).to_file(pins)
     nomodel = tmp_path / "no-model"  # refused before any model would load
     cases = [
         ((tmp_path / "missing.tif", "--footprints", vector), "does not exist"),
         ((post, "--footprints", tmp_path / "missing.gpkg"), "does not exist"),
         ((post, "--footprints", far), "none of the 4 footprints"),
+        ((post, "--footprints", pins), "holds no polygons, only points, lines or empty"),
         ((post, "--footprints", vector, "--pre", tmp_path / "nopre.tif"), "does not exist"),
         ((post, "--footprints", vector, "--pre", geotiff_dir / "opengeos/dsm.tif"),
          "does not overlap"),
@@ -156,3 +164,14 @@ def test_bad_inputs_are_refused_in_one_line(inputs, geotiff_dir, tmp_path):
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
         assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_points_among_the_footprints_are_left_out_with_a_warning(inputs, tmp_path, caplog):
+    post, _, vector = inputs
+    outlines = gpd.read_file(vector)
+    mixed = tmp_path / "mixed.gpkg"
+    points = outlines.set_geometry(outlines.geometry.representative_point())
+    pd.concat([outlines, points]).to_file(mixed)
+    found = Footprints.from_vector(mixed, open_scene(post))
+    assert len(found.ids) == 25 and found.counts["not_polygonal"] == 25
+    assert "left out 25 feature(s) without a polygon" in caplog.text

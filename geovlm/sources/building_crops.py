@@ -40,6 +40,7 @@ from geovlm.errors import InputError, ParameterError
 from geovlm.scenes.scene import SceneInfo, open_scene
 from geovlm.sources.crop_reads import CropRaster, PixelBox, north_up
 from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, Bounds, crop_bounds, pixel_box
+from geovlm.sources.footprints import log_left_out
 from geovlm.sources.outlines import SourcePolygons, polygon_parts, vector_polygons, xbd_polygons
 from geovlm.sources.xbd import XbdTile
 from geovlm.sources.xbd_scale import pixel_metres
@@ -140,6 +141,7 @@ class Footprints:
     @classmethod
     def _on_scene(cls, found: SourcePolygons, scene: SceneInfo) -> Footprints:
         parts = polygon_parts(found.ids, found.geometries, found.damages)
+        parts.check_polygonal(found.source)
         outline = _scene_outline(scene)
         kept = [(object_id, polygon) for object_id, polygon, _ in parts.parts
                 if outline.contains(polygon.centroid)]
@@ -152,6 +154,8 @@ class Footprints:
         counts = {"read": len(found.ids), "buildings": len(kept), "repaired": parts.repaired,
                   "not_polygonal": parts.not_polygonal,
                   "outside": len(parts.parts) - len(kept) + parts.off_crs}
+        log_left_out(found.source, scene.path, parts.repaired, parts.not_polygonal,
+                     counts["outside"])
         ids = [object_id for object_id, _ in kept]
         if len(set(ids)) != len(ids):
             raise InputError(f"{found.source} repeats feature ids; give each footprint its own.")

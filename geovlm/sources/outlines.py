@@ -87,6 +87,20 @@ class PolygonParts:
     not_polygonal: int
     off_crs: int
 
+    def check_polygonal(self, source: str) -> None:
+        """Refuse a source of points or lines, which no scene check would explain.
+
+        Raises
+        ------
+        InputError
+            No feature of `source` holds a polygon.
+        """
+        if not self.parts and self.not_polygonal:
+            raise InputError(
+                f"{source} holds no polygons, only points, lines or empty geometries"
+                f" ({self.not_polygonal}); give a layer of building outlines."
+            )
+
 
 def polygon_parts(
     ids: Sequence[str], geometries: Sequence[BaseGeometry | None],
