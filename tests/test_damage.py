@@ -83,9 +83,11 @@ def test_buildings_layer_holds_grades_and_probabilities(graded, inputs):
 def test_min_confidence_makes_every_building_uncertain(inputs, qwen3_vl_dir, tmp_path):
     post, _, vector = inputs
     out = tmp_path / "sure.gpkg"
-    result = _damage(post, out, qwen3_vl_dir, "--footprints", vector, "--min-confidence", "1")
+    result = _damage(post, out, qwen3_vl_dir, "--footprints", vector, "--min-confidence", "1",
+                     "--progress", "bar")
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output and "buildings" in result.output
+    assert "buildings/s" in result.output and "chips" not in result.output  # the bar's unit
     frame = pyogrio.read_dataframe(out, layer="buildings")
     assert (frame["damage"] == "uncertain").all() and frame["pre_valid_fraction"].isna().all()
 
