@@ -151,14 +151,16 @@ def test_many_buildings_are_drawn_as_dots(tmp_path):
     (["--areas", str(SHARED / "vector/solaris/geotiff_labels.geojson"), "--areas-name", "nope"],
      "is no field of"),
     (["--classify", "DAMAGE"], "has no 'chips' layer"),
+    (["--areas", str(SHARED / "PROVENANCE.md")], "supported file format)."),
 ], ids=["cell-zero", "cell-too-fine", "cell-and-areas", "name-alone", "areas-elsewhere",
-        "no-such-field", "classify-without-chips"])
+        "no-such-field", "classify-without-chips", "areas-not-vector"])
 def test_bad_input_is_one_sentence_and_exit_2(damage, tmp_path, args, message):
     args = [str(damage) if arg == "DAMAGE" else arg for arg in args]
     result = CliRunner().invoke(cli, ["report", str(damage), "-o", str(tmp_path / "r.html"),
                                       *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+    assert "It might help" not in result.output  # GDAL's advice on driver prefixes
     assert not list(tmp_path.iterdir())
 
 
