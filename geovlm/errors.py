@@ -81,10 +81,17 @@ class PresetError(GeovlmError):
 def first_line(exc: BaseException) -> str:
     r"""The first line of a library exception's message, to quote inside a one-sentence error.
 
+    Of GDAL's messages joined by ``"; "`` (as pyogrio raises them) only the first is kept: the
+    next is usually advice that does not fit (prefixing the path with a driver's name).
+
     Examples
     --------
     >>> first_line(ValueError("bad value\nthe details")), first_line(OSError())
     ('bad value', 'OSError')
+    >>> first_line(OSError("'x.txt' not recognized as being in a supported file format.; It"
+    ...                    " might help to specify the correct driver explicitly"))
+    "'x.txt' not recognized as being in a supported file format"
     """
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return line.split(".; ")[0].removesuffix(".")
 

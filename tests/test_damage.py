@@ -7,13 +7,17 @@ import signal
 import sqlite3
 from contextlib import closing
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 from click.testing import CliRunner
 
 from geovlm.cli import cli
 from geovlm.labels.building_damage import GRADES
+from geovlm.scenes.scene import open_scene
+from geovlm.sources.building_crops import Footprints
 from tests.damage_fixtures import POST, footprint_grid, warp_scene
 from tests.helpers import SignalledRun, assert_valid_geopackage, count_rows
 
@@ -79,9 +83,11 @@ def test_buildings_layer_holds_grades_and_probabilities(graded, inputs):
 def test_min_confidence_makes_every_building_uncertain(inputs, qwen3_vl_dir, tmp_path):
     post, _, vector = inputs
     out = tmp_path / "sure.gpkg"
-    result = _damage(post, out, qwen3_vl_dir, "--footprints", vector, "--min-confidence", "1")
+    result = _damage(post, out, qwen3_vl_dir, "--footprints", vector, "--min-confidence", "1",
+                     "--progress", "bar")
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output and "buildings" in result.output
+    assert "buildings/s" in result.output and "chips" not in result.output  # the bar's unit
     frame = pyogrio.read_dataframe(out, layer="buildings")
     assert (frame["damage"] == "uncertain").all() and frame["pre_valid_fraction"].isna().all()
 
@@ -137,11 +143,17 @@ def test_killed_run_resumes_building_by_building(inputs, qwen3_vl_dir, tmp_path)
 def test_bad_inputs_are_refused_in_one_line(inputs, geotiff_dir, tmp_path):
     post, _, vector = inputs
     far = footprint_grid(geotiff_dir / "opengeos/dsm.tif", tmp_path / "far.gpkg", 2)
+    (tmp_path / "notes.txt").write_text("no vector layer")
+    pins = tmp_path / "pins.gpkg"  # the footprints' centres: points on the scene
+    outlines = gpd.read_file(vector)
+    outlines.set_geometry(outlines.geometry.representative_point()).to_file(pins)
     nomodel = tmp_path / "no-model"  # refused before any model would load
     cases = [
         ((tmp_path / "missing.tif", "--footprints", vector), "does not exist"),
         ((post, "--footprints", tmp_path / "missing.gpkg"), "does not exist"),
         ((post, "--footprints", far), "none of the 4 footprints"),
+        ((post, "--footprints", pins), "holds no polygons, only points, lines or empty"),
+        ((post, "--footprints", tmp_path / "notes.txt"), "in a supported file format)."),
         ((post, "--footprints", vector, "--pre", tmp_path / "nopre.tif"), "does not exist"),
         ((post, "--footprints", vector, "--pre", geotiff_dir / "opengeos/dsm.tif"),
          "does not overlap"),
@@ -154,5 +166,16 @@ def test_bad_inputs_are_refused_in_one_line(inputs, geotiff_dir, tmp_path):
                                           str(tmp_path / "x.gpkg"), "--model", str(nomodel)])
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
-        assert "Traceback" not in result.output
+        assert "Traceback" not in result.output and "It might help" not in result.output
         assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_points_among_the_footprints_are_left_out_with_a_warning(inputs, tmp_path, caplog):
+    post, _, vector = inputs
+    outlines = gpd.read_file(vector)
+    mixed = tmp_path / "mixed.gpkg"
+    points = outlines.set_geometry(outlines.geometry.representative_point())
+    pd.concat([outlines, points]).to_file(mixed)
+    found = Footprints.from_vector(mixed, open_scene(post))
+    assert len(found.ids) == 25 and found.counts["not_polygonal"] == 25
+    assert "left out 25 feature(s) without a polygon" in caplog.text

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from geovlm.backends.grade_scoring import GradeScorer
 from geovlm.cli import cli
-from geovlm.errors import ParameterError
+from geovlm.errors import InputError, ParameterError
 from geovlm.labels.building_damage import GRADES, building_question
 from geovlm.scenes.scene import open_scene
 from geovlm.sources.building_crops import BuildingCrops, CropOptions, Footprints
@@ -184,6 +184,14 @@ def test_xbd_crops_are_the_training_sets(real_xbd, xbd_crops):
                 assert np.array_equal(np.asarray(crop.pre), np.asarray(expected))
                 compared += 1
     assert compared == 132  # every graded building of the six tiles
+
+
+def test_another_tiles_label_is_refused_naming_the_fix(real_xbd, xbd_crops):
+    tiles, _ = xbd_crops
+    post = open_scene(tiles / "santa-rosa-wildfire_00000242_post_disaster.tif")
+    with pytest.raises(InputError, match=r"lies on .*; pass that tile's own label"):
+        Footprints.from_xbd(real_xbd / "labels" / "hurricane-florence_00000480_post_disaster.json",
+                            post)
 
 
 def test_damage_grades_an_xbd_tile_with_its_pre(real_xbd, xbd_crops, qwen3_vl_dir, tmp_path):

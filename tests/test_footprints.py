@@ -109,6 +109,9 @@ def test_refusals_name_the_fix(spacenet, tmp_path):
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)]).to_file(shp)
     with pytest.raises(InputError, match="no coordinate reference system; assign one"):
         read_vector_objects(shp, spacenet)
+    pins = _write(tmp_path / "pins.gpkg", [shapely.Point(733800, 3725000)])
+    with pytest.raises(InputError, match=r"holds no polygons, only points, lines or empty"):
+        read_vector_objects(pins, spacenet)
 
 
 def test_a_dataset_of_several_layers_reads_its_first_polygon_layer(spacenet, tmp_path):

@@ -33,6 +33,8 @@ def reported(damage, tmp_path_factory):
     html = tmp_path_factory.mktemp("report") / "report.html"
     result = CliRunner().invoke(cli, ["report", str(damage), "-o", str(html), "--cell", "200"])
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("43 buildings in ") and " grid cells of 200 m (" in (
+        result.output)
     return html
 
 
@@ -96,7 +98,9 @@ def test_admin_areas_in_another_crs_count_with_those_outside_apart(damage, tmp_p
     rows = {row["name"]: row for row in _csv(tmp_path / "r-areas.csv")}
     assert set(rows) == {"south", "north"} and summary.areas == 2
     inside = sum(int(row["total"]) for row in rows.values())
-    assert 0 < inside < summary.buildings == 43
+    assert 0 < inside < summary.buildings == 43 and summary.outside == 43 - inside
+    assert summary.counted() == (f"43 buildings: {inside} in 2 areas, {43 - inside} outside"
+                                 " every area")
     assert "lie outside every area" in (tmp_path / "r.html").read_text(encoding="utf-8")
     assert_valid_geopackage(tmp_path / "r.gpkg")
 
@@ -147,14 +151,16 @@ def test_many_buildings_are_drawn_as_dots(tmp_path):
     (["--areas", str(SHARED / "vector/solaris/geotiff_labels.geojson"), "--areas-name", "nope"],
      "is no field of"),
     (["--classify", "DAMAGE"], "has no 'chips' layer"),
+    (["--areas", str(SHARED / "PROVENANCE.md")], "supported file format)."),
 ], ids=["cell-zero", "cell-too-fine", "cell-and-areas", "name-alone", "areas-elsewhere",
-        "no-such-field", "classify-without-chips"])
+        "no-such-field", "classify-without-chips", "areas-not-vector"])
 def test_bad_input_is_one_sentence_and_exit_2(damage, tmp_path, args, message):
     args = [str(damage) if arg == "DAMAGE" else arg for arg in args]
     result = CliRunner().invoke(cli, ["report", str(damage), "-o", str(tmp_path / "r.html"),
                                       *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+    assert "It might help" not in result.output  # GDAL's advice on driver prefixes
     assert not list(tmp_path.iterdir())
 
 
@@ -174,6 +180,7 @@ def test_json_progress_ends_with_one_done_event(damage, tmp_path):
     done = json.loads(line)
     assert done["event"] == "done" and done["status"] == "complete"
     assert done["buildings"] == 43 and done["layers"] == ["damage_by_area"]
+    assert done["outside"] == 0  # a grid covers every building
 
 
 def _chromium():

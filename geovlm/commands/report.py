@@ -68,10 +68,10 @@ def report(
     from geovlm.reporting.report import ReportSettings, write_report
 
     settings = ReportSettings(cell, areas, areas_name, areas_layer, classify, scene)
-    summary = write_report(damage, output, settings, gpkg=gpkg, overwrite=overwrite).as_dict()
+    report = write_report(damage, output, settings, gpkg=gpkg, overwrite=overwrite)
+    summary = report.as_dict()
     if ProgressMode(progress) is ProgressMode.JSON:
         stdout_events().emit(EventKind.DONE, status=RunStatus.COMPLETE.value, **summary)
     elif not quiet:
-        click.echo(f"{summary['buildings']} buildings in {summary['areas']} areas"
-                   f" ({summary['uncertain']} uncertain): {summary['output']}, its tables"
-                   f" beside it, layer damage_by_area in {summary['gpkg']}.", err=True)
+        click.echo(f"{report.counted()} ({summary['uncertain']} uncertain): {summary['output']},"
+                   f" its tables beside it, layer damage_by_area in {summary['gpkg']}.", err=True)

@@ -166,7 +166,7 @@ def run_over_chips(scenes: RunScenes, task: ChipTask, run: RunOptions) -> RunSum
         context: dict[str, Any] = {"scenes": len(scenes.opened)} if scenes.event else {}
         skipped = 0
         with (
-            ProgressReporter(run.progress, len(wanted), "chips", output=str(output),
+            ProgressReporter(run.progress, len(wanted), task.unit, output=str(output),
                              run_id=writer.run_id, layers=layers, **context) as reporter,
             OrderedWrites(writer, layers) as writes,
             contextlib.closing(engine.processed(_work(scenes, done_chips, wanted),

@@ -80,6 +80,9 @@ class ChipTask:
         The task's counts for the summary, known without its steps (which Ray's actors hold):
         called once every record is written, with the output's path (e.g. to count rows of
         the whole layer, earlier runs' included).
+    unit
+        What the progress bar counts: the work items, e.g. ``"buildings"`` for a task whose
+        items are buildings.
     """
 
     command: str
@@ -94,3 +97,4 @@ class ChipTask:
     extra_versions: Mapping[str, str] = field(default_factory=dict)
     batch_size: int = 8
     counts: Callable[[Path], Mapping[str, Any]] | None = None
+    unit: str = "chips"

@@ -120,19 +120,50 @@ class ReportFiles:
 
 @dataclass(frozen=True, slots=True)
 class ReportSummary:
-    """What a report counted and where it went."""
+    """What a report counted and where it went.
+
+    Attributes
+    ----------
+    outside
+        Buildings in no admin area (in the totals, in no area's row).
+    cell_m
+        The grid's cell size in metres; None for admin areas.
+    """
 
     files: ReportFiles
     buildings: int
     areas: int
     uncertain: int
     seconds: float
+    outside: int = 0
+    cell_m: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as the ``done`` event and the closing line give it."""
         return {"output": str(self.files.html), "gpkg": str(self.files.gpkg),
                 "layers": [AREA_LAYER], "buildings": self.buildings, "areas": self.areas,
-                "uncertain": self.uncertain, "seconds": round(self.seconds, 2)}
+                "outside": self.outside, "uncertain": self.uncertain,
+                "seconds": round(self.seconds, 2)}
+
+    def counted(self) -> str:
+        """What was counted where, in words, for the closing line.
+
+        Examples
+        --------
+        >>> files = ReportFiles.from_html("r.html")
+        >>> ReportSummary(files, 42, 21, 0, 1.0, cell_m=100).counted()
+        '42 buildings in 21 grid cells of 100 m'
+        >>> ReportSummary(files, 42, 1, 0, 1.0, outside=20).counted()
+        '42 buildings: 22 in 1 area, 20 outside every area'
+        """
+        plural = "s" * (self.areas != 1)
+        if self.cell_m is not None:
+            return (f"{self.buildings} buildings in {self.areas} grid cell{plural} of"
+                    f" {self.cell_m:g} m")
+        if not self.outside:
+            return f"{self.buildings} buildings in {self.areas} area{plural}"
+        return (f"{self.buildings} buildings: {self.buildings - self.outside} in {self.areas}"
+                f" area{plural}, {self.outside} outside every area")
 
 
 def _areas(settings: ReportSettings, footprints: Any) -> tuple[Areas, bool]:
@@ -214,8 +245,8 @@ def write_report(
                             shown)
     files.html.write_text(render_page(content), encoding="utf-8")
     totals = counts.total_row()
-    return ReportSummary(files, totals["total"], len(counts.areas.names),
-                         totals["uncertain"], time.monotonic() - started)
+    return ReportSummary(files, totals["total"], len(counts.areas.names), totals["uncertain"],
+                         time.monotonic() - started, int(counts.outside.sum()), areas.cell_m)
 
 
 def _write_tables(files: ReportFiles, counts: AreaCounts, disaster: dict[str, int] | None) -> None:

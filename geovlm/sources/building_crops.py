@@ -40,6 +40,7 @@ from geovlm.errors import InputError, ParameterError
 from geovlm.scenes.scene import SceneInfo, open_scene
 from geovlm.sources.crop_reads import CropRaster, PixelBox, north_up
 from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, Bounds, crop_bounds, pixel_box
+from geovlm.sources.footprints import log_left_out
 from geovlm.sources.outlines import SourcePolygons, polygon_parts, vector_polygons, xbd_polygons
 from geovlm.sources.xbd import XbdTile
 from geovlm.sources.xbd_scale import pixel_metres
@@ -117,7 +118,9 @@ class Footprints:
         InputError
             As `geovlm.sources.outlines.check_vector`, or no footprint lies on the scene.
         """
-        return cls._on_scene(vector_polygons(path, scene.crs, layer), scene)
+        return cls._on_scene(vector_polygons(path, scene.crs, layer), scene,
+                             "check that they cover the scene (and that their CRS is declared"
+                             " correctly)")
 
     @classmethod
     def from_xbd(cls, label: str | os.PathLike[str], scene: SceneInfo) -> Footprints:
@@ -130,7 +133,9 @@ class Footprints:
         XbdError
             The label is malformed.
         """
-        found = cls._on_scene(xbd_polygons(label, scene.path, scene.crs), scene)
+        found = cls._on_scene(xbd_polygons(label, scene.path, scene.crs), scene,
+                              "pass that tile's own label (labels/<the same name>.json), as"
+                              " `geovlm xbd georef` placed it")
         tile = XbdTile.from_label(Path(label), scene.path)
         # xBD's outlines are single polygons: a footprint's id is its building's uid.
         pixels = {building.uid: building.pixels.bounds for building in tile.buildings}
@@ -138,20 +143,22 @@ class Footprints:
                                    pixel_bounds=tuple(pixels[i] for i in found.ids))
 
     @classmethod
-    def _on_scene(cls, found: SourcePolygons, scene: SceneInfo) -> Footprints:
+    def _on_scene(cls, found: SourcePolygons, scene: SceneInfo, fix: str) -> Footprints:
         parts = polygon_parts(found.ids, found.geometries, found.damages)
+        parts.check_polygonal(found.source)
         outline = _scene_outline(scene)
         kept = [(object_id, polygon) for object_id, polygon, _ in parts.parts
                 if outline.contains(polygon.centroid)]
         if not kept:
             raise InputError(
                 f"none of the {len(found.ids)} footprints of {found.source} lies on"
-                f" {scene.path}; check that they cover the scene (and that their CRS is"
-                " declared correctly)."
+                f" {scene.path}; {fix}."
             )
         counts = {"read": len(found.ids), "buildings": len(kept), "repaired": parts.repaired,
                   "not_polygonal": parts.not_polygonal,
                   "outside": len(parts.parts) - len(kept) + parts.off_crs}
+        log_left_out(found.source, scene.path, parts.repaired, parts.not_polygonal,
+                     counts["outside"])
         ids = [object_id for object_id, _ in kept]
         if len(set(ids)) != len(ids):
             raise InputError(f"{found.source} repeats feature ids; give each footprint its own.")

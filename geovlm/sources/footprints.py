@@ -146,6 +146,7 @@ def objects_from_polygons(
         No object of the source lies on the scene.
     """
     found_parts = polygon_parts(ids, geometries, damages)
+    found_parts.check_polygonal(source)
     parts = found_parts.parts
     cells = cell_footprints(tiler)
     chip_ids = list(cells)

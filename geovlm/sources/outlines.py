@@ -26,7 +26,7 @@ from rasterio.crs import CRS
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geovlm.errors import InputError
+from geovlm.errors import InputError, first_line
 from geovlm.labels.damage import Damage
 from geovlm.sources.xbd import XbdTile
 
@@ -86,6 +86,20 @@ class PolygonParts:
     repaired: int
     not_polygonal: int
     off_crs: int
+
+    def check_polygonal(self, source: str) -> None:
+        """Refuse a source of points or lines, which no scene check would explain.
+
+        Raises
+        ------
+        InputError
+            No feature of `source` holds a polygon.
+        """
+        if not self.parts and self.not_polygonal:
+            raise InputError(
+                f"{source} holds no polygons, only points, lines or empty geometries"
+                f" ({self.not_polygonal}); give a layer of building outlines."
+            )
 
 
 def polygon_parts(
@@ -148,7 +162,7 @@ def check_vector(path: str | os.PathLike[str], layer: str | None = None) -> str:
     try:
         layers = [(str(name), str(kind)) for name, kind in pyogrio.list_layers(path)]
     except DataSourceError as exc:
-        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
+        raise InputError(f"{path} is no vector layer GDAL can read ({first_line(exc)}).") from None
     names = [name for name, _ in layers]
     if layer is None and layers:
         polygonal = [name for name, kind in layers if "Polygon" in kind]
@@ -160,7 +174,7 @@ def check_vector(path: str | os.PathLike[str], layer: str | None = None) -> str:
     try:
         info = pyogrio.read_info(path, layer=layer)
     except (DataSourceError, DataLayerError) as exc:
-        raise InputError(f"{path} is no vector layer GDAL can read ({exc}).") from None
+        raise InputError(f"{path} is no vector layer GDAL can read ({first_line(exc)}).") from None
     if info["crs"] is None and info["features"]:
         raise InputError(
             f"{path} has no coordinate reference system; assign one, e.g. with"

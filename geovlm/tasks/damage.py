@@ -226,6 +226,7 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
         extra_versions=library_versions(ML_PACKAGES),
         batch_size=16,
         counts=summary_counts,
+        unit="buildings",
     )
 
 
