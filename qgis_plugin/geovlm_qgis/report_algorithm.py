@@ -127,6 +127,9 @@ class ReportAlgorithm(EngineAlgorithm):
                 self.UNCERTAIN: done.get("uncertain", 0)}
 
     def done_message(self, event: dict[str, Any]) -> str:
-        return tr("{} buildings in {} areas ({} uncertain): {}").format(
+        message = tr("{} buildings in {} areas ({} uncertain): {}").format(
             event.get("buildings"), event.get("areas"), event.get("uncertain"),
             event.get("output"))
+        if event.get("outside"):
+            message += " " + tr("{} of them lie outside every area.").format(event["outside"])
+        return message
