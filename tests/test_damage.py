@@ -55,6 +55,9 @@ def test_buildings_layer_holds_grades_and_probabilities(graded, inputs):
     frame = pyogrio.read_dataframe(out, layer="buildings")
     assert len(frame) == done["written"] > 10 and frame["object_id"].is_unique
     assert frame.crs.to_epsg() == 3857  # the post scene's, not the footprints' WGS 84
+    assert list(done["grades"]) == [*GRADE_NAMES, "uncertain"]
+    assert done["grades"] == {grade: int((frame["damage"] == grade).sum())
+                              for grade in done["grades"]}
     for _, row in frame.iterrows():
         probs = json.loads(row["probs"])
         assert list(probs) == GRADE_NAMES
@@ -87,6 +90,9 @@ def test_min_confidence_makes_every_building_uncertain(inputs, qwen3_vl_dir, tmp
                      "--progress", "bar")
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output and "buildings" in result.output
+    written = count_rows(out, "buildings")
+    assert (f"In the layer: 0 no-damage, 0 minor-damage, 0 major-damage, 0 destroyed,"
+            f" {written} uncertain.") in result.output
     assert "buildings/s" in result.output and "chips" not in result.output  # the bar's unit
     frame = pyogrio.read_dataframe(out, layer="buildings")
     assert (frame["damage"] == "uncertain").all() and frame["pre_valid_fraction"].isna().all()

@@ -145,9 +145,11 @@ def damage(
         return
     left_out = summary["footprints"].get("outside", 0)
     post_only = f", {summary['post_only']} without a valid pre crop" if pre else ""
+    grades = ", ".join(f"{count} {grade}" for grade, count in summary["grades"].items())
     click.echo(
         f"Wrote {summary['written']} buildings to {summary['output']}"
         f" ({summary['already_done']} already done, {summary['skipped_invalid']} under"
-        f" --min-valid, {left_out} outside the scene{post_only}, {summary['seconds']:.1f} s).",
+        f" --min-valid, {left_out} outside the scene{post_only}, {summary['seconds']:.1f} s)."
+        f" In the layer: {grades}.",
         err=True,
     )

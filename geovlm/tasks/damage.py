@@ -56,6 +56,8 @@ BUILDINGS_LAYER = "buildings"
 #: Field ``images`` of a building shown with its pre and post crops, and of one shown post alone.
 PRE_POST, POST_ONLY = "pre+post", "post"
 
+#: The grades' names, in `GRADES` order.
+_NAMES = tuple(grade.value for grade in GRADES)
 #: Fields of layer ``buildings``.
 DAMAGE_FIELDS: dict[str, FieldType] = {
     "object_id": FieldType.STRING,
@@ -162,11 +164,10 @@ def damage_records(crops: Sequence[BuildingCrop], probs: np.ndarray, settings: D
     ('uncertain', 'major-damage', 0.4)
     """
     records = []
-    names = [grade.value for grade in GRADES]
     for crop, row in zip(crops, probs, strict=True):
         records.append({
             "object_id": crop.item_id,
-            **ranked_fields(row, names, settings.min_confidence, "damage"),
+            **ranked_fields(row, _NAMES, settings.min_confidence, "damage"),
             "answer": grade_answer(GRADES[int(np.argmax(row))], settings.language),
             "language": settings.language.value,
             "scene": scene,
@@ -210,10 +211,12 @@ def damage_task(model: ModelRun[Backend], settings: DamageSettings, scene: str,
     def summary_counts(output: Path) -> dict[str, Any]:
         # Read from the layer, not counted in the steps: Ray's actors run those, and a
         # resumed run's earlier buildings count too.
-        post_only = len(pyogrio.read_dataframe(
-            output, layer=BUILDINGS_LAYER, columns=["images"], read_geometry=False,
-            where=f"images = '{POST_ONLY}'")) if settings.pre is not None else 0
-        return {"footprints": dict(counts or {}), "post_only": post_only}
+        layer = pyogrio.read_dataframe(output, layer=BUILDINGS_LAYER,
+                                       columns=["damage", "images"], read_geometry=False)
+        graded = layer["damage"].value_counts()
+        return {"footprints": dict(counts or {}),
+                "post_only": int((layer["images"] == POST_ONLY).sum()) if settings.pre else 0,
+                "grades": {name: int(graded.get(name, 0)) for name in (*_NAMES, UNCERTAIN)}}
 
     return ChipTask(
         command="damage",
@@ -253,7 +256,8 @@ def damage_buildings(scenes: RunScenes, run: RunOptions, model: ModelRun[Backend
     -------
     RunSummary
         Counts and timing; ``footprints`` says what was read, repaired and left out;
-        ``post_only`` how many buildings of the layer were graded without their pre crop.
+        ``post_only`` how many buildings of the layer were graded without their pre crop;
+        ``grades`` the layer's buildings per grade (and ``uncertain``).
 
     Raises
     ------

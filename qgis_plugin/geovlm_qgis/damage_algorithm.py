@@ -106,4 +106,8 @@ class DamageAlgorithm(RasterAlgorithm):
         if event.get("post_only"):
             message += " " + tr("{} of them from the post raster alone (no valid pre"
                                 " crop).").format(event["post_only"])
+        grades = event.get("grades") or {}
+        if grades:
+            message += " " + tr("In the layer: {}.").format(
+                ", ".join(f"{count} {grade}" for grade, count in grades.items()))
         return message

@@ -16,7 +16,9 @@ import pytest
 from osgeo import gdal, ogr, osr
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject
 
-GRADES = {"no-damage", "minor-damage", "major-damage", "destroyed", "uncertain"}
+#: The grades in the engine's order (its summary counts them so), and the set with uncertain.
+GRADE_ORDER = ("no-damage", "minor-damage", "major-damage", "destroyed")
+GRADES = {*GRADE_ORDER, "uncertain"}
 FIELDS = {"object_id", "damage", "confidence", "runner_up", "runner_up_confidence", "probs",
           "answer", "language", "scene", "run_id"}
 #: South-west corners (lon, lat) of the squares, inside the scene, and their side in degrees.
@@ -89,6 +91,9 @@ def test_damage_loads_a_styled_buildings_layer_into_the_project(plugin, engine, 
     assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "damage"
     assert {category.value() for category in renderer.categories()} >= GRADES
     rows, parameters = _buildings(out)
+    counts = ", ".join(f"{sum(row[1] == grade for row in rows)} {grade}"
+                       for grade in (*GRADE_ORDER, "uncertain"))
+    assert f"In the layer: {counts}." in " ".join(feedback.infos)
     for _, damage, probs, language, pre_valid in rows:
         grades = json.loads(probs)
         assert damage in GRADES and language == "en" and pre_valid is None
