@@ -18,6 +18,7 @@ __all__ = [
     "ParameterError",
     "PresetError",
     "XbdError",
+    "check_share",
     "first_line",
 ]
 
@@ -95,3 +96,18 @@ def first_line(exc: BaseException) -> str:
     line = (str(exc).splitlines() or [type(exc).__name__])[0]
     return line.split(".; ")[0].removesuffix(".")
 
+
+
+def check_share(option: str, value: float) -> None:
+    """Refuse a share (a probability or a fraction of pixels) outside [0, 1], in one sentence.
+
+    Examples
+    --------
+    >>> check_share("--min-valid", 0.5)
+    >>> check_share("--min-confidence", 1.5)
+    Traceback (most recent call last):
+    ...
+    geovlm.errors.ParameterError: --min-confidence 1.5 must lie between 0 and 1.
+    """
+    if not 0.0 <= value <= 1.0:
+        raise ParameterError(f"{option} {value} must lie between 0 and 1.")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Iterable, Mapping
 from html import escape
 from pathlib import Path
 
@@ -11,11 +12,16 @@ from geovlm.evaluation.damage_metrics import GRADE_LABELS
 from geovlm.evaluation.metrics import CalibrationMetrics, ClassificationMetrics
 from geovlm.evaluation.report import EvaluationReport
 from geovlm.labels.calibration import Calibration
+from geovlm.output.html_tables import html_table
 
 __all__ = ["render_html"]
 
+#: The page's tables: scores to three decimals.
+_table = functools.partial(html_table, digits=3)
+
 _STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1.5em;
+       color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
@@ -151,20 +157,6 @@ def _parameters(calibration: Calibration) -> str:
                   + [[f"log prior {label}", value] for label, value in priors.items()])
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
 
 
 def _image(path: Path | None) -> str:

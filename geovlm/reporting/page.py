@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from geovlm.output.html_tables import html_table
 from geovlm.reporting.layers import CATEGORIES, UNCERTAIN
 from geovlm.reporting.picture import COLOURS
 from geovlm.reporting.provenance import RunProvenance
@@ -168,7 +169,7 @@ def _totals(counts: AreaCounts) -> str:
     outside = int(counts.outside.sum())
     note = (f'<p class="note">{outside} buildings lie outside every area: in the totals, in no'
             " area's row.</p>" if outside else "")
-    return _table(["grade", "buildings", "share of all", "share of graded"], body,
+    return html_table(["grade", "buildings", "share of all", "share of graded"], body,
                   raw=True) + note
 
 
@@ -179,7 +180,7 @@ def _severity(row: Mapping[str, Any]) -> tuple[int, ...]:
 def _areas(counts: AreaCounts) -> Iterable[str]:
     rows = sorted(counts.rows(), key=_severity, reverse=True)
     header = [counts.areas.kind, *CATEGORIES, "total", "damaged share of graded"]
-    yield _table(header, [[row["name"], *(row[c] for c in CATEGORIES), row["total"],
+    yield html_table(header, [[row["name"], *(row[c] for c in CATEGORIES), row["total"],
                            row["damaged_share"]] for row in rows[:MAX_ROWS]])
     if len(rows) > MAX_ROWS:
         yield (f'<p class="note">The {MAX_ROWS} most damaged of {len(rows)}'
@@ -192,7 +193,7 @@ def _disaster(found: Mapping[str, int] | None) -> Iterable[str]:
         return
     total = sum(found.values())
     yield '<h2 id="disaster">Disaster type (classify layer)</h2>'
-    yield _table(["disaster type", "chips", "share"],
+    yield html_table(["disaster type", "chips", "share"],
                  [[label, n, _percent(n, total)] for label, n in
                   sorted(found.items(), key=lambda item: -item[1])])
 
@@ -205,7 +206,7 @@ def _provenance(runs: Sequence[RunProvenance], what: str) -> Iterable[str]:
              run.parameters.get("quantize"), "yes" if run.calibrated else "no",
              ", ".join(run.scenes), run.started, run.ended, run.status, run.written,
              run.versions.get("geovlm")] for run in runs]
-    yield _table(["run", "model", "adapter", "quantization", "calibrated", "scenes", "started",
+    yield html_table(["run", "model", "adapter", "quantization", "calibrated", "scenes", "started",
                   "ended", "status", "written", "geovlm"], rows)
 
 
@@ -216,18 +217,3 @@ def _files(files: Mapping[str, str] | None) -> Iterable[str]:
         yield f'<p class="note">The same tables as files: {listed}.</p>'
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[object]], raw: bool = False) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(v) if raw else escape(_cell(v))}</td>" for v in row)
-        + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)

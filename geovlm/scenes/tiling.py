@@ -20,7 +20,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
-from geovlm.errors import ParameterError
+from geovlm.errors import ParameterError, check_share
 from geovlm.scenes.reader import SceneReader
 from geovlm.scenes.scene import SceneInfo, open_scene
 
@@ -77,8 +77,7 @@ class TilingOptions:
                 f"Overlap {self.overlap} must be at least 0 and smaller than the chip size"
                 f" {self.size}."
             )
-        if not 0.0 <= self.min_valid <= 1.0:
-            raise ParameterError(f"--min-valid {self.min_valid} must lie between 0 and 1.")
+        check_share("--min-valid", self.min_valid)
         if self.gsd is not None and not (self.gsd > 0 and math.isfinite(self.gsd)):
             raise ParameterError(f"--gsd {self.gsd} must be a positive number of metres.")
         if self.bands is not None and len(self.bands) not in (1, 3):

@@ -36,7 +36,7 @@ from pyproj import Transformer
 from rasterio.warp import transform_bounds
 from shapely.geometry import Polygon
 
-from geovlm.errors import InputError, ParameterError
+from geovlm.errors import InputError, ParameterError, check_share
 from geovlm.scenes.scene import SceneInfo, open_scene
 from geovlm.sources.crop_reads import CropRaster, PixelBox, north_up
 from geovlm.sources.crops import CROP_PIXELS, DEFAULT_MARGIN_M, Bounds, crop_bounds, pixel_box
@@ -82,8 +82,7 @@ class CropOptions:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.margin_m) and self.margin_m >= 0):
             raise ParameterError(f"--margin {self.margin_m} must be 0 or more metres.")
-        if not 0.0 <= self.min_valid <= 1.0:
-            raise ParameterError(f"--min-valid {self.min_valid} must lie between 0 and 1.")
+        check_share("--min-valid", self.min_valid)
 
     def as_dict(self) -> dict[str, object]:
         """The options as recorded with the run."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from geovlm.backends.base import Backend, ModelRun
 from geovlm.enums import CheckedEnum
-from geovlm.errors import DeviceError, ModelCapabilityError, ParameterError
+from geovlm.errors import DeviceError, ModelCapabilityError, check_share
 from geovlm.labels.calibration import Calibration
 from geovlm.labels.prompts import DisasterLabel, Language, question
 from geovlm.labels.ranking import UNCERTAIN, ranked_fields
@@ -88,10 +88,7 @@ class ClassifySettings:
     calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ParameterError(
-                f"--min-confidence {self.min_confidence} must lie between 0 and 1."
-            )
+        check_share("--min-confidence", self.min_confidence)
 
     @property
     def prompt(self) -> str:

@@ -27,7 +27,7 @@ import pyogrio
 
 from geovlm.backends.base import Backend, ModelRun, PromptImages
 from geovlm.backends.grade_scoring import GradeScorer
-from geovlm.errors import ModelCapabilityError, ParameterError
+from geovlm.errors import ModelCapabilityError, check_share
 from geovlm.labels.building_damage import GRADES, grade_answer
 from geovlm.labels.calibration import Calibration
 from geovlm.labels.grade_forms import DAMAGE_GRADES
@@ -102,10 +102,7 @@ class DamageSettings:
     pre: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ParameterError(
-                f"--min-confidence {self.min_confidence} must lie between 0 and 1."
-            )
+        check_share("--min-confidence", self.min_confidence)
 
     @property
     def scorer(self) -> GradeScorer:

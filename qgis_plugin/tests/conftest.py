@@ -46,31 +46,28 @@ def plugin():
     loaded.unload()
 
 
+def _given(variable: str, what: str) -> str:
+    """The path $`variable` names; tests/test_qgis_plugin.py sets each before running us."""
+    path = os.environ.get(variable)
+    if not path:
+        pytest.fail(f"{variable} must name {what} (tests/test_qgis_plugin.py sets it)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def engine() -> str:
-    path = os.environ.get("GEOVLM_ENGINE")
-    if not path:
-        pytest.fail("GEOVLM_ENGINE must name a geovlm executable (tests/test_qgis_plugin.py"
-                    " sets it)")
-    return path
+    return _given("GEOVLM_ENGINE", "a geovlm executable")
 
 
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
-    path = os.environ.get("GEOVLM_TEST_MODEL")
-    if not path:
-        pytest.fail("GEOVLM_TEST_MODEL must name a tiny model folder")
-    return path
+    return _given("GEOVLM_TEST_MODEL", "a tiny model folder")
 
 
 @pytest.fixture(scope="session")
 def buildings() -> Path:
-    """A ``buildings`` layer as geovlm damage writes it ($GEOVLM_TEST_BUILDINGS)."""
-    path = os.environ.get("GEOVLM_TEST_BUILDINGS")
-    if not path:
-        pytest.fail("GEOVLM_TEST_BUILDINGS must name a damage GeoPackage"
-                    " (tests/test_qgis_plugin.py writes one)")
-    return Path(path)
+    """A ``buildings`` layer as geovlm damage writes it."""
+    return Path(_given("GEOVLM_TEST_BUILDINGS", "a damage GeoPackage"))
 
 
 @pytest.fixture(scope="session")
